@@ -1,0 +1,39 @@
+//! carshare-core: the embeddable heart of carshare. It knows nothing of WebAssembly or HTTP.
+//!
+//! How a change flows through it:
+//!
+//! 1. [`Log::begin`] starts a [`Unit`] of work on a committed [`Snapshot`].
+//! 2. The embedder runs its handlers against the unit: they read and write their context's
+//!    key-value state ([`Unit::get`], [`Unit::set`], [`Unit::scan`]), take ids
+//!    ([`Unit::next_id`]) and publish events ([`Unit::publish`]). Nothing is visible to anyone
+//!    else yet; a [`Savepoint`] undoes part of it.
+//! 3. [`Log::commit`] hands the unit to the commit writer (`writer.rs`), which validates what
+//!    the unit read, writes its state, numbers its events gap-free and fsyncs, together with
+//!    every other unit waiting at that moment (group commit). The future resolves once the unit
+//!    is durable, or with [`CommitError::Conflict`] if it must be run again.
+//! 4. The [`Dispatcher`] sees the log's head move and hands the new events to each subscriber
+//!    ([`EventHandler`]), in log order from the subscriber's durable cursor, each step being a
+//!    unit again; failing events are retried and then parked as [`DeadLetter`]s.
+//!
+//! `docs/design.md` at the repository root states the rules these steps keep.
+#![deny(missing_docs)]
+
+mod dispatch;
+mod error;
+mod event;
+mod log;
+mod store;
+mod time;
+mod unit;
+mod writer;
+
+pub use dispatch::{
+    DeadLetter, Dispatcher, EventHandler, Failing, HandlerError, RetryPolicy, SubscriberStatus,
+};
+pub use error::{CommitError, Error, StorageError};
+pub use event::{Event, NewEvent};
+pub use log::Log;
+pub use store::Snapshot;
+pub use time::{now_millis, rfc3339_utc};
+pub use unit::{Savepoint, Unit};
+pub use writer::Committed;

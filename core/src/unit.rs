@@ -1,0 +1,208 @@
+//! The unit of work: everything one request (with every synchronous call it makes) or one
+//! subscriber step reads and writes, kept in memory until it commits as one redb transaction.
+//!
+//! Reads come from one committed [`Snapshot`] (plus the unit's own writes). The unit remembers
+//! what it read, and the writer commits it only if none of that changed meanwhile (optimistic
+//! concurrency, validated by value), so units run concurrently yet commit as if one at a time.
+//! Savepoints let a failed synchronous call be undone without aborting its caller.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::StorageError;
+use crate::event::{Event, NewEvent};
+use crate::log::Shared;
+use crate::store::Snapshot;
+
+pub(crate) type StateKey = (String, String);
+
+/// A prefix scan the unit based decisions on, checked again at commit.
+#[derive(Debug)]
+pub(crate) struct ScanRead {
+    pub context: String,
+    pub prefix: String,
+    pub rows: Vec<(String, Vec<u8>)>,
+}
+
+/// A subscriber's cursor move, valid only if the cursor is still where the unit found it.
+#[derive(Debug)]
+pub(crate) struct CursorMove {
+    pub subscriber: String,
+    pub expected: u64,
+    pub to: u64,
+}
+
+/// A parked event, to be stored with the unit.
+#[derive(Debug)]
+pub(crate) enum DeadWrite {
+    Park(crate::DeadLetter),
+    Remove { subscriber: String, seq: u64 },
+}
+
+/// A point to roll a unit back to.
+#[derive(Debug, Clone, Copy)]
+pub struct Savepoint {
+    undo: usize,
+    events: usize,
+}
+
+/// The reads and writes of one unit of work. Create it with [`crate::Log::begin`], commit it
+/// with [`crate::Log::commit`]; dropping it aborts it.
+pub struct Unit {
+    snapshot: Snapshot,
+    shared: Arc<Shared>,
+    pub(crate) reads: HashMap<StateKey, Option<Vec<u8>>>,
+    pub(crate) scans: Vec<ScanRead>,
+    pub(crate) writes: HashMap<StateKey, Option<Vec<u8>>>,
+    undo: Vec<(StateKey, Option<Option<Vec<u8>>>)>,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) cursors: Vec<CursorMove>,
+    pub(crate) dead: Vec<DeadWrite>,
+    pub(crate) ids: HashMap<(String, String), u64>,
+}
+
+impl Unit {
+    pub(crate) fn new(snapshot: Snapshot, shared: Arc<Shared>) -> Self {
+        Unit {
+            snapshot,
+            shared,
+            reads: HashMap::new(),
+            scans: Vec::new(),
+            writes: HashMap::new(),
+            undo: Vec::new(),
+            events: Vec::new(),
+            cursors: Vec::new(),
+            dead: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Reads `key` of `context`: the unit's own write if there is one, else the snapshot.
+    pub fn get(&mut self, context: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = (context.to_string(), key.to_string());
+        if let Some(v) = self.writes.get(&k) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.reads.get(&k) {
+            return Ok(v.clone());
+        }
+        let v = self.snapshot.get(context, key)?;
+        self.reads.insert(k, v.clone());
+        Ok(v)
+    }
+
+    /// Sets `key` of `context` to `value`.
+    pub fn set(&mut self, context: &str, key: &str, value: Vec<u8>) {
+        self.write(context, key, Some(value));
+    }
+
+    /// Deletes `key` of `context`.
+    pub fn delete(&mut self, context: &str, key: &str) {
+        self.write(context, key, None);
+    }
+
+    fn write(&mut self, context: &str, key: &str, value: Option<Vec<u8>>) {
+        let k = (context.to_string(), key.to_string());
+        let before = self.writes.insert(k.clone(), value);
+        self.undo.push((k, before));
+    }
+
+    /// Every (key, value) of `context` whose key starts with `prefix`, in key order, with the
+    /// unit's own writes applied.
+    pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let rows = self.snapshot.scan(context, prefix)?;
+        let mut merged: std::collections::BTreeMap<String, Vec<u8>> = rows.iter().cloned().collect();
+        for ((ctx, key), v) in &self.writes {
+            if ctx == context && key.starts_with(prefix) {
+                match v {
+                    Some(v) => merged.insert(key.clone(), v.clone()),
+                    None => merged.remove(key),
+                };
+            }
+        }
+        self.scans.push(ScanRead { context: context.to_string(), prefix: prefix.to_string(), rows });
+        Ok(merged.into_iter().collect())
+    }
+
+    /// A new id from `context`'s sequence `name`: unique and increasing, never handed out twice,
+    /// even across restarts. Ids are not transactional: an aborted unit leaves a gap, as a
+    /// database sequence does.
+    pub fn next_id(&mut self, context: &str, name: &str) -> Result<u64, StorageError> {
+        let id = self.shared.next_id(context, name)?;
+        let slot = self.ids.entry((context.to_string(), name.to_string())).or_insert(0);
+        *slot = (*slot).max(id);
+        Ok(id)
+    }
+
+    /// Publishes an event; it is committed with the unit, or not at all.
+    pub fn publish(&mut self, source: &str, event_type: &str, key: Option<String>, payload: Value) {
+        self.events.push(NewEvent {
+            source: source.to_string(),
+            event_type: event_type.to_string(),
+            key,
+            payload,
+        });
+    }
+
+    /// The events published so far in this unit, in order.
+    pub fn published(&self) -> &[NewEvent] {
+        &self.events
+    }
+
+    /// Where `subscriber`'s cursor stands in the snapshot; the unit may then move it.
+    pub fn cursor(&self, subscriber: &str) -> Result<u64, StorageError> {
+        self.snapshot.cursor(subscriber)
+    }
+
+    /// Moves `subscriber`'s cursor from `from` (where the unit found it) to `to`. The commit
+    /// fails with a conflict if the cursor moved meanwhile, so no event is handled twice.
+    pub fn move_cursor(&mut self, subscriber: &str, from: u64, to: u64) {
+        self.cursors.push(CursorMove { subscriber: subscriber.to_string(), expected: from, to });
+    }
+
+    /// Up to `limit` events after `after`, from the unit's snapshot.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StorageError> {
+        self.snapshot.events_after(after, limit)
+    }
+
+    /// Parks `event` for `subscriber` as a dead letter.
+    pub fn park(&mut self, subscriber: &str, event: &Event, error: &str, attempts: u32) {
+        self.dead.push(DeadWrite::Park(crate::DeadLetter {
+            subscriber: subscriber.to_string(),
+            event: event.clone(),
+            error: error.to_string(),
+            attempts,
+            parked_at: crate::time::rfc3339_utc(crate::time::now_millis()),
+        }));
+    }
+
+    /// Removes a dead letter (after an operator had it handled again).
+    pub fn unpark(&mut self, subscriber: &str, seq: u64) {
+        self.dead.push(DeadWrite::Remove { subscriber: subscriber.to_string(), seq });
+    }
+
+    /// A point to roll back to.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint { undo: self.undo.len(), events: self.events.len() }
+    }
+
+    /// Undoes every write and event since `sp`. What was read stays recorded: it is still
+    /// checked at commit, which is only ever stricter.
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.undo {
+            let (k, before) = self.undo.pop().expect("len checked");
+            match before {
+                Some(v) => self.writes.insert(k, v),
+                None => self.writes.remove(&k),
+            };
+        }
+        self.events.truncate(sp.events);
+    }
+
+    /// True if committing the unit would change nothing (it only read).
+    pub fn is_read_only(&self) -> bool {
+        self.writes.is_empty() && self.events.is_empty() && self.cursors.is_empty() && self.dead.is_empty()
+    }
+}

@@ -1,0 +1,103 @@
+//! The one place where errors become HTTP: a status, a JSON body
+//! `{"error": "<kind>", "message": "...", "status": N}`, and `Retry-After` where a retry can
+//! succeed. Internal details are logged here, not sent.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+
+use crate::runtime::RequestError;
+use crate::types::{CallError, DomainError};
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Machine-readable kind, snake_case.
+    pub kind: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Seconds after which a retry may succeed.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with no retry hint.
+    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, kind, message: message.into(), retry_after: None }
+    }
+
+    fn retry(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The HTTP response.
+    pub fn into_response(self) -> hyper::Response<Full<Bytes>> {
+        let body = serde_json::json!({ "error": self.kind, "message": self.message, "status": self.status });
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = hyper::StatusCode::from_u16(self.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == 401 {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NoRoute(path) => ApiError::new(404, "not_found", format!("no context serves {path}")),
+            RequestError::Call(c) => c.into(),
+            RequestError::Storage(e) => {
+                crate::log::error(&format!("request failed: {e}"));
+                ApiError::new(500, "storage", "the database failed; nothing was changed")
+            }
+            RequestError::Contention => {
+                ApiError::new(503, "contention", "too many concurrent changes to the same data; retry").retry(1)
+            }
+            RequestError::ShuttingDown => ApiError::new(503, "shutting_down", "the server is shutting down").retry(5),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Domain(d) => d.into(),
+            CallError::NoSuchContext(c) | CallError::Stopped(c) => {
+                ApiError::new(503, "unavailable", format!("the {c} context is not running; retry later")).retry(5)
+            }
+            CallError::Busy(c) => {
+                ApiError::new(503, "busy", format!("the {c} context is at its instance limit; retry")).retry(1)
+            }
+            e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
+                crate::log::error(&e.to_string());
+                ApiError::new(500, "context_fault", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::BadRequest(m) => ApiError::new(400, "bad_request", m),
+            DomainError::Forbidden(m) => ApiError::new(403, "forbidden", m),
+            DomainError::NotFound(m) => ApiError::new(404, "not_found", m),
+            DomainError::MethodNotAllowed(m) => ApiError::new(405, "method_not_allowed", m),
+            DomainError::Conflict(m) => ApiError::new(409, "conflict", m),
+            DomainError::Refused(m) => ApiError::new(422, "refused", m),
+            DomainError::Unavailable(m) => ApiError::new(503, "unavailable", m).retry(5),
+            DomainError::Internal(m) => {
+                crate::log::error(&format!("a context reported an internal error: {m}"));
+                ApiError::new(500, "internal", "the context failed; see the server log")
+            }
+        }
+    }
+}

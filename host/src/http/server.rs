@@ -1,0 +1,171 @@
+//! The hyper server and the gateway service.
+//!
+//! One task per connection (`http1::Builder::serve_connection`), at most `max_connections` at
+//! once, graceful shutdown that lets in-flight requests finish. [`App`] is the service itself,
+//! usable without a socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::error::ApiError;
+use crate::runtime::Runtime;
+use crate::types::Request;
+
+/// The gateway and admin service.
+pub struct App {
+    /// The runtime requests go to.
+    pub runtime: Runtime,
+    /// The bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+impl App {
+    /// Serves one request. Never fails: every error is a JSON response.
+    pub async fn serve(&self, req: hyper::Request<Incoming>, local: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        match self.route(req, local).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route(&self, req: hyper::Request<Incoming>, local: SocketAddr) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large(self.max_body));
+        }
+        let body = match Limited::new(body, self.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(too_large(self.max_body));
+            }
+            Err(e) => return Err(ApiError::new(400, "bad_request", format!("could not read the body: {e}"))),
+        };
+        if path == "/admin" || path.starts_with("/admin/") {
+            return super::admin::handle(self, &parts, &path, &query, &body).await;
+        }
+        let method = parts.method.as_str().to_string();
+        if !body.is_empty()
+            && matches!(method.as_str(), "POST" | "PUT" | "PATCH")
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        {
+            return Err(ApiError::new(400, "malformed_json", format!("the body is not valid JSON: {e}")));
+        }
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let request = Request {
+            method,
+            path,
+            query,
+            headers,
+            body: body.to_vec(),
+            base_url: base_url(parts.headers.get(HOST), local),
+            caller: None,
+        };
+        let served = self.runtime.handle(request).await?;
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(served.response.body)));
+        *resp.status_mut() = hyper::StatusCode::from_u16(served.response.status)
+            .ok()
+            .filter(|s| !s.is_informational())
+            .ok_or_else(|| ApiError::new(500, "context_fault", format!("{} answered an invalid status", served.context)))?;
+        for (k, v) in served.response.headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                resp.headers_mut().append(k, v);
+            }
+        }
+        if !resp.headers().contains_key(CONTENT_TYPE) {
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", served.context, served.version)) {
+            resp.headers_mut().insert("x-carshare-context", v);
+        }
+        Ok(resp)
+    }
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(413, "payload_too_large", format!("the body is larger than {max} bytes"))
+}
+
+/// `http://<Host header>` when it is a plausible authority, else the address we listen on.
+fn base_url(host: Option<&HeaderValue>, local: SocketAddr) -> String {
+    let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
+        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+    });
+    match host {
+        Some(h) => format!("http://{h}"),
+        None => format!("http://{local}"),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish (up to `grace`), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, local) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let local = stream.local_addr().unwrap_or_else(|_| listener.local_addr().expect("bound"));
+                    (stream, local)
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    crate::log::warn(&format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(app.serve(req, local).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        crate::log::warn("some connections were still busy after the grace period");
+    }
+}

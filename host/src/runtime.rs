@@ -1,0 +1,356 @@
+//! The assembled system: the log, the loaded contexts, the route table and the dispatcher.
+//!
+//! A client request flows through [`Runtime::handle`]: route → a unit of work begins → the
+//! routed context serves the request on a blocking thread (wasm runs synchronously, and WASI's
+//! sync shims must not run on an async worker) → any synchronous call it makes runs in the same
+//! unit ([`Runtime::call_context`]) → the unit commits (group commit) → the response goes out.
+//! A unit that lost a race with a concurrent commit is run again from scratch. Committed
+//! events reach subscribing contexts through the core's dispatcher.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use carshare_core::{
+    CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, StorageError, SubscriberStatus,
+    Unit,
+};
+use serde::Serialize;
+
+use crate::routes::{RouteError, RouteTable};
+use crate::types::{CallError, Request, Response};
+use crate::wasm::{Limits, LoadError, Plugin, WasmEngine};
+
+/// How the runtime behaves.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Sandbox limits for every context.
+    pub limits: Limits,
+    /// How failing events are retried before they are parked.
+    pub retry: RetryPolicy,
+    /// The deepest chain of synchronous calls allowed.
+    pub max_call_depth: u32,
+    /// Requests executing wasm at once; more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// How often a request that lost a race with a concurrent commit is run again.
+    pub conflict_retries: u32,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            max_call_depth: 8,
+            max_concurrent_requests: 16,
+            conflict_retries: 16,
+        }
+    }
+}
+
+/// A request the runtime served.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The context's response.
+    pub response: Response,
+    /// The context that served it.
+    pub context: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// Why a request got no response from a context.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No context serves the path.
+    NoRoute(String),
+    /// The routed context failed or refused (see [`CallError`]).
+    Call(CallError),
+    /// The database failed; nothing was committed.
+    Storage(StorageError),
+    /// The request kept conflicting with concurrent commits; nothing was committed.
+    Contention,
+    /// The runtime is shutting down; nothing was committed.
+    ShuttingDown,
+}
+
+/// Why a context could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadContextError {
+    /// The component itself is unusable.
+    Load(LoadError),
+    /// Its routes collide or are malformed.
+    Route(RouteError),
+    /// A context of that name is already loaded.
+    AlreadyLoaded(String),
+}
+
+impl std::fmt::Display for LoadContextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadContextError::Load(e) => e.fmt(f),
+            LoadContextError::Route(e) => e.fmt(f),
+            LoadContextError::AlreadyLoaded(n) => write!(f, "a context named {n} is already loaded"),
+        }
+    }
+}
+
+impl std::error::Error for LoadContextError {}
+
+/// What an operator sees of a context.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the component.
+    pub digest: String,
+    /// When it was loaded.
+    pub loaded_at: String,
+    /// `running` or `stopped`.
+    pub state: &'static str,
+    /// Routes.
+    pub routes: Vec<String>,
+    /// Subscriptions.
+    pub subscriptions: Vec<String>,
+    /// Live instances.
+    pub instances: usize,
+    /// Its event cursor, lag and any failing event, if it subscribes.
+    pub subscriber: Option<SubscriberStatus>,
+}
+
+/// One loaded context.
+struct Slot {
+    plugin: RwLock<Arc<Plugin>>,
+    running: AtomicBool,
+}
+
+impl Slot {
+    fn current(&self) -> Arc<Plugin> {
+        self.plugin.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Log,
+    engine: Arc<WasmEngine>,
+    options: RuntimeOptions,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    routes: RwLock<RouteTable>,
+    dispatcher: Dispatcher,
+    executors: tokio::sync::Semaphore,
+}
+
+impl Runtime {
+    /// A runtime over `log` with no contexts yet. Must be called inside a tokio runtime.
+    pub fn new(log: Log, engine: Arc<WasmEngine>, options: RuntimeOptions) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                dispatcher: Dispatcher::new(log.clone(), options.retry.clone()),
+                executors: tokio::sync::Semaphore::new(options.max_concurrent_requests.max(1)),
+                log,
+                engine,
+                options,
+                slots: RwLock::new(BTreeMap::new()),
+                routes: RwLock::new(RouteTable::default()),
+            }),
+        }
+    }
+
+    /// Loads a context from component bytes, routes its collections and subscribes it from its
+    /// durable cursor. Returns its name.
+    pub fn load(&self, bytes: &[u8]) -> Result<String, LoadContextError> {
+        let plugin = Plugin::load(&self.inner.engine, bytes, self.inner.options.limits.clone())
+            .map_err(LoadContextError::Load)?;
+        let m = plugin.manifest().clone();
+        let mut slots = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
+        if slots.contains_key(&m.name) {
+            return Err(LoadContextError::AlreadyLoaded(m.name));
+        }
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(&m.name, &m.routes)
+            .map_err(LoadContextError::Route)?;
+        slots.insert(
+            m.name.clone(),
+            Arc::new(Slot { plugin: RwLock::new(Arc::new(plugin)), running: AtomicBool::new(true) }),
+        );
+        drop(slots);
+        let subscriber = Subscriber { runtime: Arc::downgrade(&self.inner), name: m.name.clone() };
+        self.inner.dispatcher.subscribe(&m.name, Arc::new(subscriber), true);
+        crate::log::info(&format!(
+            "loaded context {} {} (routes {:?}, subscribes {:?})",
+            m.name, m.version, m.routes, m.subscriptions
+        ));
+        Ok(m.name)
+    }
+
+    /// Serves a client request: routes it, runs it as one unit of work, commits, answers.
+    pub async fn handle(&self, request: Request) -> Result<Served, RequestError> {
+        let name = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(&request.path)
+            .map(str::to_string)
+            .ok_or_else(|| RequestError::NoRoute(request.path.clone()))?;
+        for _ in 0..=self.inner.options.conflict_retries {
+            let permit = self.inner.executors.acquire().await.map_err(|_| RequestError::ShuttingDown)?;
+            let rt = self.clone();
+            let (req, ctx) = (request.clone(), name.clone());
+            let ran = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
+                let plugin = rt.resolve(&ctx, 0).map_err(RequestError::Call)?;
+                let unit = rt.inner.log.begin().map_err(RequestError::Storage)?;
+                let (unit, result) = plugin.handle_request(&rt, req, unit, 0);
+                Ok((unit, result, plugin.manifest().version.clone()))
+            })
+            .await
+            .map_err(|_| RequestError::Call(CallError::Fault { context: name.clone(), message: "panicked".into() }))?;
+            drop(permit);
+            let (unit, result, version) = ran?;
+            let response = result.map_err(RequestError::Call)?;
+            match self.inner.log.commit(unit).await {
+                Ok(_) => return Ok(Served { response, context: name, version }),
+                Err(CommitError::Conflict) => continue,
+                Err(CommitError::Closed) => return Err(RequestError::ShuttingDown),
+                Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
+                Err(_) => return Err(RequestError::ShuttingDown),
+            }
+        }
+        Err(RequestError::Contention)
+    }
+
+    /// A synchronous call from one context into another, inside the caller's unit.
+    pub(crate) fn call_context(
+        &self,
+        name: &str,
+        request: Request,
+        unit: Unit,
+        depth: u32,
+    ) -> (Unit, Result<Response, CallError>) {
+        match self.resolve(name, depth) {
+            Ok(plugin) => plugin.handle_request(self, request, unit, depth),
+            Err(e) => (unit, Err(e)),
+        }
+    }
+
+    /// The running plugin of `name`, if it may be called at `depth`.
+    fn resolve(&self, name: &str, depth: u32) -> Result<Arc<Plugin>, CallError> {
+        if depth > self.inner.options.max_call_depth {
+            return Err(CallError::TooDeep(name.to_string()));
+        }
+        let slot = self.slot(name).ok_or_else(|| CallError::NoSuchContext(name.to_string()))?;
+        if !slot.running.load(Ordering::Acquire) {
+            return Err(CallError::Stopped(name.to_string()));
+        }
+        Ok(slot.current())
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.inner.slots.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Stops or starts a context: a stopped context answers no request or call (callers get
+    /// "unavailable") and receives no event; its cursor stays where it is, and it catches up
+    /// when started. Returns false for an unknown context.
+    pub fn set_running(&self, name: &str, running: bool) -> bool {
+        let Some(slot) = self.slot(name) else { return false };
+        slot.running.store(running, Ordering::Release);
+        self.inner.dispatcher.set_running(name, running);
+        crate::log::info(&format!("context {name} {}", if running { "started" } else { "stopped" }));
+        true
+    }
+
+    /// Every loaded context, by name.
+    pub fn contexts(&self) -> Result<Vec<ContextInfo>, StorageError> {
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .map(|(name, slot)| {
+                let p = slot.current();
+                let m = p.manifest();
+                Ok(ContextInfo {
+                    version: m.version.clone(),
+                    digest: p.digest().to_string(),
+                    loaded_at: p.loaded_at().to_string(),
+                    state: if slot.running.load(Ordering::Acquire) { "running" } else { "stopped" },
+                    routes: m.routes.clone(),
+                    subscriptions: m.subscriptions.clone(),
+                    instances: p.instances(),
+                    subscriber: self.inner.dispatcher.status(&name)?,
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Stops delivering events (each subscriber finishes its step) and closes the log.
+    pub async fn shutdown(&self) {
+        self.inner.executors.close();
+        self.inner.dispatcher.shutdown().await;
+        self.inner.log.close();
+    }
+}
+
+/// A context as a subscriber of the dispatcher. Holds the runtime weakly: the dispatcher lives
+/// inside the runtime.
+struct Subscriber {
+    runtime: Weak<Inner>,
+    name: String,
+}
+
+impl Subscriber {
+    fn runtime(&self) -> Option<(Runtime, Arc<Slot>)> {
+        let rt = Runtime { inner: self.runtime.upgrade()? };
+        let slot = rt.slot(&self.name)?;
+        Some((rt, slot))
+    }
+}
+
+impl EventHandler for Subscriber {
+    fn wants(&self, event_type: &str) -> bool {
+        self.runtime()
+            .is_some_and(|(_, slot)| slot.current().manifest().subscriptions.iter().any(|s| s == event_type))
+    }
+
+    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
+        let Some((rt, slot)) = self.runtime() else {
+            return (unit, Err(HandlerError::new("the runtime is shutting down")));
+        };
+        let (unit, r) = slot.current().handle_event(&rt, event, unit);
+        (unit, r.map_err(HandlerError::new))
+    }
+
+    fn on_failure(&self, event: &Event, error: &HandlerError, attempt: u32, parked: bool) {
+        let what = if parked { "parked as a dead letter" } else { "will retry" };
+        crate::log::warn(&format!(
+            "{} failed on {} #{} (attempt {attempt}, {what}): {}",
+            self.name, event.event_type, event.seq, error.message
+        ));
+    }
+}

@@ -1,0 +1,53 @@
+//! What a component instance's store holds: its context's name, a WASI context that grants
+//! nothing, its resource limits, and, for the length of one call, the [`Scope`] of that call:
+//! the unit of work its imports read and write, and the runtime to reach other contexts.
+
+use std::sync::Arc;
+
+use carshare_core::Unit;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use crate::runtime::Runtime;
+
+/// The store data of one instance.
+pub struct InstanceState {
+    /// The context this instance belongs to: the namespace of its state.
+    pub context: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory and instance limits, enforced by wasmtime through `Store::limiter`.
+    pub limits: StoreLimits,
+    /// Present only while the instance is serving a call.
+    pub scope: Option<Scope>,
+}
+
+/// The call an instance is serving.
+pub struct Scope {
+    /// The unit of work of the whole request or event step.
+    pub unit: Unit,
+    /// For synchronous calls into other contexts.
+    pub runtime: Runtime,
+    /// How deep in a chain of synchronous calls this call is (0 for the outermost).
+    pub depth: u32,
+}
+
+impl InstanceState {
+    /// A state for an instance of `context`, limited by `limits`. Guests get no environment,
+    /// no arguments, no files, no network and no stdio.
+    pub fn new(context: Arc<str>, limits: StoreLimits) -> Self {
+        let wasi = WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+        InstanceState { context, wasi, table: ResourceTable::new(), limits, scope: None }
+    }
+
+    /// The current call's scope; a host import called outside a call is a fault.
+    pub fn scope(&mut self) -> wasmtime::Result<&mut Scope> {
+        self.scope.as_mut().ok_or_else(|| wasmtime::format_err!("a host import was called outside of a call"))
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

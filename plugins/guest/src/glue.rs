@@ -1,0 +1,30 @@
+//! The one place where the generated `Guest` trait is implemented: it converts between the
+//! WIT types and this crate's types and forwards to the context's [`Context`] impl.
+
+use std::marker::PhantomData;
+
+use crate::bindings::carshare::context::types as wit;
+use crate::{Context, Event, Request};
+
+/// Implements the generated export trait for any [`Context`]; used by [`crate::context!`].
+pub struct Adapter<C>(PhantomData<C>);
+
+impl<C: Context> crate::bindings::Guest for Adapter<C> {
+    fn manifest() -> wit::Manifest {
+        let m = C::manifest();
+        wit::Manifest {
+            name: m.name.to_string(),
+            version: m.version.to_string(),
+            routes: m.routes.iter().map(|s| s.to_string()).collect(),
+            subscriptions: m.subscriptions.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn handle_request(request: wit::Request) -> Result<wit::Response, wit::ContextError> {
+        C::handle_request(Request::from(request)).map(Into::into).map_err(Into::into)
+    }
+
+    fn handle_event(event: wit::Event) -> Result<(), wit::ContextError> {
+        C::handle_event(Event::from(event)).map_err(Into::into)
+    }
+}

@@ -1,0 +1,144 @@
+//! The order domain, free of any host: what an order is, how a new one is validated, and how
+//! its status moves. The status belongs to the server; clients never set it.
+
+use carshare_guest::Error;
+use carshare_guest::body::Body;
+use carshare_guest::rest::Entity;
+use serde::{Deserialize, Serialize};
+
+/// Accepted, payment being taken.
+pub const ORDERED: &str = "Ordered";
+/// Paid.
+pub const APPROVED: &str = "OrderApproved";
+/// The car was delivered.
+pub const SHIPPED: &str = "Shipped";
+/// Cancelled and refunded.
+pub const CANCELLED: &str = "OrderCancelled";
+
+/// The largest quantity one order may ask for.
+pub const MAX_QTY: i64 = 1_000_000;
+
+/// An order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: u64,
+    pub product_id: u64,
+    pub qty: i64,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<u64>,
+}
+
+impl Entity for Order {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// A validated request for a new order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOrder {
+    pub product_id: u64,
+    pub qty: i64,
+    pub customer_id: Option<u64>,
+}
+
+impl NewOrder {
+    /// Validates a client's body. A client-sent `status` (reference clients send `"order"`) is
+    /// accepted and ignored.
+    pub fn parse(body: &Body) -> Result<Self, Error> {
+        Ok(NewOrder {
+            product_id: body.id("productId")?,
+            qty: body.int("qty", 1, MAX_QTY)?,
+            customer_id: body.opt_int("customerId", 1, i64::MAX)?.map(|c| c as u64),
+        })
+    }
+
+    /// The order this becomes under `id`.
+    pub fn into_order(self, id: u64) -> Order {
+        Order { id, product_id: self.product_id, qty: self.qty, status: ORDERED.into(), customer_id: self.customer_id }
+    }
+}
+
+/// The `Ordered` event's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ordered {
+    pub id: u64,
+    pub product_id: u64,
+    pub qty: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<u64>,
+}
+
+impl From<&Order> for Ordered {
+    fn from(o: &Order) -> Self {
+        Ordered { id: o.id, product_id: o.product_id, qty: o.qty, customer_id: o.customer_id }
+    }
+}
+
+/// What order needs of a `Paid` event.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paid {
+    pub id: u64,
+    pub order_id: u64,
+}
+
+/// Applies a payment: `Ordered` becomes `OrderApproved`. Returns whether anything changed, so
+/// a redelivered `Paid`, or one arriving after the order moved on, changes nothing.
+pub fn on_paid(order: &mut Order) -> bool {
+    if order.status == ORDERED {
+        order.status = APPROVED.into();
+        true
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: serde_json::Value) -> Body {
+        Body(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn a_reference_client_order_is_accepted_and_its_status_ignored() {
+        let n = NewOrder::parse(&body(json!({"productId": 1, "qty": 2, "status": "Shipped"}))).unwrap();
+        let o = n.into_order(9);
+        assert_eq!(o.status, ORDERED);
+        assert_eq!((o.id, o.product_id, o.qty, o.customer_id), (9, 1, 2, None));
+    }
+
+    #[test]
+    fn invalid_orders_are_refused() {
+        for b in [
+            json!({"qty": 1}),
+            json!({"productId": 1}),
+            json!({"productId": 1, "qty": 0}),
+            json!({"productId": 1, "qty": -3}),
+            json!({"productId": "1", "qty": 1}),
+            json!({"productId": 0, "qty": 1}),
+            json!({"productId": 1, "qty": null}),
+            json!({"productId": 1, "qty": 2.5}),
+            json!({"productId": 1, "qty": 1, "customerId": "x"}),
+        ] {
+            assert!(matches!(NewOrder::parse(&body(b.clone())), Err(Error::BadRequest(_))), "{b}");
+        }
+    }
+
+    #[test]
+    fn paid_is_applied_once() {
+        let mut o = NewOrder { product_id: 1, qty: 1, customer_id: None }.into_order(1);
+        assert!(on_paid(&mut o));
+        assert_eq!(o.status, APPROVED);
+        assert!(!on_paid(&mut o));
+        o.status = CANCELLED.into();
+        assert!(!on_paid(&mut o));
+        assert_eq!(o.status, CANCELLED);
+    }
+}

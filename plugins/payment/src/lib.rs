@@ -1,0 +1,74 @@
+//! The payment context: takes a payment when order asks (synchronously, inside the order's unit
+//! of work) and publishes `Paid`. Clients may read payments; only the order context may create
+//! one, so no payment exists without its order.
+
+pub mod domain;
+
+use carshare_guest::body::Body;
+use carshare_guest::rest::{Collection, Target, method_not_allowed};
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
+
+use domain::{NewPayment, Paid, Payment};
+
+const PAYMENTS: Collection = Collection::new("payments", "payment", &["id", "orderId", "productId", "qty", "status"]);
+const CANCELLATIONS: Collection =
+    Collection::new("paymentCancellations", "paymentCancellation", &["id", "orderId", "productId", "qty", "status"]);
+
+struct PaymentContext;
+
+impl Context for PaymentContext {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "payment",
+            version: env!("CARGO_PKG_VERSION"),
+            routes: &["/payments", "/paymentCancellations"],
+            subscriptions: &[],
+        }
+    }
+
+    fn handle_request(req: Request) -> Result<Response, Error> {
+        if CANCELLATIONS.serves(&req.path) {
+            return match (CANCELLATIONS.target(&req.path)?, req.method.as_str()) {
+                (Target::Collection, "GET") => CANCELLATIONS.page(&req, CANCELLATIONS.all::<Payment>()?),
+                (Target::Item(id), "GET") => Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Payment>(id)?)),
+                (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on paymentCancellations"))),
+                _ => Err(method_not_allowed(&req, &["GET"])),
+            };
+        }
+        match (PAYMENTS.target(&req.path)?, req.method.as_str()) {
+            (Target::Collection, "GET") => PAYMENTS.page(&req, PAYMENTS.all::<Payment>()?),
+            (Target::Collection, "POST") => take(&req),
+            (Target::Collection, _) => Err(method_not_allowed(&req, &["GET", "POST"])),
+            (Target::Item(id), "GET") => Ok(PAYMENTS.ok(&req, &PAYMENTS.require::<Payment>(id)?)),
+            (Target::Item(id), _) => {
+                PAYMENTS.require::<Payment>(id)?;
+                Err(method_not_allowed(&req, &["GET"]))
+            }
+            (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on payments"))),
+        }
+    }
+
+    fn handle_event(_event: Event) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Takes the payment for an order. Idempotent per order: asking again for the same order
+/// returns the payment already taken instead of charging twice.
+fn take(req: &Request) -> Result<Response, Error> {
+    if req.caller.as_deref() != Some("order") {
+        return Err(Error::Forbidden("payments are taken by the order context; place an order instead".into()));
+    }
+    let new = NewPayment::parse(&Body(req.json_object()?))?;
+    let index = format!("by-order/{}", new.order_id);
+    if let Some(id) = state::get::<u64>(&index)? {
+        return Ok(PAYMENTS.ok(req, &PAYMENTS.require::<Payment>(id)?));
+    }
+    let payment = new.into_payment(state::next_id("payment"));
+    PAYMENTS.save(&payment)?;
+    state::put(&index, &payment.id)?;
+    events::publish("Paid", Some(payment.order_id), &Paid::from(&payment))?;
+    Ok(PAYMENTS.created(req, &payment))
+}
+
+carshare_guest::context!(PaymentContext);
