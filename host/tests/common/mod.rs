@@ -1,0 +1,179 @@
+//! Test support: starts the real `carshare` binary on 127.0.0.1:0 with a temporary data dir,
+//! and talks to it over real HTTP/1.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-token";
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    log: mpsc::Receiver<String>,
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Server {
+    /// Starts the server on `data_dir` with `extra` arguments.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_carshare"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra)
+            .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn carshare");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("server did not become ready");
+            if let Some(rest) = line.split("carshare ready on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return Server { child, addr, data_dir: data_dir.to_path_buf(), log: rx };
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits; returns whether it exited successfully, and its log lines.
+    pub fn terminate(mut self) -> (bool, Vec<String>) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        let lines: Vec<String> = self.log.try_iter().collect();
+        (status.success(), lines)
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        request(self.addr, method, path, headers, body)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request(method_get(), path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.request("POST", path, &[("content-type", "application/json")], body.as_bytes())
+    }
+
+    pub fn admin(&self, method: &str, path: &str) -> Resp {
+        let auth = format!("Bearer {TOKEN}");
+        self.request(method, path, &[("authorization", &auth)], b"")
+    }
+
+    /// Every event in the log.
+    pub fn events(&self) -> Vec<Value> {
+        let r = self.admin("GET", "/admin/events?after=0&limit=1000");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["events"].as_array().unwrap().clone()
+    }
+
+    /// Polls `f` until it returns true or `secs` pass.
+    pub fn wait_for(&self, secs: u64, mut f: impl FnMut(&Server) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The admin view of context `name`.
+    pub fn context(&self, name: &str) -> Value {
+        let r = self.admin("GET", "/admin/contexts");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["contexts"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().expect("context listed")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn method_get() -> &'static str {
+    "GET"
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Resp {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Resp { status, headers, body: String::from_utf8_lossy(&raw[split + 4..]).into_owned() }
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
