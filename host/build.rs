@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The contexts the `carshare` binary runs by default: (context name, crate file stem).
-const DEFAULT_CONTEXTS: &[(&str, &str)] = &[("order", "carshare_order"), ("payment", "carshare_payment")];
+const DEFAULT_CONTEXTS: &[(&str, &str)] =
+    &[("order", "carshare_order"), ("payment", "carshare_payment")];
 
 /// Deliberately misbehaving or alternative components for tests: (constant, crate file stem).
 const TEST_COMPONENTS: &[(&str, &str)] = &[
@@ -19,9 +20,19 @@ const TEST_COMPONENTS: &[(&str, &str)] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root")
+        .to_path_buf();
     let plugins = root.join("plugins");
-    for watched in ["Cargo.toml", "Cargo.lock", "guest", "order", "payment", "testing"] {
+    for watched in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "guest",
+        "order",
+        "payment",
+        "testing",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -38,13 +49,22 @@ fn main() {
     out.push_str("pub const DEFAULT_CONTEXTS: &[(&str, &[u8])] = &[\n");
     for (name, stem) in DEFAULT_CONTEXTS {
         let path = artifact(&wasm_dir, stem);
-        writeln!(out, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     out.push_str("];\n\n");
     for (constant, stem) in TEST_COMPONENTS {
         let path = artifact(&wasm_dir, stem);
-        writeln!(out, "/// The test component `{stem}`.\npub const {constant}: &str = {:?};", path.display().to_string())
-            .unwrap();
+        writeln!(
+            out,
+            "/// The test component `{stem}`.\npub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     let dest = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("artifacts.rs");
     std::fs::write(dest, out).expect("write artifacts.rs");
@@ -54,7 +74,14 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(plugins)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--workspace"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--workspace",
+        ])
         .env("CARGO_TARGET_DIR", target_dir);
     // What cargo set for *this* build must not leak into the guests' build.
     for var in [
@@ -70,12 +97,19 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     }
     let status = cmd.status().expect("run cargo to build the plugins");
     if !status.success() {
-        panic!("building the plugins in {} failed ({status})", plugins.display());
+        panic!(
+            "building the plugins in {} failed ({status})",
+            plugins.display()
+        );
     }
 }
 
 fn artifact(dir: &Path, stem: &str) -> PathBuf {
     let path = dir.join(format!("{stem}.wasm"));
-    assert!(path.exists(), "the plugin build did not produce {}", path.display());
+    assert!(
+        path.exists(),
+        "the plugin build did not produce {}",
+        path.display()
+    );
     path
 }

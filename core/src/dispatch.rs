@@ -43,7 +43,9 @@ pub struct HandlerError {
 impl HandlerError {
     /// An error with this message.
     pub fn new(message: impl std::fmt::Display) -> Self {
-        HandlerError { message: message.to_string() }
+        HandlerError {
+            message: message.to_string(),
+        }
     }
 }
 
@@ -136,7 +138,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher over `log` with no subscribers yet.
     pub fn new(log: Log, policy: RetryPolicy) -> Self {
-        Dispatcher { log, policy, subs: Mutex::new(HashMap::new()) }
+        Dispatcher {
+            log,
+            policy,
+            subs: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Starts delivering to `name` (running or paused). Replaces a subscriber of that name.
@@ -152,7 +158,14 @@ impl Dispatcher {
             failing: failing.clone(),
         };
         let task = tokio::spawn(worker.run());
-        let old = self.lock().insert(name.to_string(), Sub { run, failing, task: Some(task) });
+        let old = self.lock().insert(
+            name.to_string(),
+            Sub {
+                run,
+                failing,
+                task: Some(task),
+            },
+        );
         if let Some(old) = old {
             old.run.send_replace(Run::Stopping);
         }
@@ -162,7 +175,8 @@ impl Dispatcher {
     pub fn set_running(&self, name: &str, running: bool) -> bool {
         match self.lock().get(name) {
             Some(sub) => {
-                sub.run.send_replace(if running { Run::Running } else { Run::Paused });
+                sub.run
+                    .send_replace(if running { Run::Running } else { Run::Paused });
                 true
             }
             None => false,
@@ -174,14 +188,22 @@ impl Dispatcher {
         let (running, failing) = match self.lock().get(name) {
             Some(sub) => (
                 *sub.run.borrow() == Run::Running,
-                sub.failing.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                sub.failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
             ),
             None => return Ok(None),
         };
         let snap = self.log.snapshot()?;
         let cursor = snap.cursor(name)?;
         let head = snap.last_seq()?;
-        Ok(Some(SubscriberStatus { running, cursor, lag: head.saturating_sub(cursor), failing }))
+        Ok(Some(SubscriberStatus {
+            running,
+            cursor,
+            lag: head.saturating_sub(cursor),
+            failing,
+        }))
     }
 
     /// Stops every subscriber after the step it is in, and waits for them.
@@ -258,37 +280,38 @@ impl Worker {
         let name = self.name.clone();
         let batch = self.policy.batch;
         let log = self.log.clone();
-        let applied = tokio::task::spawn_blocking(move || apply_batch(&log, &*handler, &name, batch)).await;
+        let applied =
+            tokio::task::spawn_blocking(move || apply_batch(&log, &*handler, &name, batch)).await;
         let (unit, failed) = match applied {
             Ok(Ok(Some(v))) => v,
             Ok(Ok(None)) => return Step::Idle,
             Ok(Err(_)) | Err(_) => return Step::Backoff(self.policy.first_backoff),
         };
         let mut unit = unit;
-        if let Some((event, error, progressed)) = failed {
-            if !progressed {
-                // The event at the cursor itself failed: count the attempt, park on the last.
-                if attempts.0 != event.seq {
-                    *attempts = (event.seq, 0);
-                }
-                attempts.1 += 1;
-                let parked = attempts.1 >= self.policy.max_attempts.max(1);
-                self.handler.on_failure(&event, &error, attempts.1, parked);
-                if !parked {
-                    *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failing {
-                        seq: event.seq,
-                        attempts: attempts.1,
-                        error: error.message.clone(),
-                    });
-                    return Step::Backoff(self.backoff(attempts.1));
-                }
-                let from = match unit.cursor(&self.name) {
-                    Ok(c) => c,
-                    Err(_) => return Step::Backoff(self.policy.first_backoff),
-                };
-                unit.park(&self.name, &event, &error.message, attempts.1);
-                unit.move_cursor(&self.name, from, event.seq);
+        // A failure after progress commits the progress; the failing event is then first in
+        // line and counted on the next step.
+        if let Some((event, error, false)) = failed {
+            // The event at the cursor itself failed: count the attempt, park on the last.
+            if attempts.0 != event.seq {
+                *attempts = (event.seq, 0);
             }
+            attempts.1 += 1;
+            let parked = attempts.1 >= self.policy.max_attempts.max(1);
+            self.handler.on_failure(&event, &error, attempts.1, parked);
+            if !parked {
+                *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failing {
+                    seq: event.seq,
+                    attempts: attempts.1,
+                    error: error.message.clone(),
+                });
+                return Step::Backoff(self.backoff(attempts.1));
+            }
+            let from = match unit.cursor(&self.name) {
+                Ok(c) => c,
+                Err(_) => return Step::Backoff(self.policy.first_backoff),
+            };
+            unit.park(&self.name, &event, &error.message, attempts.1);
+            unit.move_cursor(&self.name, from, event.seq);
         }
         match self.log.commit(unit).await {
             Ok(_) => {
@@ -301,8 +324,13 @@ impl Worker {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.policy.first_backoff.saturating_mul(factor).min(self.policy.max_backoff)
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.policy
+            .first_backoff
+            .saturating_mul(factor)
+            .min(self.policy.max_backoff)
     }
 }
 

@@ -58,14 +58,23 @@ impl Log {
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(last_seq);
         let (tx, rx) = mpsc::channel();
-        let writer = Writer { db: db.clone(), log_id, next_seq: last_seq + 1, last_millis: 0, head: head_tx };
+        let writer = Writer {
+            db: db.clone(),
+            log_id,
+            next_seq: last_seq + 1,
+            last_millis: 0,
+            head: head_tx,
+        };
         let handle = std::thread::Builder::new()
             .name("carshare-commit".into())
             .spawn(move || writer.run(rx))
             .map_err(StorageError::new)?;
         Ok(Log {
             inner: Arc::new(Inner {
-                shared: Arc::new(Shared { db, ids: Mutex::new(HashMap::new()) }),
+                shared: Arc::new(Shared {
+                    db,
+                    ids: Mutex::new(HashMap::new()),
+                }),
                 tx: RwLock::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 head,
@@ -102,7 +111,10 @@ impl Log {
 
     /// Hands the unit to the writer; `None` if it has nothing to commit.
     #[allow(clippy::type_complexity)]
-    fn send(&self, unit: Unit) -> Result<Option<oneshot::Receiver<Result<Committed, CommitError>>>, CommitError> {
+    fn send(
+        &self,
+        unit: Unit,
+    ) -> Result<Option<oneshot::Receiver<Result<Committed, CommitError>>>, CommitError> {
         if unit.is_read_only() {
             return Ok(None);
         }
@@ -144,8 +156,18 @@ impl Log {
     /// Stops taking commits, lets the writer finish what it has, and waits for it. Units
     /// committed after this fail with [`CommitError::Closed`].
     pub fn close(&self) {
-        self.inner.tx.write().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        self.inner
+            .tx
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
     }
@@ -154,7 +176,12 @@ impl Log {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
     }

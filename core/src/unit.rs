@@ -37,7 +37,7 @@ pub(crate) struct CursorMove {
 /// A parked event, to be stored with the unit.
 #[derive(Debug)]
 pub(crate) enum DeadWrite {
-    Park(crate::DeadLetter),
+    Park(Box<crate::DeadLetter>),
     Remove { subscriber: String, seq: u64 },
 }
 
@@ -111,9 +111,14 @@ impl Unit {
 
     /// Every (key, value) of `context` whose key starts with `prefix`, in key order, with the
     /// unit's own writes applied.
-    pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    pub fn scan(
+        &mut self,
+        context: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let rows = self.snapshot.scan(context, prefix)?;
-        let mut merged: std::collections::BTreeMap<String, Vec<u8>> = rows.iter().cloned().collect();
+        let mut merged: std::collections::BTreeMap<String, Vec<u8>> =
+            rows.iter().cloned().collect();
         for ((ctx, key), v) in &self.writes {
             if ctx == context && key.starts_with(prefix) {
                 match v {
@@ -122,7 +127,11 @@ impl Unit {
                 };
             }
         }
-        self.scans.push(ScanRead { context: context.to_string(), prefix: prefix.to_string(), rows });
+        self.scans.push(ScanRead {
+            context: context.to_string(),
+            prefix: prefix.to_string(),
+            rows,
+        });
         Ok(merged.into_iter().collect())
     }
 
@@ -131,7 +140,10 @@ impl Unit {
     /// database sequence does.
     pub fn next_id(&mut self, context: &str, name: &str) -> Result<u64, StorageError> {
         let id = self.shared.next_id(context, name)?;
-        let slot = self.ids.entry((context.to_string(), name.to_string())).or_insert(0);
+        let slot = self
+            .ids
+            .entry((context.to_string(), name.to_string()))
+            .or_insert(0);
         *slot = (*slot).max(id);
         Ok(id)
     }
@@ -159,7 +171,11 @@ impl Unit {
     /// Moves `subscriber`'s cursor from `from` (where the unit found it) to `to`. The commit
     /// fails with a conflict if the cursor moved meanwhile, so no event is handled twice.
     pub fn move_cursor(&mut self, subscriber: &str, from: u64, to: u64) {
-        self.cursors.push(CursorMove { subscriber: subscriber.to_string(), expected: from, to });
+        self.cursors.push(CursorMove {
+            subscriber: subscriber.to_string(),
+            expected: from,
+            to,
+        });
     }
 
     /// Up to `limit` events after `after`, from the unit's snapshot.
@@ -169,23 +185,29 @@ impl Unit {
 
     /// Parks `event` for `subscriber` as a dead letter.
     pub fn park(&mut self, subscriber: &str, event: &Event, error: &str, attempts: u32) {
-        self.dead.push(DeadWrite::Park(crate::DeadLetter {
+        self.dead.push(DeadWrite::Park(Box::new(crate::DeadLetter {
             subscriber: subscriber.to_string(),
             event: event.clone(),
             error: error.to_string(),
             attempts,
             parked_at: crate::time::rfc3339_utc(crate::time::now_millis()),
-        }));
+        })));
     }
 
     /// Removes a dead letter (after an operator had it handled again).
     pub fn unpark(&mut self, subscriber: &str, seq: u64) {
-        self.dead.push(DeadWrite::Remove { subscriber: subscriber.to_string(), seq });
+        self.dead.push(DeadWrite::Remove {
+            subscriber: subscriber.to_string(),
+            seq,
+        });
     }
 
     /// A point to roll back to.
     pub fn savepoint(&self) -> Savepoint {
-        Savepoint { undo: self.undo.len(), events: self.events.len() }
+        Savepoint {
+            undo: self.undo.len(),
+            events: self.events.len(),
+        }
     }
 
     /// Undoes every write and event since `sp`. What was read stays recorded: it is still
@@ -203,6 +225,9 @@ impl Unit {
 
     /// True if committing the unit would change nothing (it only read).
     pub fn is_read_only(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty() && self.cursors.is_empty() && self.dead.is_empty()
+        self.writes.is_empty()
+            && self.events.is_empty()
+            && self.cursors.is_empty()
+            && self.dead.is_empty()
     }
 }

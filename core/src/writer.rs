@@ -81,7 +81,9 @@ impl Writer {
             }
             Err(e) => {
                 for p in batch {
-                    let _ = p.reply.send(Err(CommitError::Storage(StorageError(e.0.clone()))));
+                    let _ = p
+                        .reply
+                        .send(Err(CommitError::Storage(StorageError(e.0.clone()))));
                 }
             }
         }
@@ -134,7 +136,10 @@ impl Writer {
                     cursors.insert(c.subscriber.as_str(), c.to)?;
                 }
                 for ((ctx, name), id) in &p.ids {
-                    let stored = counters.get((ctx.as_str(), name.as_str()))?.map(|v| v.value()).unwrap_or(0);
+                    let stored = counters
+                        .get((ctx.as_str(), name.as_str()))?
+                        .map(|v| v.value())
+                        .unwrap_or(0);
                     if *id > stored {
                         counters.insert((ctx.as_str(), name.as_str()), *id)?;
                     }
@@ -150,7 +155,9 @@ impl Writer {
                         }
                     }
                 }
-                outcomes.push(Ok(Committed { seqs: first..next_seq }));
+                outcomes.push(Ok(Committed {
+                    seqs: first..next_seq,
+                }));
             }
         }
         txn.commit()?;
@@ -176,7 +183,10 @@ fn still_valid(
         }
     }
     for c in &p.cursors {
-        let now = cursors.get(c.subscriber.as_str())?.map(|v| v.value()).unwrap_or(0);
+        let now = cursors
+            .get(c.subscriber.as_str())?
+            .map(|v| v.value())
+            .unwrap_or(0);
         if now != c.expected {
             return Ok(false);
         }

@@ -122,7 +122,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         }
         let value = match inline {
             Some(v) => v,
-            None => it.next().cloned().ok_or_else(|| format!("{flag} needs a value"))?,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))?,
         };
         if flag == "--config" {
             config_file = Some(PathBuf::from(value));
@@ -132,9 +135,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     }
     let mut config = Config::default();
     if let Some(path) = config_file {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: FileConfig =
-            serde_json::from_str(&text).map_err(|e| format!("bad config file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: FileConfig = serde_json::from_str(&text)
+            .map_err(|e| format!("bad config file {}: {e}", path.display()))?;
         apply_file(&mut config, file);
     }
     for (flag, value) in cli {
@@ -143,7 +147,11 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     if let Ok(token) = std::env::var("CARSHARE_ADMIN_TOKEN") {
         config.admin_token = Some(token);
     }
-    if config.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+    if config
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
         config.admin_token = None;
     }
     Ok(Command::Serve(Box::new(config)))
@@ -177,13 +185,24 @@ fn apply_file(c: &mut Config, f: FileConfig) {
 }
 
 fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
-    let number = |v: &str| v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{flag} needs a positive integer, not {v:?}"));
+    let number = |v: &str| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{flag} needs a positive integer, not {v:?}"))
+    };
     match flag {
-        "--listen" => c.listen = value.parse().map_err(|_| format!("--listen needs an address like 127.0.0.1:8080, not {value:?}"))?,
+        "--listen" => {
+            c.listen = value.parse().map_err(|_| {
+                format!("--listen needs an address like 127.0.0.1:8080, not {value:?}")
+            })?
+        }
         "--data-dir" => c.data_dir = PathBuf::from(value),
         "--cache-dir" => c.cache_dir = Some(PathBuf::from(value)),
         "--context" => {
-            let (name, path) = value.split_once('=').ok_or_else(|| format!("--context needs NAME=FILE, not {value:?}"))?;
+            let (name, path) = value
+                .split_once('=')
+                .ok_or_else(|| format!("--context needs NAME=FILE, not {value:?}"))?;
             c.contexts.insert(name.to_string(), PathBuf::from(path));
         }
         "--call-deadline-ms" => c.limits.call_deadline = Duration::from_millis(number(value)?),
@@ -215,10 +234,23 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_errors() {
-        for a in ["serve --listen nowhere", "serve --bogus 1", "serve --listen", "frobnicate", "serve --context x", "serve --max-instances 0"] {
+        for a in [
+            "serve --listen nowhere",
+            "serve --bogus 1",
+            "serve --listen",
+            "frobnicate",
+            "serve --context x",
+            "serve --max-instances 0",
+        ] {
             assert!(parse_args(&args(a)).is_err(), "{a}");
         }
-        assert!(matches!(parse_args(&args("serve --help")), Ok(Command::Help)));
-        assert!(matches!(parse_args(&args("--version")), Ok(Command::Version)));
+        assert!(matches!(
+            parse_args(&args("serve --help")),
+            Ok(Command::Help)
+        ));
+        assert!(matches!(
+            parse_args(&args("--version")),
+            Ok(Command::Version)
+        ));
     }
 }

@@ -19,11 +19,17 @@ pub enum Level {
 
 fn threshold() -> Level {
     static T: OnceLock<Level> = OnceLock::new();
-    *T.get_or_init(|| match std::env::var("CARSHARE_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
-        "debug" => Level::Debug,
-        "warn" => Level::Warn,
-        "error" => Level::Error,
-        _ => Level::Info,
+    *T.get_or_init(|| {
+        match std::env::var("CARSHARE_LOG")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "debug" => Level::Debug,
+            "warn" => Level::Warn,
+            "error" => Level::Error,
+            _ => Level::Info,
+        }
     })
 }
 

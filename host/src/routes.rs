@@ -38,7 +38,8 @@ impl RouteTable {
         self.routes
             .iter()
             .find(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
             .map(|(_, ctx)| ctx.as_str())
     }
@@ -49,13 +50,17 @@ impl RouteTable {
             let valid = r.len() > 1
                 && r.starts_with('/')
                 && !r.ends_with('/')
-                && r.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
                 && !r.starts_with("/admin");
             if !valid {
                 return Err(RouteError::Invalid(r.clone()));
             }
             if let Some((_, by)) = self.routes.iter().find(|(p, by)| p == r && by != context) {
-                return Err(RouteError::Taken { route: r.clone(), by: by.clone() });
+                return Err(RouteError::Taken {
+                    route: r.clone(),
+                    by: by.clone(),
+                });
             }
         }
         Ok(())
@@ -65,8 +70,10 @@ impl RouteTable {
     pub fn set(&mut self, context: &str, routes: &[String]) -> Result<(), RouteError> {
         self.check(context, routes)?;
         self.routes.retain(|(_, c)| c != context);
-        self.routes.extend(routes.iter().map(|r| (r.clone(), context.to_string())));
-        self.routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        self.routes
+            .extend(routes.iter().map(|r| (r.clone(), context.to_string())));
+        self.routes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         Ok(())
     }
 }
@@ -78,7 +85,11 @@ mod tests {
     fn table() -> RouteTable {
         let mut t = RouteTable::default();
         t.set("order", &["/orders".into()]).unwrap();
-        t.set("payment", &["/payments".into(), "/paymentCancellations".into()]).unwrap();
+        t.set(
+            "payment",
+            &["/payments".into(), "/paymentCancellations".into()],
+        )
+        .unwrap();
         t
     }
 
@@ -99,13 +110,20 @@ mod tests {
         let mut t = table();
         assert_eq!(
             t.set("evil", &["/orders".into()]),
-            Err(RouteError::Taken { route: "/orders".into(), by: "order".into() })
+            Err(RouteError::Taken {
+                route: "/orders".into(),
+                by: "order".into()
+            })
         );
         for bad in ["orders", "/", "/orders/", "/admin", "/a b"] {
-            assert!(matches!(t.check("x", &[bad.into()]), Err(RouteError::Invalid(_))), "{bad}");
+            assert!(
+                matches!(t.check("x", &[bad.into()]), Err(RouteError::Invalid(_))),
+                "{bad}"
+            );
         }
         // A context may keep its own routes when it is replaced.
-        t.set("order", &["/orders".into(), "/rentals".into()]).unwrap();
+        t.set("order", &["/orders".into(), "/rentals".into()])
+            .unwrap();
         assert_eq!(t.lookup("/rentals/1"), Some("order"));
     }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use carshare_core::{
-    CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, StorageError, SubscriberStatus,
-    Unit,
+    CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, StorageError,
+    SubscriberStatus, Unit,
 };
 use serde::Serialize;
 
@@ -92,7 +92,9 @@ impl std::fmt::Display for LoadContextError {
         match self {
             LoadContextError::Load(e) => e.fmt(f),
             LoadContextError::Route(e) => e.fmt(f),
-            LoadContextError::AlreadyLoaded(n) => write!(f, "a context named {n} is already loaded"),
+            LoadContextError::AlreadyLoaded(n) => {
+                write!(f, "a context named {n} is already loaded")
+            }
         }
     }
 }
@@ -131,7 +133,10 @@ struct Slot {
 
 impl Slot {
     fn current(&self) -> Arc<Plugin> {
-        self.plugin.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.plugin
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -185,11 +190,19 @@ impl Runtime {
             .map_err(LoadContextError::Route)?;
         slots.insert(
             m.name.clone(),
-            Arc::new(Slot { plugin: RwLock::new(Arc::new(plugin)), running: AtomicBool::new(true) }),
+            Arc::new(Slot {
+                plugin: RwLock::new(Arc::new(plugin)),
+                running: AtomicBool::new(true),
+            }),
         );
         drop(slots);
-        let subscriber = Subscriber { runtime: Arc::downgrade(&self.inner), name: m.name.clone() };
-        self.inner.dispatcher.subscribe(&m.name, Arc::new(subscriber), true);
+        let subscriber = Subscriber {
+            runtime: Arc::downgrade(&self.inner),
+            name: m.name.clone(),
+        };
+        self.inner
+            .dispatcher
+            .subscribe(&m.name, Arc::new(subscriber), true);
         crate::log::info(&format!(
             "loaded context {} {} (routes {:?}, subscribes {:?})",
             m.name, m.version, m.routes, m.subscriptions
@@ -208,7 +221,12 @@ impl Runtime {
             .map(str::to_string)
             .ok_or_else(|| RequestError::NoRoute(request.path.clone()))?;
         for _ in 0..=self.inner.options.conflict_retries {
-            let permit = self.inner.executors.acquire().await.map_err(|_| RequestError::ShuttingDown)?;
+            let permit = self
+                .inner
+                .executors
+                .acquire()
+                .await
+                .map_err(|_| RequestError::ShuttingDown)?;
             let rt = self.clone();
             let (req, ctx) = (request.clone(), name.clone());
             let ran = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
@@ -218,12 +236,23 @@ impl Runtime {
                 Ok((unit, result, plugin.manifest().version.clone()))
             })
             .await
-            .map_err(|_| RequestError::Call(CallError::Fault { context: name.clone(), message: "panicked".into() }))?;
+            .map_err(|_| {
+                RequestError::Call(CallError::Fault {
+                    context: name.clone(),
+                    message: "panicked".into(),
+                })
+            })?;
             drop(permit);
             let (unit, result, version) = ran?;
             let response = result.map_err(RequestError::Call)?;
             match self.inner.log.commit(unit).await {
-                Ok(_) => return Ok(Served { response, context: name, version }),
+                Ok(_) => {
+                    return Ok(Served {
+                        response,
+                        context: name,
+                        version,
+                    });
+                }
                 Err(CommitError::Conflict) => continue,
                 Err(CommitError::Closed) => return Err(RequestError::ShuttingDown),
                 Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
@@ -252,7 +281,9 @@ impl Runtime {
         if depth > self.inner.options.max_call_depth {
             return Err(CallError::TooDeep(name.to_string()));
         }
-        let slot = self.slot(name).ok_or_else(|| CallError::NoSuchContext(name.to_string()))?;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| CallError::NoSuchContext(name.to_string()))?;
         if !slot.running.load(Ordering::Acquire) {
             return Err(CallError::Stopped(name.to_string()));
         }
@@ -260,17 +291,27 @@ impl Runtime {
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {
-        self.inner.slots.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Stops or starts a context: a stopped context answers no request or call (callers get
     /// "unavailable") and receives no event; its cursor stays where it is, and it catches up
     /// when started. Returns false for an unknown context.
     pub fn set_running(&self, name: &str, running: bool) -> bool {
-        let Some(slot) = self.slot(name) else { return false };
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
         slot.running.store(running, Ordering::Release);
         self.inner.dispatcher.set_running(name, running);
-        crate::log::info(&format!("context {name} {}", if running { "started" } else { "stopped" }));
+        crate::log::info(&format!(
+            "context {name} {}",
+            if running { "started" } else { "stopped" }
+        ));
         true
     }
 
@@ -293,7 +334,11 @@ impl Runtime {
                     version: m.version.clone(),
                     digest: p.digest().to_string(),
                     loaded_at: p.loaded_at().to_string(),
-                    state: if slot.running.load(Ordering::Acquire) { "running" } else { "stopped" },
+                    state: if slot.running.load(Ordering::Acquire) {
+                        "running"
+                    } else {
+                        "stopped"
+                    },
                     routes: m.routes.clone(),
                     subscriptions: m.subscriptions.clone(),
                     instances: p.instances(),
@@ -326,7 +371,9 @@ struct Subscriber {
 
 impl Subscriber {
     fn runtime(&self) -> Option<(Runtime, Arc<Slot>)> {
-        let rt = Runtime { inner: self.runtime.upgrade()? };
+        let rt = Runtime {
+            inner: self.runtime.upgrade()?,
+        };
         let slot = rt.slot(&self.name)?;
         Some((rt, slot))
     }
@@ -334,8 +381,13 @@ impl Subscriber {
 
 impl EventHandler for Subscriber {
     fn wants(&self, event_type: &str) -> bool {
-        self.runtime()
-            .is_some_and(|(_, slot)| slot.current().manifest().subscriptions.iter().any(|s| s == event_type))
+        self.runtime().is_some_and(|(_, slot)| {
+            slot.current()
+                .manifest()
+                .subscriptions
+                .iter()
+                .any(|s| s == event_type)
+        })
     }
 
     fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
@@ -347,7 +399,11 @@ impl EventHandler for Subscriber {
     }
 
     fn on_failure(&self, event: &Event, error: &HandlerError, attempt: u32, parked: bool) {
-        let what = if parked { "parked as a dead letter" } else { "will retry" };
+        let what = if parked {
+            "parked as a dead letter"
+        } else {
+            "will retry"
+        };
         crate::log::warn(&format!(
             "{} failed on {} #{} (attempt {attempt}, {what}): {}",
             self.name, event.event_type, event.seq, error.message

@@ -40,11 +40,19 @@ pub struct Started {
 /// Opens everything and binds, but serves nothing yet.
 pub async fn start(config: Config) -> Result<Started, StartError> {
     let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
-    let log = Log::open(config.data_dir.join("carshare.redb")).map_err(|e| err("cannot open the log", &e))?;
-    let cache = config.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("cache"));
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
+    let log = Log::open(config.data_dir.join("carshare.redb"))
+        .map_err(|e| err("cannot open the log", &e))?;
+    let cache = config
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("cache"));
     let engine = WasmEngine::new(Some(&cache)).map_err(|e| err("cannot start wasmtime", &e))?;
-    let options = RuntimeOptions { limits: config.limits.clone(), ..RuntimeOptions::default() };
+    let options = RuntimeOptions {
+        limits: config.limits.clone(),
+        ..RuntimeOptions::default()
+    };
     let runtime = Runtime::new(log, engine, options);
 
     let mut sources: Vec<(String, Vec<u8>)> = Vec::new();
@@ -54,36 +62,73 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         }
     }
     for (name, path) in &config.contexts {
-        let bytes = std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?;
         sources.push((name.clone(), bytes));
     }
     for (name, bytes) in sources {
-        let loaded = runtime.load(&bytes).map_err(|e| err(&format!("cannot load context {name}"), &e))?;
+        let loaded = runtime
+            .load(&bytes)
+            .map_err(|e| err(&format!("cannot load context {name}"), &e))?;
         if loaded != name {
-            return Err(StartError(format!("the component given for context {name} says it is {loaded}")));
+            return Err(StartError(format!(
+                "the component given for context {name} says it is {loaded}"
+            )));
         }
     }
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| err(&format!("cannot listen on {}", config.listen), &e))?;
-    let addr = listener.local_addr().map_err(|e| err("no local address", &e))?;
-    Ok(Started { runtime, addr, listener, config })
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| err(&format!("cannot listen on {}", config.listen), &e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| err("no local address", &e))?;
+    Ok(Started {
+        runtime,
+        addr,
+        listener,
+        config,
+    })
 }
 
 impl Started {
     /// Serves until `shutdown` resolves, then shuts down cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Started { runtime, addr, listener, config } = self;
-        let app = Arc::new(App { runtime: runtime.clone(), admin_token: config.admin_token.clone(), max_body: config.max_body });
+        let Started {
+            runtime,
+            addr,
+            listener,
+            config,
+        } = self;
+        let app = Arc::new(App {
+            runtime: runtime.clone(),
+            admin_token: config.admin_token.clone(),
+            max_body: config.max_body,
+        });
         crate::log::info(&format!(
             "carshare ready on http://{addr} (data in {}, admin API {})",
             display(&config.data_dir),
-            if config.admin_token.is_some() { "on" } else { "off" }
+            if config.admin_token.is_some() {
+                "on"
+            } else {
+                "off"
+            }
         ));
-        serve(listener, app, config.max_connections, Duration::from_secs(10), shutdown).await;
+        serve(
+            listener,
+            app,
+            config.max_connections,
+            Duration::from_secs(10),
+            shutdown,
+        )
+        .await;
         runtime.shutdown().await;
         crate::log::info("carshare stopped");
     }
 }
 
 fn display(p: &PathBuf) -> String {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string()
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.clone())
+        .display()
+        .to_string()
 }

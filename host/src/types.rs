@@ -25,7 +25,9 @@ pub struct Request {
 impl Request {
     /// A client request with no headers and no body.
     pub fn new(method: &str, path_and_query: &str, base_url: &str) -> Self {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         Request {
             method: method.to_string(),
             path: path.to_string(),
@@ -102,7 +104,9 @@ impl fmt::Display for CallError {
             CallError::NoSuchContext(c) => write!(f, "no context named {c}"),
             CallError::Stopped(c) => write!(f, "the {c} context is stopped"),
             CallError::Busy(c) => write!(f, "the {c} context has no free instance"),
-            CallError::Fault { context, message } => write!(f, "the {context} context failed: {message}"),
+            CallError::Fault { context, message } => {
+                write!(f, "the {context} context failed: {message}")
+            }
             CallError::TooDeep(c) => write!(f, "synchronous calls nested too deep at {c}"),
         }
     }

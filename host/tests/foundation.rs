@@ -9,7 +9,10 @@ use common::{Server, temp_dir};
 use serde_json::Value;
 
 fn order(s: &Server, product: u64, qty: i64) -> Value {
-    let r = s.post("/orders", &format!(r#"{{"productId":{product},"qty":{qty},"status":"order"}}"#));
+    let r = s.post(
+        "/orders",
+        &format!(r#"{{"productId":{product},"qty":{qty},"status":"order"}}"#),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     r.json()
 }
@@ -29,9 +32,19 @@ fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
     let o = r.json();
     let id = o["id"].as_u64().unwrap();
     assert_eq!(o["status"], "Ordered", "a client-sent status is ignored");
-    assert_eq!(r.header("location"), Some(format!("http://{}/orders/{id}", s.addr).as_str()));
-    assert_eq!(o["_links"]["self"]["href"], format!("http://{}/orders/{id}", s.addr));
-    assert!(r.header("x-carshare-context").unwrap().starts_with("order/"));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://{}/orders/{id}", s.addr).as_str())
+    );
+    assert_eq!(
+        o["_links"]["self"]["href"],
+        format!("http://{}/orders/{id}", s.addr)
+    );
+    assert!(
+        r.header("x-carshare-context")
+            .unwrap()
+            .starts_with("order/")
+    );
 
     let payments = s.get("/payments").json();
     let list = payments["_embedded"]["payments"].as_array().unwrap();
@@ -43,13 +56,19 @@ fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["eventType"], "Ordered");
     assert_eq!(events[1]["eventType"], "Paid");
-    assert_eq!(events[1]["seq"].as_u64().unwrap(), events[0]["seq"].as_u64().unwrap() + 1);
+    assert_eq!(
+        events[1]["seq"].as_u64().unwrap(),
+        events[0]["seq"].as_u64().unwrap() + 1
+    );
     assert_eq!(events[0]["payload"]["id"], id);
     assert_eq!(events[1]["payload"]["orderId"], id);
     for e in &events {
         assert_eq!(e["key"], id.to_string());
         let ts = e["timestamp"].as_str().unwrap();
-        assert!(ts.ends_with('Z') && ts.len() == 24 && ts.starts_with("20"), "{ts}");
+        assert!(
+            ts.ends_with('Z') && ts.len() == 24 && ts.starts_with("20"),
+            "{ts}"
+        );
     }
     assert_eq!(events[0]["source"], "order");
     assert_eq!(events[1]["source"], "payment");
@@ -59,7 +78,13 @@ fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
 #[test]
 fn a_declined_payment_leaves_no_order_no_payment_and_no_event() {
     let dir = temp_dir();
-    let s = Server::start(dir.path(), &["--context", &format!("payment={}", artifacts::PAYMENT_DECLINING)]);
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--context",
+            &format!("payment={}", artifacts::PAYMENT_DECLINING),
+        ],
+    );
     let r = s.post("/orders", r#"{"productId":1,"qty":1}"#);
     assert_eq!(r.status, 422, "{}", r.body);
     let e = r.json();
@@ -67,7 +92,10 @@ fn a_declined_payment_leaves_no_order_no_payment_and_no_event() {
     assert_eq!(e["status"], 422);
     assert!(e["message"].as_str().unwrap().contains("declined"), "{e}");
     assert_eq!(total(&s, "/orders"), 0);
-    assert!(s.events().is_empty(), "the order's and the declining payment's events were rolled back");
+    assert!(
+        s.events().is_empty(),
+        "the order's and the declining payment's events were rolled back"
+    );
     s.terminate();
 
     // With the real payment context back, the declined attempt left nothing behind, and the
@@ -83,7 +111,13 @@ fn a_declined_payment_leaves_no_order_no_payment_and_no_event() {
 #[test]
 fn a_faulting_payment_gets_a_503_and_leaves_nothing() {
     let dir = temp_dir();
-    let s = Server::start(dir.path(), &["--context", &format!("payment={}", artifacts::PAYMENT_TRAPPING)]);
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--context",
+            &format!("payment={}", artifacts::PAYMENT_TRAPPING),
+        ],
+    );
     for _ in 0..3 {
         let r = s.post("/orders", r#"{"productId":1,"qty":1}"#);
         assert_eq!(r.status, 503, "{}", r.body);
@@ -108,11 +142,17 @@ fn paid_approves_the_order_and_the_cursor_survives_a_restart() {
     assert_eq!(cursor, 2);
     let (clean, lines) = s.terminate();
     assert!(clean, "SIGTERM exits cleanly");
-    assert!(lines.iter().any(|l| l.contains("carshare stopped")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("carshare stopped")),
+        "{lines:?}"
+    );
 
     let s = Server::start(dir.path(), &[]);
     let ctx = s.context("order");
-    assert_eq!(ctx["subscriber"]["cursor"], cursor, "the cursor was kept, not reset");
+    assert_eq!(
+        ctx["subscriber"]["cursor"], cursor,
+        "the cursor was kept, not reset"
+    );
     assert_eq!(ctx["subscriber"]["lag"], 0);
     assert_eq!(s.get(&path).json()["status"], "OrderApproved");
     assert_eq!(s.events().len(), 2, "nothing was published again");
@@ -140,17 +180,32 @@ fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
-    assert_eq!(acknowledged.iter().collect::<BTreeSet<_>>().len(), 80, "ids are unique");
+    assert_eq!(
+        acknowledged.iter().collect::<BTreeSet<_>>().len(),
+        80,
+        "ids are unique"
+    );
     s.kill();
 
     let s = Server::start(dir.path(), &[]);
     for id in &acknowledged {
-        assert_eq!(s.get(&format!("/orders/{id}")).status, 200, "order {id} survived");
+        assert_eq!(
+            s.get(&format!("/orders/{id}")).status,
+            200,
+            "order {id} survived"
+        );
     }
     assert_eq!(total(&s, "/payments"), 80);
-    let seqs: Vec<u64> = s.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = s
+        .events()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=160).collect::<Vec<_>>());
     order(&s, 1, 1);
     let events = s.events();
@@ -172,12 +227,36 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
     let cases: Vec<(&str, &str, &[u8], u16, &str)> = vec![
         ("POST", "/orders", b"{bad json", 400, "malformed_json"),
         ("POST", "/orders", b"[1,2]", 400, "bad_request"),
-        ("POST", "/orders", br#"{"productId":"one","qty":1}"#, 400, "bad_request"),
-        ("POST", "/orders", br#"{"productId":1,"qty":"2"}"#, 400, "bad_request"),
+        (
+            "POST",
+            "/orders",
+            br#"{"productId":"one","qty":1}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/orders",
+            br#"{"productId":1,"qty":"2"}"#,
+            400,
+            "bad_request",
+        ),
         ("POST", "/orders", br#"{"productId":1}"#, 400, "bad_request"),
         ("POST", "/orders", br#"{"qty":1}"#, 400, "bad_request"),
-        ("POST", "/orders", br#"{"productId":1,"qty":0}"#, 400, "bad_request"),
-        ("POST", "/orders", br#"{"productId":1,"qty":-5}"#, 400, "bad_request"),
+        (
+            "POST",
+            "/orders",
+            br#"{"productId":1,"qty":0}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/orders",
+            br#"{"productId":1,"qty":-5}"#,
+            400,
+            "bad_request",
+        ),
         ("POST", "/orders", b"", 400, "bad_request"),
         ("POST", "/orders", &big, 413, "payload_too_large"),
         ("GET", "/nowhere", b"", 404, "not_found"),
@@ -185,26 +264,57 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
         ("GET", "/orders/abc", b"", 404, "not_found"),
         ("GET", "/orders?size=abc", b"", 400, "bad_request"),
         ("GET", "/orders?sort=secret,asc", b"", 400, "bad_request"),
-        ("PATCH", "/orders/1", br#"{"status":"Shipped"}"#, 405, "method_not_allowed"),
-        ("PUT", "/orders/1", br#"{"productId":1,"qty":1}"#, 405, "method_not_allowed"),
+        (
+            "PATCH",
+            "/orders/1",
+            br#"{"status":"Shipped"}"#,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "PUT",
+            "/orders/1",
+            br#"{"productId":1,"qty":1}"#,
+            405,
+            "method_not_allowed",
+        ),
         ("DELETE", "/payments/1", b"", 405, "method_not_allowed"),
         ("PUT", "/orders", b"{}", 405, "method_not_allowed"),
-        ("POST", "/payments", br#"{"orderId":1,"productId":1,"qty":1}"#, 403, "forbidden"),
+        (
+            "POST",
+            "/payments",
+            br#"{"orderId":1,"productId":1,"qty":1}"#,
+            403,
+            "forbidden",
+        ),
         ("PATCH", "/orders/999", b"{}", 404, "not_found"),
     ];
     for (method, path, body, status, kind) in cases {
         let r = s.request(method, path, &[("content-type", "application/json")], body);
         assert_eq!(r.status, status, "{method} {path}: {}", r.body);
-        assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{method} {path}"
+        );
         let e = r.json();
         assert_eq!(e["error"], kind, "{method} {path}: {e}");
         assert_eq!(e["status"], status);
         assert!(!e["message"].as_str().unwrap().is_empty());
     }
-    assert_eq!(s.events().len(), before, "no bad request published anything");
+    assert_eq!(
+        s.events().len(),
+        before,
+        "no bad request published anything"
+    );
     assert_eq!(total(&s, "/orders"), 1);
     assert_eq!(total(&s, "/payments"), 1);
-    assert_eq!(s.get("/orders/1").json()["status"].as_str().map(|st| st != "Shipped"), Some(true));
+    assert_eq!(
+        s.get("/orders/1").json()["status"]
+            .as_str()
+            .map(|st| st != "Shipped"),
+        Some(true)
+    );
 }
 
 #[test]
@@ -218,12 +328,26 @@ fn collections_page_and_sort_like_spring_data_rest() {
     assert_eq!(page["page"]["totalElements"], 3);
     assert_eq!(page["page"]["totalPages"], 2);
     assert_eq!(page["page"]["size"], 2);
-    let qtys: Vec<i64> = page["_embedded"]["orders"].as_array().unwrap().iter().map(|o| o["qty"].as_i64().unwrap()).collect();
+    let qtys: Vec<i64> = page["_embedded"]["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["qty"].as_i64().unwrap())
+        .collect();
     assert_eq!(qtys, vec![5, 3]);
-    assert!(page["_links"]["next"]["href"].as_str().unwrap().contains("page=1"));
+    assert!(
+        page["_links"]["next"]["href"]
+            .as_str()
+            .unwrap()
+            .contains("page=1")
+    );
     let second = s.get("/orders?page=1&size=2&sort=qty,desc").json();
     assert_eq!(second["_embedded"]["orders"][0]["qty"], 1);
-    assert_eq!(s.get("/orders/2").json()["id"], 2, "the body carries its id");
+    assert_eq!(
+        s.get("/orders/2").json()["id"],
+        2,
+        "the body carries its id"
+    );
 }
 
 #[test]
@@ -231,7 +355,16 @@ fn the_admin_api_needs_its_token() {
     let dir = temp_dir();
     let s = Server::start(dir.path(), &[]);
     assert_eq!(s.get("/admin/events").status, 401);
-    assert_eq!(s.request("GET", "/admin/events", &[("authorization", "Bearer wrong")], b"").status, 401);
+    assert_eq!(
+        s.request(
+            "GET",
+            "/admin/events",
+            &[("authorization", "Bearer wrong")],
+            b""
+        )
+        .status,
+        401
+    );
     assert_eq!(s.admin("GET", "/admin/events").status, 200);
     assert_eq!(s.admin("GET", "/admin/events?limit=0").status, 400);
     assert_eq!(s.admin("GET", "/admin/events?after=x").status, 400);
@@ -246,7 +379,10 @@ fn the_admin_api_needs_its_token() {
     drop(s);
 
     // Without a configured token the admin API is off: 403, whatever is sent.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("carshare serve"));
     let dir = temp_dir();
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
@@ -262,11 +398,21 @@ fn the_admin_api_needs_its_token() {
     let stderr = child.stderr.take().unwrap();
     let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
         .map_while(Result::ok)
-        .find_map(|l| l.split("carshare ready on http://").nth(1).map(|r| r.split_whitespace().next().unwrap().to_string()))
+        .find_map(|l| {
+            l.split("carshare ready on http://")
+                .nth(1)
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        })
         .unwrap()
         .parse()
         .unwrap();
-    let r = common::request(addr, "GET", "/admin/events", &[("authorization", "Bearer anything")], b"");
+    let r = common::request(
+        addr,
+        "GET",
+        "/admin/events",
+        &[("authorization", "Bearer anything")],
+        b"",
+    );
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"], "forbidden");
     child.kill().unwrap();

@@ -32,27 +32,47 @@ pub(super) async fn handle(
         (_, ["contexts"]) => return Err(not_allowed(method, path, "GET")),
         ("POST", ["contexts", name, action @ ("stop" | "start")]) => {
             if !app.runtime.set_running(name, *action == "start") {
-                return Err(ApiError::new(404, "not_found", format!("no context named {name}")));
+                return Err(ApiError::new(
+                    404,
+                    "not_found",
+                    format!("no context named {name}"),
+                ));
             }
             json!({ "name": name, "state": if *action == "start" { "running" } else { "stopped" } })
         }
         (_, ["contexts", _, "stop" | "start"]) => return Err(not_allowed(method, path, "POST")),
         ("GET", ["dead-letters"]) => {
-            let letters = app.runtime.log().snapshot().and_then(|s| s.dead_letters(None)).map_err(storage)?;
+            let letters = app
+                .runtime
+                .log()
+                .snapshot()
+                .and_then(|s| s.dead_letters(None))
+                .map_err(storage)?;
             json!({ "deadLetters": letters })
         }
         (_, ["dead-letters"]) => return Err(not_allowed(method, path, "GET")),
-        _ => return Err(ApiError::new(404, "not_found", format!("no admin resource at {path}"))),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "not_found",
+                format!("no admin resource at {path}"),
+            ));
+        }
     };
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
 }
 
 /// 403 when no token is configured (the admin API is off), 401 for a missing or wrong one.
 fn authorize(app: &App, parts: &Parts) -> Result<(), ApiError> {
     let Some(expected) = app.admin_token.as_deref() else {
-        return Err(ApiError::new(403, "forbidden", "the admin API is disabled: set CARSHARE_ADMIN_TOKEN"));
+        return Err(ApiError::new(
+            403,
+            "forbidden",
+            "the admin API is disabled: set CARSHARE_ADMIN_TOKEN",
+        ));
     };
     let given = parts
         .headers
@@ -61,7 +81,11 @@ fn authorize(app: &App, parts: &Parts) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        return Err(ApiError::new(401, "unauthorized", "a valid Authorization: Bearer token is required"));
+        return Err(ApiError::new(
+            401,
+            "unauthorized",
+            "a valid Authorization: Bearer token is required",
+        ));
     }
     Ok(())
 }
@@ -82,7 +106,9 @@ fn events(app: &App, query: &str) -> Result<Value, ApiError> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "after" => {
-                after = v.parse().map_err(|_| bad_query("after must be a non-negative integer"))?;
+                after = v
+                    .parse()
+                    .map_err(|_| bad_query("after must be a non-negative integer"))?;
             }
             "limit" => {
                 limit = v
@@ -105,7 +131,11 @@ fn bad_query(message: &str) -> ApiError {
 }
 
 fn not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
-    ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on {path}; allowed: {allowed}"))
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{method} is not allowed on {path}; allowed: {allowed}"),
+    )
 }
 
 fn storage(e: carshare_core::StorageError) -> ApiError {

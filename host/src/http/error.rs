@@ -25,7 +25,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with no retry hint.
     pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, kind, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     fn retry(mut self, secs: u32) -> Self {
@@ -37,13 +42,16 @@ impl ApiError {
     pub fn into_response(self) -> hyper::Response<Full<Bytes>> {
         let body = serde_json::json!({ "error": self.kind, "message": self.message, "status": self.status });
         let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-        *resp.status_mut() = hyper::StatusCode::from_u16(self.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        *resp.status_mut() = hyper::StatusCode::from_u16(self.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == 401 {
-            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -52,16 +60,23 @@ impl ApiError {
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
-            RequestError::NoRoute(path) => ApiError::new(404, "not_found", format!("no context serves {path}")),
+            RequestError::NoRoute(path) => {
+                ApiError::new(404, "not_found", format!("no context serves {path}"))
+            }
             RequestError::Call(c) => c.into(),
             RequestError::Storage(e) => {
                 crate::log::error(&format!("request failed: {e}"));
                 ApiError::new(500, "storage", "the database failed; nothing was changed")
             }
-            RequestError::Contention => {
-                ApiError::new(503, "contention", "too many concurrent changes to the same data; retry").retry(1)
+            RequestError::Contention => ApiError::new(
+                503,
+                "contention",
+                "too many concurrent changes to the same data; retry",
+            )
+            .retry(1),
+            RequestError::ShuttingDown => {
+                ApiError::new(503, "shutting_down", "the server is shutting down").retry(5)
             }
-            RequestError::ShuttingDown => ApiError::new(503, "shutting_down", "the server is shutting down").retry(5),
         }
     }
 }
@@ -70,12 +85,18 @@ impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
         match e {
             CallError::Domain(d) => d.into(),
-            CallError::NoSuchContext(c) | CallError::Stopped(c) => {
-                ApiError::new(503, "unavailable", format!("the {c} context is not running; retry later")).retry(5)
-            }
-            CallError::Busy(c) => {
-                ApiError::new(503, "busy", format!("the {c} context is at its instance limit; retry")).retry(1)
-            }
+            CallError::NoSuchContext(c) | CallError::Stopped(c) => ApiError::new(
+                503,
+                "unavailable",
+                format!("the {c} context is not running; retry later"),
+            )
+            .retry(5),
+            CallError::Busy(c) => ApiError::new(
+                503,
+                "busy",
+                format!("the {c} context is at its instance limit; retry"),
+            )
+            .retry(1),
             e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
                 crate::log::error(&e.to_string());
                 ApiError::new(500, "context_fault", e.to_string())

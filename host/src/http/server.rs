@@ -34,27 +34,47 @@ pub struct App {
 
 impl App {
     /// Serves one request. Never fails: every error is a JSON response.
-    pub async fn serve(&self, req: hyper::Request<Incoming>, local: SocketAddr) -> hyper::Response<Full<Bytes>> {
+    pub async fn serve(
+        &self,
+        req: hyper::Request<Incoming>,
+        local: SocketAddr,
+    ) -> hyper::Response<Full<Bytes>> {
         match self.route(req, local).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         }
     }
 
-    async fn route(&self, req: hyper::Request<Incoming>, local: SocketAddr) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
+    async fn route(
+        &self,
+        req: hyper::Request<Incoming>,
+        local: SocketAddr,
+    ) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
-        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body as u64) {
             return Err(too_large(self.max_body));
         }
         let body = match Limited::new(body, self.max_body).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
                 return Err(too_large(self.max_body));
             }
-            Err(e) => return Err(ApiError::new(400, "bad_request", format!("could not read the body: {e}"))),
+            Err(e) => {
+                return Err(ApiError::new(
+                    400,
+                    "bad_request",
+                    format!("could not read the body: {e}"),
+                ));
+            }
         };
         if path == "/admin" || path.starts_with("/admin/") {
             return super::admin::handle(self, &parts, &path, &query, &body).await;
@@ -64,7 +84,11 @@ impl App {
             && matches!(method.as_str(), "POST" | "PUT" | "PATCH")
             && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         {
-            return Err(ApiError::new(400, "malformed_json", format!("the body is not valid JSON: {e}")));
+            return Err(ApiError::new(
+                400,
+                "malformed_json",
+                format!("the body is not valid JSON: {e}"),
+            ));
         }
         let headers = parts
             .headers
@@ -85,14 +109,24 @@ impl App {
         *resp.status_mut() = hyper::StatusCode::from_u16(served.response.status)
             .ok()
             .filter(|s| !s.is_informational())
-            .ok_or_else(|| ApiError::new(500, "context_fault", format!("{} answered an invalid status", served.context)))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    500,
+                    "context_fault",
+                    format!("{} answered an invalid status", served.context),
+                )
+            })?;
         for (k, v) in served.response.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
                 resp.headers_mut().append(k, v);
             }
         }
         if !resp.headers().contains_key(CONTENT_TYPE) {
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", served.context, served.version)) {
             resp.headers_mut().insert("x-carshare-context", v);
@@ -102,13 +136,20 @@ impl App {
 }
 
 fn too_large(max: usize) -> ApiError {
-    ApiError::new(413, "payload_too_large", format!("the body is larger than {max} bytes"))
+    ApiError::new(
+        413,
+        "payload_too_large",
+        format!("the body is larger than {max} bytes"),
+    )
 }
 
 /// `http://<Host header>` when it is a plausible authority, else the address we listen on.
 fn base_url(host: Option<&HeaderValue>, local: SocketAddr) -> String {
     let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
-        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
     });
     match host {
         Some(h) => format!("http://{h}"),
@@ -165,7 +206,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         crate::log::warn("some connections were still busy after the grace period");
     }
 }

@@ -45,13 +45,15 @@ impl WasmEngine {
         BoundedContext::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)?;
 
         let ticker = engine.weak();
-        std::thread::Builder::new().name("carshare-epoch".into()).spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("carshare-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
 
         let compat = {
             use std::hash::{Hash, Hasher};
@@ -62,7 +64,12 @@ impl WasmEngine {
         if let Some(dir) = cache_dir {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Arc::new(WasmEngine { engine, linker, cache_dir: cache_dir.map(Path::to_path_buf), compat }))
+        Ok(Arc::new(WasmEngine {
+            engine,
+            linker,
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            compat,
+        }))
     }
 
     /// Compiles `bytes`, or loads the cached machine code of the same bytes. Returns the

@@ -57,7 +57,12 @@ impl state::Host for InstanceState {
 }
 
 impl events::Host for InstanceState {
-    fn publish(&mut self, event_type: String, key: Option<String>, payload: String) -> wasmtime::Result<()> {
+    fn publish(
+        &mut self,
+        event_type: String,
+        key: Option<String>,
+        payload: String,
+    ) -> wasmtime::Result<()> {
         if event_type.is_empty() || event_type.len() > 128 {
             wasmtime::bail!("event type must be 1 to 128 bytes");
         }
@@ -81,17 +86,27 @@ impl calls::Host for InstanceState {
         mut request: types::Request,
     ) -> wasmtime::Result<Result<types::Response, types::ContextError>> {
         request.caller = Some(self.context.to_string());
-        let scope = self.scope.take().ok_or_else(|| wasmtime::format_err!("call outside of a call"))?;
+        let scope = self
+            .scope
+            .take()
+            .ok_or_else(|| wasmtime::format_err!("call outside of a call"))?;
         let runtime = scope.runtime.clone();
         let depth = scope.depth + 1;
         let unit = scope.unit;
         let savepoint = unit.savepoint();
-        let (mut unit, result) = runtime.call_context(&context, plugin::request_from_wit(request), unit, depth);
+        let (mut unit, result) =
+            runtime.call_context(&context, plugin::request_from_wit(request), unit, depth);
         if result.is_err() {
             unit.rollback_to(savepoint);
         }
-        self.scope = Some(super::instance::Scope { unit, runtime, depth: depth - 1 });
-        Ok(result.map(plugin::response_to_wit).map_err(plugin::call_error_to_wit))
+        self.scope = Some(super::instance::Scope {
+            unit,
+            runtime,
+            depth: depth - 1,
+        });
+        Ok(result
+            .map(plugin::response_to_wit)
+            .map_err(plugin::call_error_to_wit))
     }
 }
 
@@ -103,7 +118,14 @@ impl logging::Host for InstanceState {
             logging::Level::Warn => crate::log::Level::Warn,
             logging::Level::Error => crate::log::Level::Error,
         };
-        crate::log::write(level, &format!("[{}] {}", self.context, message.chars().take(4096).collect::<String>()));
+        crate::log::write(
+            level,
+            &format!(
+                "[{}] {}",
+                self.context,
+                message.chars().take(4096).collect::<String>()
+            ),
+        );
         Ok(())
     }
 }

@@ -36,18 +36,33 @@ impl InstanceState {
     /// A state for an instance of `context`, limited by `limits`. Guests get no environment,
     /// no arguments, no files, no network and no stdio.
     pub fn new(context: Arc<str>, limits: StoreLimits) -> Self {
-        let wasi = WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
-        InstanceState { context, wasi, table: ResourceTable::new(), limits, scope: None }
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        InstanceState {
+            context,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            scope: None,
+        }
     }
 
     /// The current call's scope; a host import called outside a call is a fault.
     pub fn scope(&mut self) -> wasmtime::Result<&mut Scope> {
-        self.scope.as_mut().ok_or_else(|| wasmtime::format_err!("a host import was called outside of a call"))
+        self.scope
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("a host import was called outside of a call"))
     }
 }
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

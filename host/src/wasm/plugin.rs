@@ -29,7 +29,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { call_deadline: Duration::from_secs(1), memory_bytes: 64 << 20, max_instances: 64 }
+        Limits {
+            call_deadline: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            max_instances: 64,
+        }
     }
 }
 
@@ -91,15 +95,26 @@ pub struct Plugin {
 impl Plugin {
     /// Compiles (or loads from cache) and checks `bytes`: it must implement the world, start,
     /// and declare a sensible manifest.
-    pub fn load(engine: &Arc<WasmEngine>, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
-        let (component, digest) = engine.compile(bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    pub fn load(
+        engine: &Arc<WasmEngine>,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
+        let (component, digest) = engine
+            .compile(bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let pre = engine
             .linker
             .instantiate_pre(&component)
             .and_then(BoundedContextPre::new)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut plugin = Plugin {
-            manifest: Manifest { name: String::new(), version: String::new(), routes: vec![], subscriptions: vec![] },
+            manifest: Manifest {
+                name: String::new(),
+                version: String::new(),
+                routes: vec![],
+                subscriptions: vec![],
+            },
             digest,
             loaded_at: carshare_core::rfc3339_utc(carshare_core::now_millis()),
             name: Arc::from("(loading)"),
@@ -109,15 +124,29 @@ impl Plugin {
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
         };
-        let mut first = plugin.instantiate().map_err(|e| LoadError::Failed(format!("{e:#}")))?;
+        let mut first = plugin
+            .instantiate()
+            .map_err(|e| LoadError::Failed(format!("{e:#}")))?;
         first.store.set_epoch_deadline(plugin.deadline_ticks());
-        let m = first.bindings.call_manifest(&mut first.store).map_err(|e| LoadError::Failed(format!("{e:#}")))?;
-        let manifest = Manifest { name: m.name, version: m.version, routes: m.routes, subscriptions: m.subscriptions };
+        let m = first
+            .bindings
+            .call_manifest(&mut first.store)
+            .map_err(|e| LoadError::Failed(format!("{e:#}")))?;
+        let manifest = Manifest {
+            name: m.name,
+            version: m.version,
+            routes: m.routes,
+            subscriptions: m.subscriptions,
+        };
         check_manifest(&manifest)?;
         plugin.name = Arc::from(manifest.name.as_str());
         first.store.data_mut().context = plugin.name.clone();
         plugin.manifest = manifest;
-        plugin.idle.get_mut().unwrap_or_else(|p| p.into_inner()).push(first);
+        plugin
+            .idle
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(first);
         Ok(plugin)
     }
 
@@ -158,17 +187,27 @@ impl Plugin {
             base_url: request.base_url,
             caller: request.caller,
         };
-        let (unit, r) =
-            self.with_instance(runtime, unit, depth, |inst| inst.bindings.call_handle_request(&mut inst.store, &req));
+        let (unit, r) = self.with_instance(runtime, unit, depth, |inst| {
+            inst.bindings.call_handle_request(&mut inst.store, &req)
+        });
         let r = r.and_then(|r| {
-            r.map(|r| Response { status: r.status, headers: r.headers, body: r.body })
-                .map_err(|e| CallError::Domain(from_wit(e)))
+            r.map(|r| Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })
+            .map_err(|e| CallError::Domain(from_wit(e)))
         });
         (unit, r)
     }
 
     /// Applies `event` inside `unit`.
-    pub fn handle_event(&self, runtime: &Runtime, event: &Event, unit: Unit) -> (Unit, Result<(), CallError>) {
+    pub fn handle_event(
+        &self,
+        runtime: &Runtime,
+        event: &Event,
+        unit: Unit,
+    ) -> (Unit, Result<(), CallError>) {
         let ev = wit::Event {
             seq: event.seq,
             id: event.event_id.clone(),
@@ -178,8 +217,13 @@ impl Plugin {
             timestamp: event.timestamp.clone(),
             payload: event.payload.to_string(),
         };
-        let (unit, r) = self.with_instance(runtime, unit, 0, |inst| inst.bindings.call_handle_event(&mut inst.store, &ev));
-        (unit, r.and_then(|r| r.map_err(|e| CallError::Domain(from_wit(e)))))
+        let (unit, r) = self.with_instance(runtime, unit, 0, |inst| {
+            inst.bindings.call_handle_event(&mut inst.store, &ev)
+        });
+        (
+            unit,
+            r.and_then(|r| r.map_err(|e| CallError::Domain(from_wit(e)))),
+        )
     }
 
     /// Runs `f` on a pooled instance with `unit` in its scope, and takes the unit back.
@@ -194,10 +238,19 @@ impl Plugin {
             Ok(i) => i,
             Err(e) => return (unit, Err(e)),
         };
-        inst.store.data_mut().scope = Some(Scope { unit, runtime: runtime.clone(), depth });
+        inst.store.data_mut().scope = Some(Scope {
+            unit,
+            runtime: runtime.clone(),
+            depth,
+        });
         inst.store.set_epoch_deadline(self.deadline_ticks());
         let result = f(&mut inst);
-        let scope = inst.store.data_mut().scope.take().expect("imports always put the scope back");
+        let scope = inst
+            .store
+            .data_mut()
+            .scope
+            .take()
+            .expect("imports always put the scope back");
         match result {
             Ok(v) => {
                 self.release(inst);
@@ -208,10 +261,19 @@ impl Plugin {
                 drop(inst);
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 let message = match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => format!("exceeded its CPU deadline of {:?}", self.limits.call_deadline),
+                    Some(Trap::Interrupt) => format!(
+                        "exceeded its CPU deadline of {:?}",
+                        self.limits.call_deadline
+                    ),
                     _ => format!("{e:#}"),
                 };
-                (scope.unit, Err(CallError::Fault { context: self.name.to_string(), message }))
+                (
+                    scope.unit,
+                    Err(CallError::Fault {
+                        context: self.name.to_string(),
+                        message,
+                    }),
+                )
             }
         }
     }
@@ -227,12 +289,18 @@ impl Plugin {
         }
         self.instantiate_counted().map_err(|e| {
             self.live.fetch_sub(1, Ordering::Relaxed);
-            CallError::Fault { context: self.name.to_string(), message: format!("cannot instantiate: {e:#}") }
+            CallError::Fault {
+                context: self.name.to_string(),
+                message: format!("cannot instantiate: {e:#}"),
+            }
         })
     }
 
     fn release(&self, inst: Instance) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(inst);
     }
 
     /// A new instance; the caller has counted it in `live`.
@@ -242,7 +310,10 @@ impl Plugin {
             .instances(64)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine.engine, InstanceState::new(self.name.clone(), limits));
+        let mut store = Store::new(
+            &self.engine.engine,
+            InstanceState::new(self.name.clone(), limits),
+        );
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         let bindings = self.pre.instantiate(&mut store)?;
@@ -264,15 +335,25 @@ impl Plugin {
 fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
     let valid_name = !m.name.is_empty()
         && m.name.len() <= 64
-        && m.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && m.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !valid_name {
-        return Err(LoadError::BadManifest(format!("context name {:?} must be 1-64 of a-z, 0-9, -", m.name)));
+        return Err(LoadError::BadManifest(format!(
+            "context name {:?} must be 1-64 of a-z, 0-9, -",
+            m.name
+        )));
     }
     if m.version.is_empty() || m.version.len() > 64 {
         return Err(LoadError::BadManifest("version must be 1-64 bytes".into()));
     }
-    if m.subscriptions.iter().any(|s| s.is_empty() || s.len() > 128) {
-        return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
+    if m.subscriptions
+        .iter()
+        .any(|s| s.is_empty() || s.len() > 128)
+    {
+        return Err(LoadError::BadManifest(
+            "event types must be 1-128 bytes".into(),
+        ));
     }
     Ok(())
 }
@@ -311,7 +392,9 @@ pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
         e @ (CallError::NoSuchContext(_) | CallError::Stopped(_) | CallError::Busy(_)) => {
             wit::ContextError::Unavailable(e.to_string())
         }
-        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => wit::ContextError::Internal(e.to_string()),
+        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
+            wit::ContextError::Internal(e.to_string())
+        }
     }
 }
 
@@ -328,5 +411,9 @@ pub(super) fn request_from_wit(r: wit::Request) -> Request {
 }
 
 pub(super) fn response_to_wit(r: Response) -> wit::Response {
-    wit::Response { status: r.status, headers: r.headers, body: r.body }
+    wit::Response {
+        status: r.status,
+        headers: r.headers,
+        body: r.body,
+    }
 }

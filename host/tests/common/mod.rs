@@ -35,7 +35,10 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -67,7 +70,11 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("server did not become ready");
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not become ready");
+            };
             if let Some(rest) = line.split("carshare ready on http://").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 return Server { child, addr, data_dir: data_dir.to_path_buf(), log: rx };
@@ -99,7 +106,12 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: &str) -> Resp {
-        self.request("POST", path, &[("content-type", "application/json")], body.as_bytes())
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
     }
 
     pub fn admin(&self, method: &str, path: &str) -> Resp {
@@ -130,7 +142,13 @@ impl Server {
     pub fn context(&self, name: &str) -> Value {
         let r = self.admin("GET", "/admin/contexts");
         assert_eq!(r.status, 200, "{}", r.body);
-        r.json()["contexts"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().expect("context listed")
+        r.json()["contexts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .expect("context listed")
     }
 }
 
@@ -146,10 +164,19 @@ fn method_get() -> &'static str {
 }
 
 /// One HTTP/1.1 request on a fresh connection.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -162,15 +189,29 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
 }
 
 fn parse(raw: &[u8]) -> Resp {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
     let head = String::from_utf8_lossy(&raw[..split]);
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Resp { status, headers, body: String::from_utf8_lossy(&raw[split + 4..]).into_owned() }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
+    }
 }
 
 /// A fresh temporary directory.

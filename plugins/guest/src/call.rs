@@ -6,5 +6,7 @@ use crate::{Error, Request, Response};
 /// Calls `context` with `request`. A callee's error comes back as `Err` with its writes and
 /// events already undone; if the caller returns an error too, the whole unit is aborted.
 pub fn call(context: &str, request: Request) -> Result<Response, Error> {
-    host::call(context, &request.into()).map(Into::into).map_err(Into::into)
+    host::call(context, &request.into())
+        .map(Into::into)
+        .map_err(Into::into)
 }

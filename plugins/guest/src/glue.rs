@@ -21,7 +21,9 @@ impl<C: Context> crate::bindings::Guest for Adapter<C> {
     }
 
     fn handle_request(request: wit::Request) -> Result<wit::Response, wit::ContextError> {
-        C::handle_request(Request::from(request)).map(Into::into).map_err(Into::into)
+        C::handle_request(Request::from(request))
+            .map(Into::into)
+            .map_err(Into::into)
     }
 
     fn handle_event(event: wit::Event) -> Result<(), wit::ContextError> {

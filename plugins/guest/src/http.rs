@@ -41,7 +41,8 @@ impl Request {
     /// This request with `value` as its JSON body.
     pub fn with_json(mut self, value: &impl Serialize) -> Self {
         self.body = serde_json::to_vec(value).unwrap_or_default();
-        self.headers.push(("content-type".into(), "application/json".into()));
+        self.headers
+            .push(("content-type".into(), "application/json".into()));
         self
     }
 
@@ -130,7 +131,8 @@ impl Response {
 
     /// The body parsed as JSON of type `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::Internal(format!("unexpected response body: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::Internal(format!("unexpected response body: {e}")))
     }
 }
 
@@ -201,8 +203,12 @@ impl Event {
     /// The payload as `T`; a payload that does not fit is an error of the publisher, reported
     /// as internal so the dispatcher retries and then parks it.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_str(&self.payload)
-            .map_err(|e| Error::Internal(format!("{} #{} has a bad payload: {e}", self.event_type, self.seq)))
+        serde_json::from_str(&self.payload).map_err(|e| {
+            Error::Internal(format!(
+                "{} #{} has a bad payload: {e}",
+                self.event_type, self.seq
+            ))
+        })
     }
 }
 
@@ -249,13 +255,21 @@ impl From<Request> for wit::Request {
 
 impl From<Response> for wit::Response {
     fn from(r: Response) -> Self {
-        wit::Response { status: r.status, headers: r.headers, body: r.body }
+        wit::Response {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
     }
 }
 
 impl From<wit::Response> for Response {
     fn from(r: wit::Response) -> Self {
-        Response { status: r.status, headers: r.headers, body: r.body }
+        Response {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
     }
 }
 

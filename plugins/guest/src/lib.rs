@@ -21,7 +21,7 @@ pub use http::{Error, Event, Manifest, Request, Response};
 
 #[doc(hidden)]
 pub mod bindings {
-    #![allow(missing_docs)]
+    #![allow(missing_docs, clippy::too_many_arguments)]
     wit_bindgen::generate!({
         world: "bounded-context",
         path: "../../wit",

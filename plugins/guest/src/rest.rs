@@ -44,13 +44,23 @@ pub struct Collection {
 
 impl Collection {
     /// The collection `name` of `rel`s, sortable by `sortable`.
-    pub const fn new(name: &'static str, rel: &'static str, sortable: &'static [&'static str]) -> Self {
-        Collection { name, rel, sortable }
+    pub const fn new(
+        name: &'static str,
+        rel: &'static str,
+        sortable: &'static [&'static str],
+    ) -> Self {
+        Collection {
+            name,
+            rel,
+            sortable,
+        }
     }
 
     /// Whether `path` is this collection or below it.
     pub fn serves(&self, path: &str) -> bool {
-        let rest = path.strip_prefix('/').and_then(|p| p.strip_prefix(self.name));
+        let rest = path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(self.name));
         matches!(rest, Some(r) if r.is_empty() || r.starts_with('/'))
     }
 
@@ -87,7 +97,8 @@ impl Collection {
 
     /// Entity `id`, or 404.
     pub fn require<T: Entity>(&self, id: u64) -> Result<T, Error> {
-        self.load(id)?.ok_or_else(|| Error::NotFound(format!("no {} with id {id}", self.name)))
+        self.load(id)?
+            .ok_or_else(|| Error::NotFound(format!("no {} with id {id}", self.name)))
     }
 
     /// Stores `entity` under its id.
@@ -148,9 +159,17 @@ impl Collection {
         }
         let total = values.len();
         let pages = total.div_ceil(pr.size);
-        let content: Vec<Value> = values.into_iter().skip(pr.page.saturating_mul(pr.size)).take(pr.size).collect();
+        let content: Vec<Value> = values
+            .into_iter()
+            .skip(pr.page.saturating_mul(pr.size))
+            .take(pr.size)
+            .collect();
         let base = format!("{}{}", request.base_url, request.path);
-        let self_href = if request.query.is_empty() { base.clone() } else { format!("{base}?{}", request.query) };
+        let self_href = if request.query.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}?{}", request.query)
+        };
         let mut links = Map::new();
         links.insert("self".into(), json!({ "href": self_href }));
         let page_href = |n: usize| {
@@ -211,9 +230,9 @@ impl PageRequest {
             match request.query_param(name) {
                 None => Ok(default),
                 Some(v) if v.is_empty() => Ok(default),
-                Some(v) => v
-                    .parse::<usize>()
-                    .map_err(|_| Error::BadRequest(format!("{name} must be a non-negative integer, not {v:?}"))),
+                Some(v) => v.parse::<usize>().map_err(|_| {
+                    Error::BadRequest(format!("{name} must be a non-negative integer, not {v:?}"))
+                }),
             }
         };
         let page = number("page", 0)?;
@@ -237,11 +256,19 @@ impl PageRequest {
             let asc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("") | Some("asc") => true,
                 Some("desc") => false,
-                Some(d) => return Err(Error::BadRequest(format!("sort direction must be asc or desc, not {d:?}"))),
+                Some(d) => {
+                    return Err(Error::BadRequest(format!(
+                        "sort direction must be asc or desc, not {d:?}"
+                    )));
+                }
             };
             sort.push((field.to_string(), asc));
         }
-        Ok(PageRequest { page, size: size.min(MAX_SIZE), sort })
+        Ok(PageRequest {
+            page,
+            size: size.min(MAX_SIZE),
+            sort,
+        })
     }
 }
 
@@ -257,9 +284,11 @@ fn compare(a: &Value, b: &Value) -> Ordering {
         }
     }
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
-        }
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .partial_cmp(&y.as_f64().unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
@@ -299,32 +328,76 @@ mod tests {
         assert_eq!(THINGS.target("/things"), Ok(Target::Collection));
         assert_eq!(THINGS.target("/things/"), Ok(Target::Collection));
         assert_eq!(THINGS.target("/things/7"), Ok(Target::Item(7)));
-        assert_eq!(THINGS.target("/things/search/findByX"), Ok(Target::Search("findByX".into())));
+        assert_eq!(
+            THINGS.target("/things/search/findByX"),
+            Ok(Target::Search("findByX".into()))
+        );
         assert!(THINGS.target("/things/abc").is_err());
         assert!(THINGS.target("/things/0").is_err());
         assert!(THINGS.target("/things/1/2").is_err());
-        assert!(THINGS.serves("/things/1") && THINGS.serves("/things") && !THINGS.serves("/thingsx"));
+        assert!(
+            THINGS.serves("/things/1") && THINGS.serves("/things") && !THINGS.serves("/thingsx")
+        );
     }
 
     #[test]
     fn pages_sort_and_link() {
-        let items = (1..=5).map(|i| Thing { id: i, qty: (i as i64 * 7) % 5 }).collect::<Vec<_>>();
-        let r = THINGS.page(&req("page=1&size=2&sort=qty,desc"), items).unwrap();
+        let items = (1..=5)
+            .map(|i| Thing {
+                id: i,
+                qty: (i as i64 * 7) % 5,
+            })
+            .collect::<Vec<_>>();
+        let r = THINGS
+            .page(&req("page=1&size=2&sort=qty,desc"), items)
+            .unwrap();
         let b = body(&r);
-        assert_eq!(b["page"], json!({"size": 2, "totalElements": 5, "totalPages": 3, "number": 1}));
-        let qtys: Vec<i64> = b["_embedded"]["things"].as_array().unwrap().iter().map(|v| v["qty"].as_i64().unwrap()).collect();
+        assert_eq!(
+            b["page"],
+            json!({"size": 2, "totalElements": 5, "totalPages": 3, "number": 1})
+        );
+        let qtys: Vec<i64> = b["_embedded"]["things"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["qty"].as_i64().unwrap())
+            .collect();
         // qty by id: 2, 4, 1, 3, 0 → desc: 4, 3, 2, 1, 0 → page 1 of size 2: [2, 1]
         assert_eq!(qtys, vec![2, 1]);
-        assert_eq!(b["_links"]["next"]["href"], "http://h/things?page=2&size=2&sort=qty,desc");
-        assert_eq!(b["_links"]["prev"]["href"], "http://h/things?page=0&size=2&sort=qty,desc");
-        assert_eq!(b["_embedded"]["things"][0]["_links"]["self"]["href"], "http://h/things/3");
+        assert_eq!(
+            b["_links"]["next"]["href"],
+            "http://h/things?page=2&size=2&sort=qty,desc"
+        );
+        assert_eq!(
+            b["_links"]["prev"]["href"],
+            "http://h/things?page=0&size=2&sort=qty,desc"
+        );
+        assert_eq!(
+            b["_embedded"]["things"][0]["_links"]["self"]["href"],
+            "http://h/things/1"
+        );
     }
 
     #[test]
     fn bad_paging_is_a_400() {
-        for q in ["page=-1", "size=abc", "size=0", "sort=nope", "sort=qty,sideways"] {
-            assert!(matches!(PageRequest::parse(&req(q), &["qty"]), Err(Error::BadRequest(_))), "{q}");
+        for q in [
+            "page=-1",
+            "size=abc",
+            "size=0",
+            "sort=nope",
+            "sort=qty,sideways",
+        ] {
+            assert!(
+                matches!(
+                    PageRequest::parse(&req(q), &["qty"]),
+                    Err(Error::BadRequest(_))
+                ),
+                "{q}"
+            );
         }
-        assert_eq!(PageRequest::parse(&req("size=5000"), &[]).unwrap().size, 1000);
+        assert_eq!(
+            PageRequest::parse(&req("size=5000"), &[]).unwrap().size,
+            1000
+        );
     }
 }

@@ -14,7 +14,8 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
 
 /// Stores `value` at `key`.
 pub fn put<T: Serialize>(key: &str, value: &T) -> Result<(), Error> {
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::Internal(format!("cannot encode {key}: {e}")))?;
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| Error::Internal(format!("cannot encode {key}: {e}")))?;
     host::set(key, &bytes);
     Ok(())
 }
@@ -26,7 +27,10 @@ pub fn delete(key: &str) {
 
 /// Every value whose key starts with `prefix`, in key order, decoded as `T`.
 pub fn scan<T: DeserializeOwned>(prefix: &str) -> Result<Vec<T>, Error> {
-    host::scan(prefix).iter().map(|(k, v)| decode(k, v)).collect()
+    host::scan(prefix)
+        .iter()
+        .map(|(k, v)| decode(k, v))
+        .collect()
 }
 
 /// A new id from the sequence `name`.
@@ -35,5 +39,6 @@ pub fn next_id(name: &str) -> u64 {
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Internal(format!("stored value {key} is unreadable: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Internal(format!("stored value {key} is unreadable: {e}")))
 }

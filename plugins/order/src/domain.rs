@@ -57,7 +57,13 @@ impl NewOrder {
 
     /// The order this becomes under `id`.
     pub fn into_order(self, id: u64) -> Order {
-        Order { id, product_id: self.product_id, qty: self.qty, status: ORDERED.into(), customer_id: self.customer_id }
+        Order {
+            id,
+            product_id: self.product_id,
+            qty: self.qty,
+            status: ORDERED.into(),
+            customer_id: self.customer_id,
+        }
     }
 }
 
@@ -74,7 +80,12 @@ pub struct Ordered {
 
 impl From<&Order> for Ordered {
     fn from(o: &Order) -> Self {
-        Ordered { id: o.id, product_id: o.product_id, qty: o.qty, customer_id: o.customer_id }
+        Ordered {
+            id: o.id,
+            product_id: o.product_id,
+            qty: o.qty,
+            customer_id: o.customer_id,
+        }
     }
 }
 
@@ -108,7 +119,10 @@ mod tests {
 
     #[test]
     fn a_reference_client_order_is_accepted_and_its_status_ignored() {
-        let n = NewOrder::parse(&body(json!({"productId": 1, "qty": 2, "status": "Shipped"}))).unwrap();
+        let n = NewOrder::parse(&body(
+            json!({"productId": 1, "qty": 2, "status": "Shipped"}),
+        ))
+        .unwrap();
         let o = n.into_order(9);
         assert_eq!(o.status, ORDERED);
         assert_eq!((o.id, o.product_id, o.qty, o.customer_id), (9, 1, 2, None));
@@ -127,13 +141,21 @@ mod tests {
             json!({"productId": 1, "qty": 2.5}),
             json!({"productId": 1, "qty": 1, "customerId": "x"}),
         ] {
-            assert!(matches!(NewOrder::parse(&body(b.clone())), Err(Error::BadRequest(_))), "{b}");
+            assert!(
+                matches!(NewOrder::parse(&body(b.clone())), Err(Error::BadRequest(_))),
+                "{b}"
+            );
         }
     }
 
     #[test]
     fn paid_is_applied_once() {
-        let mut o = NewOrder { product_id: 1, qty: 1, customer_id: None }.into_order(1);
+        let mut o = NewOrder {
+            product_id: 1,
+            qty: 1,
+            customer_id: None,
+        }
+        .into_order(1);
         assert!(on_paid(&mut o));
         assert_eq!(o.status, APPROVED);
         assert!(!on_paid(&mut o));

@@ -11,13 +11,22 @@ use serde_json::json;
 
 use domain::{NewOrder, Order, Ordered, Paid};
 
-const ORDERS: Collection = Collection::new("orders", "order", &["id", "productId", "qty", "status", "customerId"]);
+const ORDERS: Collection = Collection::new(
+    "orders",
+    "order",
+    &["id", "productId", "qty", "status", "customerId"],
+);
 
 struct OrderContext;
 
 impl Context for OrderContext {
     fn manifest() -> Manifest {
-        Manifest { name: "order", version: env!("CARGO_PKG_VERSION"), routes: &["/orders"], subscriptions: &["Paid"] }
+        Manifest {
+            name: "order",
+            version: env!("CARGO_PKG_VERSION"),
+            routes: &["/orders"],
+            subscriptions: &["Paid"],
+        }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {
@@ -74,12 +83,18 @@ fn place(req: &Request) -> Result<Response, Error> {
     }));
     match call("payment", payment) {
         Ok(r) if r.status == 200 || r.status == 201 => Ok(ORDERS.created(req, &order)),
-        Ok(r) => Err(Error::Internal(format!("payment answered {} to a new payment", r.status))),
+        Ok(r) => Err(Error::Internal(format!(
+            "payment answered {} to a new payment",
+            r.status
+        ))),
         Err(Error::Refused(m)) => Err(Error::Refused(format!("payment declined: {m}"))),
-        Err(Error::Unavailable(m) | Error::Internal(m)) => {
-            Err(Error::Unavailable(format!("payment is unavailable, try again later: {m}")))
-        }
-        Err(e) => Err(Error::Internal(format!("payment rejected the order's request: {}", e.message()))),
+        Err(Error::Unavailable(m) | Error::Internal(m)) => Err(Error::Unavailable(format!(
+            "payment is unavailable, try again later: {m}"
+        ))),
+        Err(e) => Err(Error::Internal(format!(
+            "payment rejected the order's request: {}",
+            e.message()
+        ))),
     }
 }
 

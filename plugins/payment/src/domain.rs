@@ -47,7 +47,13 @@ impl NewPayment {
 
     /// The payment this becomes under `id`.
     pub fn into_payment(self, id: u64) -> Payment {
-        Payment { id, order_id: self.order_id, product_id: self.product_id, qty: self.qty, status: PAID.into() }
+        Payment {
+            id,
+            order_id: self.order_id,
+            product_id: self.product_id,
+            qty: self.qty,
+            status: PAID.into(),
+        }
     }
 }
 
@@ -64,7 +70,13 @@ pub struct Paid {
 
 impl From<&Payment> for Paid {
     fn from(p: &Payment) -> Self {
-        Paid { id: p.id, order_id: p.order_id, product_id: p.product_id, qty: p.qty, status: p.status.clone() }
+        Paid {
+            id: p.id,
+            order_id: p.order_id,
+            product_id: p.product_id,
+            qty: p.qty,
+            status: p.status.clone(),
+        }
     }
 }
 
@@ -75,15 +87,34 @@ mod tests {
 
     #[test]
     fn a_payment_is_paid_whatever_status_is_sent() {
-        let b = Body(json!({"orderId": 3, "productId": 1, "qty": 2, "status": "OrderApproved"}).as_object().unwrap().clone());
+        let b = Body(
+            json!({"orderId": 3, "productId": 1, "qty": 2, "status": "OrderApproved"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
         let p = NewPayment::parse(&b).unwrap().into_payment(5);
-        assert_eq!(p, Payment { id: 5, order_id: 3, product_id: 1, qty: 2, status: PAID.into() });
+        assert_eq!(
+            p,
+            Payment {
+                id: 5,
+                order_id: 3,
+                product_id: 1,
+                qty: 2,
+                status: PAID.into()
+            }
+        );
         assert_eq!(Paid::from(&p).status, PAID);
     }
 
     #[test]
     fn a_payment_without_order_is_refused() {
-        let b = Body(json!({"productId": 1, "qty": 2}).as_object().unwrap().clone());
+        let b = Body(
+            json!({"productId": 1, "qty": 2})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
         assert!(matches!(NewPayment::parse(&b), Err(Error::BadRequest(_))));
     }
 }

@@ -10,9 +10,16 @@ use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events,
 
 use domain::{NewPayment, Paid, Payment};
 
-const PAYMENTS: Collection = Collection::new("payments", "payment", &["id", "orderId", "productId", "qty", "status"]);
-const CANCELLATIONS: Collection =
-    Collection::new("paymentCancellations", "paymentCancellation", &["id", "orderId", "productId", "qty", "status"]);
+const PAYMENTS: Collection = Collection::new(
+    "payments",
+    "payment",
+    &["id", "orderId", "productId", "qty", "status"],
+);
+const CANCELLATIONS: Collection = Collection::new(
+    "paymentCancellations",
+    "paymentCancellation",
+    &["id", "orderId", "productId", "qty", "status"],
+);
 
 struct PaymentContext;
 
@@ -29,9 +36,15 @@ impl Context for PaymentContext {
     fn handle_request(req: Request) -> Result<Response, Error> {
         if CANCELLATIONS.serves(&req.path) {
             return match (CANCELLATIONS.target(&req.path)?, req.method.as_str()) {
-                (Target::Collection, "GET") => CANCELLATIONS.page(&req, CANCELLATIONS.all::<Payment>()?),
-                (Target::Item(id), "GET") => Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Payment>(id)?)),
-                (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on paymentCancellations"))),
+                (Target::Collection, "GET") => {
+                    CANCELLATIONS.page(&req, CANCELLATIONS.all::<Payment>()?)
+                }
+                (Target::Item(id), "GET") => {
+                    Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Payment>(id)?))
+                }
+                (Target::Search(q), _) => Err(Error::NotFound(format!(
+                    "no search {q:?} on paymentCancellations"
+                ))),
                 _ => Err(method_not_allowed(&req, &["GET"])),
             };
         }
@@ -57,7 +70,9 @@ impl Context for PaymentContext {
 /// returns the payment already taken instead of charging twice.
 fn take(req: &Request) -> Result<Response, Error> {
     if req.caller.as_deref() != Some("order") {
-        return Err(Error::Forbidden("payments are taken by the order context; place an order instead".into()));
+        return Err(Error::Forbidden(
+            "payments are taken by the order context; place an order instead".into(),
+        ));
     }
     let new = NewPayment::parse(&Body(req.json_object()?))?;
     let index = format!("by-order/{}", new.order_id);

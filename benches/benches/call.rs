@@ -1,0 +1,51 @@
+//! One call into a component through the runtime, as a request takes it (route, unit of work,
+//! pooled instance on a blocking thread, guest code, back): a read that commits nothing, and
+//! a new order, which also calls payment synchronously and commits durably.
+
+use std::time::Duration;
+
+use carshare_core::Log;
+use carshare_host::{Request, Runtime, RuntimeOptions, WasmEngine, artifacts};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn call(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = rt.block_on(async {
+        let log = Log::open(dir.path().join("bench.redb")).unwrap();
+        let engine = WasmEngine::new(Some(&dir.path().join("cache"))).unwrap();
+        let runtime = Runtime::new(log, engine, RuntimeOptions::default());
+        for (_, bytes) in artifacts::DEFAULT_CONTEXTS {
+            runtime.load(bytes).unwrap();
+        }
+        runtime
+    });
+    let post = || {
+        let mut r = Request::new("POST", "/orders", "http://bench");
+        r.body = br#"{"productId":1,"qty":1}"#.to_vec();
+        r
+    };
+    rt.block_on(runtime.handle(post())).unwrap();
+
+    let mut g = c.benchmark_group("component_call");
+    g.throughput(Throughput::Elements(1))
+        .measurement_time(Duration::from_secs(8));
+    g.bench_function("get_order", |b| {
+        b.iter(|| {
+            rt.block_on(runtime.handle(Request::new("GET", "/orders/1", "http://bench")))
+                .unwrap()
+        })
+    });
+    g.bench_function("place_order_with_payment", |b| {
+        b.iter(|| rt.block_on(runtime.handle(post())).unwrap())
+    });
+    g.finish();
+    rt.block_on(runtime.shutdown());
+}
+
+criterion_group!(benches, call);
+criterion_main!(benches);

@@ -1,0 +1,284 @@
+//! The unit-of-work rules of docs/design.md, checked on a real redb file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use carshare_core::{
+    CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, Unit,
+};
+use serde_json::json;
+
+fn open() -> (tempfile::TempDir, Log) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("db.redb")).unwrap();
+    (dir, log)
+}
+
+#[test]
+fn state_and_events_commit_together_and_sequence_numbers_are_gap_free() {
+    let (_d, log) = open();
+    let mut u = log.begin().unwrap();
+    u.set("order", "orders/1", b"one".to_vec());
+    u.publish("order", "Ordered", Some("1".into()), json!({"id": 1}));
+    u.publish("payment", "Paid", Some("1".into()), json!({"orderId": 1}));
+    let c = log.commit_blocking(u).unwrap();
+    assert_eq!(c.seqs, 1..3);
+    let events = log.events_after(0, 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(events[0].event_type, "Ordered");
+    assert_eq!(events[1].source, "payment");
+    assert_ne!(events[0].event_id, events[1].event_id);
+    assert_eq!(
+        log.begin().unwrap().get("order", "orders/1").unwrap(),
+        Some(b"one".to_vec())
+    );
+    assert_eq!(log.head(), 2);
+}
+
+#[test]
+fn a_dropped_unit_leaves_nothing() {
+    let (_d, log) = open();
+    let mut u = log.begin().unwrap();
+    u.set("order", "k", b"v".to_vec());
+    u.publish("order", "Ordered", None, json!({}));
+    drop(u);
+    assert!(log.events_after(0, 10).unwrap().is_empty());
+    assert_eq!(log.begin().unwrap().get("order", "k").unwrap(), None);
+}
+
+#[test]
+fn contexts_do_not_see_each_others_keys() {
+    let (_d, log) = open();
+    let mut u = log.begin().unwrap();
+    u.set("order", "k", b"mine".to_vec());
+    log.commit_blocking(u).unwrap();
+    let mut u = log.begin().unwrap();
+    assert_eq!(u.get("payment", "k").unwrap(), None);
+    assert!(u.scan("payment", "").unwrap().is_empty());
+    assert_eq!(u.scan("order", "").unwrap().len(), 1);
+}
+
+#[test]
+fn a_unit_whose_reads_went_stale_conflicts_and_writes_nothing() {
+    let (_d, log) = open();
+    let mut seed = log.begin().unwrap();
+    seed.set("product", "stock/1", b"10".to_vec());
+    log.commit_blocking(seed).unwrap();
+
+    let mut a = log.begin().unwrap();
+    let mut b = log.begin().unwrap();
+    assert_eq!(a.get("product", "stock/1").unwrap(), Some(b"10".to_vec()));
+    assert_eq!(b.get("product", "stock/1").unwrap(), Some(b"10".to_vec()));
+    a.set("product", "stock/1", b"9".to_vec());
+    b.set("product", "stock/1", b"8".to_vec());
+    b.publish("product", "ProductChanged", None, json!({}));
+    log.commit_blocking(a).unwrap();
+    assert!(matches!(log.commit_blocking(b), Err(CommitError::Conflict)));
+    assert_eq!(
+        log.begin().unwrap().get("product", "stock/1").unwrap(),
+        Some(b"9".to_vec())
+    );
+    assert!(
+        log.events_after(0, 10).unwrap().is_empty(),
+        "the conflicting unit's event is not in the log"
+    );
+}
+
+#[test]
+fn a_scan_that_went_stale_conflicts() {
+    let (_d, log) = open();
+    let mut a = log.begin().unwrap();
+    assert!(a.scan("c", "rows/").unwrap().is_empty());
+    a.set("c", "count", b"0".to_vec());
+    let mut b = log.begin().unwrap();
+    b.set("c", "rows/1", b"x".to_vec());
+    log.commit_blocking(b).unwrap();
+    assert!(matches!(log.commit_blocking(a), Err(CommitError::Conflict)));
+}
+
+#[test]
+fn a_savepoint_undoes_writes_and_events_after_it() {
+    let (_d, log) = open();
+    let mut u = log.begin().unwrap();
+    u.set("order", "a", b"1".to_vec());
+    u.publish("order", "Ordered", None, json!({}));
+    let sp = u.savepoint();
+    u.set("order", "a", b"2".to_vec());
+    u.set("payment", "b", b"3".to_vec());
+    u.publish("payment", "Paid", None, json!({}));
+    u.rollback_to(sp);
+    assert_eq!(u.get("order", "a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(u.get("payment", "b").unwrap(), None);
+    log.commit_blocking(u).unwrap();
+    let events = log.events_after(0, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "Ordered");
+}
+
+#[test]
+fn concurrent_units_share_commits_and_still_number_events_without_gaps() {
+    let (_d, log) = open();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let mut u = log.begin().unwrap();
+                    u.set("order", &format!("o/{t}/{i}"), vec![1]);
+                    u.publish("order", "Ordered", None, json!({"t": t, "i": i}));
+                    log.commit_blocking(u).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let seqs: Vec<u64> = log
+        .events_after(0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
+}
+
+#[test]
+fn state_sequence_and_ids_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let first_id;
+    {
+        let log = Log::open(&path).unwrap();
+        let mut u = log.begin().unwrap();
+        first_id = u.next_id("order", "order").unwrap();
+        let _aborted = log.begin().unwrap().next_id("order", "order").unwrap();
+        u.set("order", "k", b"v".to_vec());
+        u.publish("order", "Ordered", None, json!({}));
+        log.commit_blocking(u).unwrap();
+        log.close();
+    }
+    let log = Log::open(&path).unwrap();
+    assert_eq!(log.head(), 1);
+    let mut u = log.begin().unwrap();
+    assert_eq!(u.get("order", "k").unwrap(), Some(b"v".to_vec()));
+    let next = u.next_id("order", "order").unwrap();
+    assert!(next > first_id, "ids are never handed out twice");
+    u.publish("order", "Ordered", None, json!({}));
+    assert_eq!(log.commit_blocking(u).unwrap().seqs, 2..3);
+}
+
+#[test]
+fn a_closed_log_refuses_commits() {
+    let (_d, log) = open();
+    log.close();
+    let mut u = log.begin().unwrap();
+    u.set("a", "b", vec![]);
+    assert!(matches!(log.commit_blocking(u), Err(CommitError::Closed)));
+}
+
+/// Counts `Ordered` events into state; fails on events whose payload says so.
+struct Counter {
+    attempts: AtomicU32,
+}
+
+impl EventHandler for Counter {
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "Ordered"
+    }
+
+    fn handle(&self, mut unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
+        // Write first, then fail: the dispatcher must undo the write.
+        let n = unit.get("counter", "n").unwrap().map(|v| v[0]).unwrap_or(0);
+        unit.set("counter", "n", vec![n + 1]);
+        if event.payload["poison"] == true {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            return (unit, Err(HandlerError::new("poisoned")));
+        }
+        (unit, Ok(()))
+    }
+}
+
+async fn publish(log: &Log, payload: serde_json::Value) {
+    let mut u = log.begin().unwrap();
+    u.publish("order", "Ordered", None, payload);
+    u.publish("order", "Ignored", None, json!({}));
+    log.commit(u).await.unwrap();
+}
+
+fn count(log: &Log) -> u8 {
+    log.begin()
+        .unwrap()
+        .get("counter", "n")
+        .unwrap()
+        .map(|v| v[0])
+        .unwrap_or(0)
+}
+
+async fn settle(log: &Log, d: &Dispatcher, name: &str) {
+    for _ in 0..500 {
+        if d.status(name).unwrap().unwrap().lag == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{name} did not catch up: {:?} (head {})",
+        d.status(name),
+        log.head()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_delivers_in_order_parks_poison_and_catches_up_after_a_pause() {
+    let (_d, log) = open();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        first_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    };
+    let d = Dispatcher::new(log.clone(), policy);
+    let handler = Arc::new(Counter {
+        attempts: AtomicU32::new(0),
+    });
+    d.subscribe("counter", handler.clone(), true);
+
+    publish(&log, json!({})).await;
+    publish(&log, json!({"poison": true})).await;
+    publish(&log, json!({})).await;
+    settle(&log, &d, "counter").await;
+    assert_eq!(count(&log), 2, "the poisoned event's write was undone");
+    assert_eq!(handler.attempts.load(Ordering::SeqCst), 3);
+    let dead = log
+        .snapshot()
+        .unwrap()
+        .dead_letters(Some("counter"))
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.seq, 3);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].error, "poisoned");
+
+    // Paused, it keeps its cursor; resumed, it catches up from it.
+    d.set_running("counter", false);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    publish(&log, json!({})).await;
+    publish(&log, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let st = d.status("counter").unwrap().unwrap();
+    assert!(!st.running);
+    assert_eq!(st.lag, 4);
+    assert_eq!(count(&log), 2);
+    d.set_running("counter", true);
+    settle(&log, &d, "counter").await;
+    assert_eq!(count(&log), 4);
+
+    // A second dispatcher on the same log (as after a restart) re-applies nothing.
+    d.shutdown().await;
+    let d2 = Dispatcher::new(log.clone(), RetryPolicy::default());
+    d2.subscribe("counter", handler.clone(), true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(&log), 4);
+    d2.shutdown().await;
+}
