@@ -9,13 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The contexts the `carshare` binary runs by default: (context name, crate file stem).
-const DEFAULT_CONTEXTS: &[(&str, &str)] =
-    &[("order", "carshare_order"), ("payment", "carshare_payment")];
+const DEFAULT_CONTEXTS: &[(&str, &str)] = &[
+    ("order", "carshare_order"),
+    ("payment", "carshare_payment"),
+    ("product", "carshare_product"),
+    ("delivery", "carshare_delivery"),
+    ("customerpage", "carshare_customerpage"),
+];
 
 /// Deliberately misbehaving or alternative components for tests: (constant, crate file stem).
 const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("PAYMENT_DECLINING", "carshare_test_payment_declining"),
     ("PAYMENT_TRAPPING", "carshare_test_payment_trapping"),
+    ("AUDITOR", "carshare_test_auditor"),
 ];
 
 fn main() {
@@ -31,6 +37,9 @@ fn main() {
         "guest",
         "order",
         "payment",
+        "product",
+        "delivery",
+        "customerpage",
         "testing",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());
@@ -97,10 +106,7 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     }
     let status = cmd.status().expect("run cargo to build the plugins");
     if !status.success() {
-        panic!(
-            "building the plugins in {} failed ({status})",
-            plugins.display()
-        );
+        panic!("building the plugins in {} failed ({status})", plugins.display());
     }
 }
 

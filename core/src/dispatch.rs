@@ -38,16 +38,56 @@ pub trait EventHandler: Send + Sync + 'static {
 pub struct HandlerError {
     /// What went wrong, for the operator.
     pub message: String,
+    /// True when the cause is outside the event (a dependency stopped, busy or behind an open
+    /// breaker): such an event is retried until it succeeds and never parked, because parking
+    /// it would drop work that only has to wait.
+    pub transient: bool,
 }
 
 impl HandlerError {
-    /// An error with this message.
+    /// A failure of the handler with this event: retried, then parked.
     pub fn new(message: impl std::fmt::Display) -> Self {
         HandlerError {
             message: message.to_string(),
+            transient: false,
+        }
+    }
+
+    /// A failure that waiting will cure: retried with backoff, never parked.
+    pub fn transient(message: impl std::fmt::Display) -> Self {
+        HandlerError {
+            message: message.to_string(),
+            transient: true,
         }
     }
 }
+
+/// Why an operator's retry of a dead letter did not go through.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RetryError {
+    /// No such subscriber, or no such dead letter.
+    NotFound,
+    /// The handler failed again; the letter stays parked.
+    Failed(HandlerError),
+    /// Committing failed (a concurrent retry, or storage); the letter stays parked.
+    Commit(CommitError),
+    /// Reading failed.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for RetryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryError::NotFound => f.write_str("no such dead letter"),
+            RetryError::Failed(e) => write!(f, "the handler failed again: {}", e.message),
+            RetryError::Commit(e) => e.fmt(f),
+            RetryError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RetryError {}
 
 /// How the dispatcher retries a failing event.
 #[derive(Debug, Clone)]
@@ -123,6 +163,7 @@ enum Run {
 }
 
 struct Sub {
+    handler: Arc<dyn EventHandler>,
     run: watch::Sender<Run>,
     failing: Arc<Mutex<Option<Failing>>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -152,7 +193,7 @@ impl Dispatcher {
         let worker = Worker {
             log: self.log.clone(),
             name: name.to_string(),
-            handler,
+            handler: handler.clone(),
             policy: self.policy.clone(),
             run: run_rx,
             failing: failing.clone(),
@@ -161,6 +202,7 @@ impl Dispatcher {
         let old = self.lock().insert(
             name.to_string(),
             Sub {
+                handler,
                 run,
                 failing,
                 task: Some(task),
@@ -188,10 +230,7 @@ impl Dispatcher {
         let (running, failing) = match self.lock().get(name) {
             Some(sub) => (
                 *sub.run.borrow() == Run::Running,
-                sub.failing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
+                sub.failing.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             ),
             None => return Ok(None),
         };
@@ -204,6 +243,43 @@ impl Dispatcher {
             lag: head.saturating_sub(cursor),
             failing,
         }))
+    }
+
+    /// Has `name` handle its dead letter `seq` again, now. On success the letter is removed in
+    /// the same unit that applies the event; on failure it stays parked.
+    pub async fn retry_dead_letter(&self, name: &str, seq: u64) -> Result<(), RetryError> {
+        let handler = self
+            .lock()
+            .get(name)
+            .map(|s| s.handler.clone())
+            .ok_or(RetryError::NotFound)?;
+        let log = self.log.clone();
+        let sub = name.to_string();
+        let unit = tokio::task::spawn_blocking(move || -> Result<Unit, RetryError> {
+            let unit = log.begin().map_err(RetryError::Storage)?;
+            let letter = log
+                .snapshot()
+                .and_then(|s| s.dead_letter(&sub, seq))
+                .map_err(RetryError::Storage)?;
+            let letter = letter.ok_or(RetryError::NotFound)?;
+            let (mut unit, result) = handler.handle(unit, &letter.event);
+            result.map_err(RetryError::Failed)?;
+            unit.unpark(&sub, seq);
+            Ok(unit)
+        })
+        .await
+        .map_err(|_| RetryError::Failed(HandlerError::new("the handler panicked")))??;
+        self.log.commit(unit).await.map_err(RetryError::Commit)?;
+        Ok(())
+    }
+
+    /// Moves `name`'s cursor to `to` (an operator rewinding or skipping). Events after `to` are
+    /// delivered (again); handlers are idempotent, so redelivery changes nothing.
+    pub async fn set_cursor(&self, name: &str, to: u64) -> Result<(), CommitError> {
+        let mut unit = self.log.begin().map_err(CommitError::Storage)?;
+        let from = unit.cursor(name).map_err(CommitError::Storage)?;
+        unit.move_cursor(name, from, to.min(self.log.head()));
+        self.log.commit(unit).await.map(|_| ())
     }
 
     /// Stops every subscriber after the step it is in, and waits for them.
@@ -280,8 +356,7 @@ impl Worker {
         let name = self.name.clone();
         let batch = self.policy.batch;
         let log = self.log.clone();
-        let applied =
-            tokio::task::spawn_blocking(move || apply_batch(&log, &*handler, &name, batch)).await;
+        let applied = tokio::task::spawn_blocking(move || apply_batch(&log, &*handler, &name, batch)).await;
         let (unit, failed) = match applied {
             Ok(Ok(Some(v))) => v,
             Ok(Ok(None)) => return Step::Idle,
@@ -324,9 +399,7 @@ impl Worker {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
         self.policy
             .first_backoff
             .saturating_mul(factor)

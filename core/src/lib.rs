@@ -14,10 +14,13 @@
 //! 4. The [`Dispatcher`] sees the log's head move and hands the new events to each subscriber
 //!    ([`EventHandler`]), in log order from the subscriber's durable cursor, each step being a
 //!    unit again; failing events are retried and then parked as [`DeadLetter`]s.
+//! 5. Synchronous calls between contexts go through a [`Breaker`] per callee: a circuit
+//!    breaker and a bulkhead, so a failing dependency is answered fast instead of waited on.
 //!
 //! `docs/design.md` at the repository root states the rules these steps keep.
 #![deny(missing_docs)]
 
+mod breaker;
 mod dispatch;
 mod error;
 mod event;
@@ -27,8 +30,9 @@ mod time;
 mod unit;
 mod writer;
 
+pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected};
 pub use dispatch::{
-    DeadLetter, Dispatcher, EventHandler, Failing, HandlerError, RetryPolicy, SubscriberStatus,
+    DeadLetter, Dispatcher, EventHandler, Failing, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
 };
 pub use error::{CommitError, Error, StorageError};
 pub use event::{Event, NewEvent};

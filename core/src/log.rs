@@ -156,18 +156,8 @@ impl Log {
     /// Stops taking commits, lets the writer finish what it has, and waits for it. Units
     /// committed after this fail with [`CommitError::Closed`].
     pub fn close(&self) {
-        self.inner
-            .tx
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(h) = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        self.inner.tx.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
     }
@@ -176,12 +166,7 @@ impl Log {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(h) = self.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
     }

@@ -6,9 +6,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::StorageError;
 use crate::event::Event;
@@ -42,9 +40,7 @@ pub(crate) fn open(path: &Path) -> Result<(Database, u64, u64), StorageError> {
         let mut meta = txn.open_table(META)?;
         let existing = meta.get("log_id")?.map(|v| v.value().to_vec());
         log_id = match existing {
-            Some(bytes) if bytes.len() == 8 => {
-                u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
-            }
+            Some(bytes) if bytes.len() == 8 => u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])),
             _ => {
                 let id = random_u64();
                 meta.insert("log_id", id.to_be_bytes().as_slice())?;
@@ -90,9 +86,7 @@ impl Snapshot {
         })
     }
 
-    fn state(
-        &mut self,
-    ) -> Result<&ReadOnlyTable<(&'static str, &'static str), &'static [u8]>, StorageError> {
+    fn state(&mut self) -> Result<&ReadOnlyTable<(&'static str, &'static str), &'static [u8]>, StorageError> {
         if self.state.is_none() {
             self.state = Some(self.txn.open_table(STATE)?);
         }
@@ -101,18 +95,11 @@ impl Snapshot {
 
     /// The value of `key` in `context`'s state.
     pub fn get(&mut self, context: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .state()?
-            .get((context, key))?
-            .map(|v| v.value().to_vec()))
+        Ok(self.state()?.get((context, key))?.map(|v| v.value().to_vec()))
     }
 
     /// Every (key, value) of `context` whose key starts with `prefix`, in key order.
-    pub fn scan(
-        &mut self,
-        context: &str,
-        prefix: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let table = self.state()?;
         scan_prefix(table, context, prefix)
     }
@@ -144,10 +131,7 @@ impl Snapshot {
     }
 
     /// Every parked event of `subscriber` (or of all subscribers), oldest first.
-    pub fn dead_letters(
-        &self,
-        subscriber: Option<&str>,
-    ) -> Result<Vec<crate::DeadLetter>, StorageError> {
+    pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<crate::DeadLetter>, StorageError> {
         let t = self.txn.open_table(DEAD)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -158,6 +142,14 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// The dead letter of `subscriber` for event `seq`, if parked.
+    pub fn dead_letter(&self, subscriber: &str, seq: u64) -> Result<Option<crate::DeadLetter>, StorageError> {
+        let t = self.txn.open_table(DEAD)?;
+        t.get((subscriber, seq))?
+            .map(|v| serde_json::from_slice(v.value()).map_err(StorageError::from))
+            .transpose()
     }
 
     /// The highest id of `sequence` in `context` that a committed unit handed out.

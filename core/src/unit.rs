@@ -111,14 +111,9 @@ impl Unit {
 
     /// Every (key, value) of `context` whose key starts with `prefix`, in key order, with the
     /// unit's own writes applied.
-    pub fn scan(
-        &mut self,
-        context: &str,
-        prefix: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let rows = self.snapshot.scan(context, prefix)?;
-        let mut merged: std::collections::BTreeMap<String, Vec<u8>> =
-            rows.iter().cloned().collect();
+        let mut merged: std::collections::BTreeMap<String, Vec<u8>> = rows.iter().cloned().collect();
         for ((ctx, key), v) in &self.writes {
             if ctx == context && key.starts_with(prefix) {
                 match v {
@@ -225,9 +220,6 @@ impl Unit {
 
     /// True if committing the unit would change nothing (it only read).
     pub fn is_read_only(&self) -> bool {
-        self.writes.is_empty()
-            && self.events.is_empty()
-            && self.cursors.is_empty()
-            && self.dead.is_empty()
+        self.writes.is_empty() && self.events.is_empty() && self.cursors.is_empty() && self.dead.is_empty()
     }
 }

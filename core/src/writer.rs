@@ -81,9 +81,7 @@ impl Writer {
             }
             Err(e) => {
                 for p in batch {
-                    let _ = p
-                        .reply
-                        .send(Err(CommitError::Storage(StorageError(e.0.clone()))));
+                    let _ = p.reply.send(Err(CommitError::Storage(StorageError(e.0.clone()))));
                 }
             }
         }
@@ -108,7 +106,7 @@ impl Writer {
             let mut counters = txn.open_table(COUNTERS)?;
             let mut dead = txn.open_table(DEAD)?;
             for p in batch {
-                if !still_valid(p, &state, &cursors)? {
+                if !still_valid(p, &state, &cursors, &dead)? {
                     outcomes.push(Err(CommitError::Conflict));
                     continue;
                 }
@@ -170,7 +168,17 @@ fn still_valid(
     p: &Pending,
     state: &Table<(&'static str, &'static str), &'static [u8]>,
     cursors: &Table<&'static str, u64>,
+    dead: &Table<(&'static str, u64), &'static [u8]>,
 ) -> Result<bool, StorageError> {
+    // Removing a dead letter is only valid once: a second, concurrent retry must not apply the
+    // event again.
+    for d in &p.dead {
+        if let DeadWrite::Remove { subscriber, seq } = d
+            && dead.get((subscriber.as_str(), *seq))?.is_none()
+        {
+            return Ok(false);
+        }
+    }
     for ((ctx, key), seen) in &p.reads {
         let now = state.get((ctx.as_str(), key.as_str()))?;
         if now.as_ref().map(|g| g.value()) != seen.as_deref() {

@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use carshare_core::{
-    CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, Unit,
-};
+use carshare_core::{CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, Unit};
 use serde_json::json;
 
 fn open() -> (tempfile::TempDir, Log) {
@@ -135,12 +133,7 @@ fn concurrent_units_share_commits_and_still_number_events_without_gaps() {
     for t in threads {
         t.join().unwrap();
     }
-    let seqs: Vec<u64> = log
-        .events_after(0, 1000)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
+    let seqs: Vec<u64> = log.events_after(0, 1000).unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
 }
 
@@ -250,11 +243,7 @@ async fn the_dispatcher_delivers_in_order_parks_poison_and_catches_up_after_a_pa
     settle(&log, &d, "counter").await;
     assert_eq!(count(&log), 2, "the poisoned event's write was undone");
     assert_eq!(handler.attempts.load(Ordering::SeqCst), 3);
-    let dead = log
-        .snapshot()
-        .unwrap()
-        .dead_letters(Some("counter"))
-        .unwrap();
+    let dead = log.snapshot().unwrap().dead_letters(Some("counter")).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].event.seq, 3);
     assert_eq!(dead[0].attempts, 3);

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use carshare_core::{BreakerConfig, RetryPolicy};
+
 use crate::wasm::Limits;
 
 /// Everything `carshare serve` needs.
@@ -29,6 +31,10 @@ pub struct Config {
     pub max_body: usize,
     /// Open connections at most.
     pub max_connections: usize,
+    /// How failing events are retried before they are parked.
+    pub retry: RetryPolicy,
+    /// The circuit breaker and bulkhead in front of synchronous calls.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for Config {
@@ -42,6 +48,8 @@ impl Default for Config {
             limits: Limits::default(),
             max_body: 1 << 20,
             max_connections: 1024,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -61,6 +69,14 @@ struct FileConfig {
     max_instances: Option<usize>,
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    event_attempts: Option<u32>,
+    event_backoff_ms: Option<u64>,
+    breaker_window: Option<usize>,
+    breaker_min_calls: Option<usize>,
+    breaker_failure_rate: Option<f64>,
+    breaker_open_ms: Option<u64>,
+    breaker_probes: Option<usize>,
+    breaker_max_concurrent: Option<usize>,
 }
 
 /// The `serve` usage text.
@@ -83,6 +99,14 @@ OPTIONS (serve):
     --call-deadline-ms N     CPU time one call into a context may take [default: 1000]
     --memory-limit-mb N      memory one context instance may use [default: 64]
     --max-instances N        instances of one context alive at once [default: 64]
+    --event-attempts N       attempts before a failing event is parked [default: 5]
+    --event-backoff-ms N     wait after an event's first failure, doubling [default: 50]
+    --breaker-window N       calls the circuit breaker remembers [default: 100]
+    --breaker-min-calls N    calls before the failure rate counts [default: 20]
+    --breaker-failure-rate P failure rate in percent that opens the breaker [default: 50]
+    --breaker-open-ms N      how long an open breaker refuses calls [default: 30000]
+    --breaker-probes N       calls let through when half-open [default: 10]
+    --breaker-max-concurrent N  synchronous calls in flight per context [default: 25]
     -h, --help               print this help
 
 ENVIRONMENT:
@@ -135,10 +159,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     }
     let mut config = Config::default();
     if let Some(path) = config_file {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: FileConfig = serde_json::from_str(&text)
-            .map_err(|e| format!("bad config file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: FileConfig =
+            serde_json::from_str(&text).map_err(|e| format!("bad config file {}: {e}", path.display()))?;
         apply_file(&mut config, file);
     }
     for (flag, value) in cli {
@@ -147,11 +171,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     if let Ok(token) = std::env::var("CARSHARE_ADMIN_TOKEN") {
         config.admin_token = Some(token);
     }
-    if config
-        .admin_token
-        .as_deref()
-        .is_some_and(|t| t.trim().is_empty())
-    {
+    if config.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         config.admin_token = None;
     }
     Ok(Command::Serve(Box::new(config)))
@@ -182,6 +202,30 @@ fn apply_file(c: &mut Config, f: FileConfig) {
     if let Some(v) = f.max_connections {
         c.max_connections = v.max(1);
     }
+    if let Some(v) = f.event_attempts {
+        c.retry.max_attempts = v.max(1);
+    }
+    if let Some(v) = f.event_backoff_ms {
+        c.retry.first_backoff = Duration::from_millis(v.max(1));
+    }
+    if let Some(v) = f.breaker_window {
+        c.breaker.window = v.max(1);
+    }
+    if let Some(v) = f.breaker_min_calls {
+        c.breaker.minimum_calls = v.max(1);
+    }
+    if let Some(v) = f.breaker_failure_rate {
+        c.breaker.failure_rate = (v / 100.0).clamp(0.01, 1.0);
+    }
+    if let Some(v) = f.breaker_open_ms {
+        c.breaker.open_for = Duration::from_millis(v.max(1));
+    }
+    if let Some(v) = f.breaker_probes {
+        c.breaker.half_open_probes = v.max(1);
+    }
+    if let Some(v) = f.breaker_max_concurrent {
+        c.breaker.max_concurrent = v.max(1);
+    }
 }
 
 fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
@@ -193,9 +237,9 @@ fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
     };
     match flag {
         "--listen" => {
-            c.listen = value.parse().map_err(|_| {
-                format!("--listen needs an address like 127.0.0.1:8080, not {value:?}")
-            })?
+            c.listen = value
+                .parse()
+                .map_err(|_| format!("--listen needs an address like 127.0.0.1:8080, not {value:?}"))?
         }
         "--data-dir" => c.data_dir = PathBuf::from(value),
         "--cache-dir" => c.cache_dir = Some(PathBuf::from(value)),
@@ -208,6 +252,20 @@ fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
         "--call-deadline-ms" => c.limits.call_deadline = Duration::from_millis(number(value)?),
         "--memory-limit-mb" => c.limits.memory_bytes = (number(value)? as usize) << 20,
         "--max-instances" => c.limits.max_instances = number(value)? as usize,
+        "--event-attempts" => c.retry.max_attempts = number(value)? as u32,
+        "--event-backoff-ms" => c.retry.first_backoff = Duration::from_millis(number(value)?),
+        "--breaker-window" => c.breaker.window = number(value)? as usize,
+        "--breaker-min-calls" => c.breaker.minimum_calls = number(value)? as usize,
+        "--breaker-failure-rate" => {
+            let p = number(value)?;
+            if p > 100 {
+                return Err(format!("{flag} is a percentage from 1 to 100"));
+            }
+            c.breaker.failure_rate = p as f64 / 100.0;
+        }
+        "--breaker-open-ms" => c.breaker.open_for = Duration::from_millis(number(value)?),
+        "--breaker-probes" => c.breaker.half_open_probes = number(value)? as usize,
+        "--breaker-max-concurrent" => c.breaker.max_concurrent = number(value)? as usize,
         _ => return Err(format!("unknown option {flag:?} (see --help)")),
     }
     Ok(())
@@ -223,7 +281,10 @@ mod tests {
 
     #[test]
     fn serve_flags() {
-        let Command::Serve(c) = parse_args(&args("serve --listen 127.0.0.1:0 --data-dir /tmp/x --context payment=p.wasm --call-deadline-ms=50")).unwrap() else {
+        let Command::Serve(c) = parse_args(&args(
+            "serve --listen 127.0.0.1:0 --data-dir /tmp/x --context payment=p.wasm --call-deadline-ms=50",
+        ))
+        .unwrap() else {
             panic!("not serve")
         };
         assert_eq!(c.listen.port(), 0);
@@ -244,13 +305,7 @@ mod tests {
         ] {
             assert!(parse_args(&args(a)).is_err(), "{a}");
         }
-        assert!(matches!(
-            parse_args(&args("serve --help")),
-            Ok(Command::Help)
-        ));
-        assert!(matches!(
-            parse_args(&args("--version")),
-            Ok(Command::Version)
-        ));
+        assert!(matches!(parse_args(&args("serve --help")), Ok(Command::Help)));
+        assert!(matches!(parse_args(&args("--version")), Ok(Command::Version)));
     }
 }

@@ -85,11 +85,8 @@ mod tests {
     fn table() -> RouteTable {
         let mut t = RouteTable::default();
         t.set("order", &["/orders".into()]).unwrap();
-        t.set(
-            "payment",
-            &["/payments".into(), "/paymentCancellations".into()],
-        )
-        .unwrap();
+        t.set("payment", &["/payments".into(), "/paymentCancellations".into()])
+            .unwrap();
         t
     }
 
@@ -122,8 +119,7 @@ mod tests {
             );
         }
         // A context may keep its own routes when it is replaced.
-        t.set("order", &["/orders".into(), "/rentals".into()])
-            .unwrap();
+        t.set("order", &["/orders".into(), "/rentals".into()]).unwrap();
         assert_eq!(t.lookup("/rentals/1"), Some("order"));
     }
 }

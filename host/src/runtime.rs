@@ -7,18 +7,19 @@
 //! A unit that lost a race with a concurrent commit is run again from scratch. Committed
 //! events reach subscribing contexts through the core's dispatcher.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Instant;
 
 use carshare_core::{
-    CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, StorageError,
-    SubscriberStatus, Unit,
+    Breaker, BreakerConfig, BreakerStatus, CommitError, Dispatcher, Event, EventHandler, HandlerError, Log,
+    Rejected, RetryError, RetryPolicy, StorageError, SubscriberStatus, Unit,
 };
 use serde::Serialize;
 
 use crate::routes::{RouteError, RouteTable};
-use crate::types::{CallError, Request, Response};
+use crate::types::{CallError, DomainError, Request, Response};
 use crate::wasm::{Limits, LoadError, Plugin, WasmEngine};
 
 /// How the runtime behaves.
@@ -34,6 +35,8 @@ pub struct RuntimeOptions {
     pub max_concurrent_requests: usize,
     /// How often a request that lost a race with a concurrent commit is run again.
     pub conflict_retries: u32,
+    /// The circuit breaker and bulkhead in front of every context called synchronously.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for RuntimeOptions {
@@ -44,6 +47,7 @@ impl Default for RuntimeOptions {
             max_call_depth: 8,
             max_concurrent_requests: 16,
             conflict_retries: 16,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct ContextInfo {
     pub instances: usize,
     /// Its event cursor, lag and any failing event, if it subscribes.
     pub subscriber: Option<SubscriberStatus>,
+    /// The circuit breaker in front of synchronous calls into it.
+    pub breaker: BreakerStatus,
 }
 
 /// One loaded context.
@@ -133,10 +139,7 @@ struct Slot {
 
 impl Slot {
     fn current(&self) -> Arc<Plugin> {
-        self.plugin
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.plugin.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -154,6 +157,8 @@ struct Inner {
     routes: RwLock<RouteTable>,
     dispatcher: Dispatcher,
     executors: tokio::sync::Semaphore,
+    /// One breaker per called context, made on first use. A std mutex: held for a map look-up.
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
 }
 
 impl Runtime {
@@ -168,6 +173,7 @@ impl Runtime {
                 options,
                 slots: RwLock::new(BTreeMap::new()),
                 routes: RwLock::new(RouteTable::default()),
+                breakers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -262,7 +268,8 @@ impl Runtime {
         Err(RequestError::Contention)
     }
 
-    /// A synchronous call from one context into another, inside the caller's unit.
+    /// A synchronous call from one context into another, inside the caller's unit, through
+    /// the callee's circuit breaker and bulkhead.
     pub(crate) fn call_context(
         &self,
         name: &str,
@@ -270,10 +277,37 @@ impl Runtime {
         unit: Unit,
         depth: u32,
     ) -> (Unit, Result<Response, CallError>) {
-        match self.resolve(name, depth) {
+        let breaker = self.breaker(name);
+        if let Err(r) = breaker.try_start(Instant::now()) {
+            let reason = match r {
+                Rejected::Open(left) => format!("its circuit is open for {} ms more", left.as_millis()),
+                Rejected::Probing => "its circuit is half-open and every probe call is taken".to_string(),
+                Rejected::Full => "its bulkhead is full".to_string(),
+            };
+            return (
+                unit,
+                Err(CallError::CircuitOpen {
+                    context: name.to_string(),
+                    reason,
+                }),
+            );
+        }
+        let (unit, result) = match self.resolve(name, depth) {
             Ok(plugin) => plugin.handle_request(self, request, unit, depth),
             Err(e) => (unit, Err(e)),
-        }
+        };
+        breaker.finish(!counts_as_failure(&result), Instant::now());
+        (unit, result)
+    }
+
+    fn breaker(&self, name: &str) -> Arc<Breaker> {
+        self.inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Breaker::new(self.inner.options.breaker.clone())))
+            .clone()
     }
 
     /// The running plugin of `name`, if it may be called at `depth`.
@@ -343,10 +377,25 @@ impl Runtime {
                     subscriptions: m.subscriptions.clone(),
                     instances: p.instances(),
                     subscriber: self.inner.dispatcher.status(&name)?,
+                    breaker: self.breaker(&name).status(Instant::now()),
                     name,
                 })
             })
             .collect()
+    }
+
+    /// Has `name` handle its dead letter `seq` again (see [`Dispatcher::retry_dead_letter`]).
+    pub async fn retry_dead_letter(&self, name: &str, seq: u64) -> Result<(), RetryError> {
+        self.inner.dispatcher.retry_dead_letter(name, seq).await
+    }
+
+    /// Moves `name`'s event cursor to `to` (see [`Dispatcher::set_cursor`]). Returns false for
+    /// an unknown context.
+    pub async fn set_cursor(&self, name: &str, to: u64) -> Result<bool, CommitError> {
+        if self.slot(name).is_none() {
+            return Ok(false);
+        }
+        self.inner.dispatcher.set_cursor(name, to).await.map(|_| true)
     }
 
     /// The log.
@@ -359,6 +408,17 @@ impl Runtime {
         self.inner.executors.close();
         self.inner.dispatcher.shutdown().await;
         self.inner.log.close();
+    }
+}
+
+/// Whether a call's outcome counts against the callee's breaker: faults and unavailability do;
+/// a domain answer (even a refusal) means the callee is working.
+fn counts_as_failure(result: &Result<Response, CallError>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(CallError::Domain(DomainError::Unavailable(_) | DomainError::Internal(_))) => true,
+        Err(CallError::Domain(_)) => false,
+        Err(_) => true,
     }
 }
 
@@ -395,7 +455,16 @@ impl EventHandler for Subscriber {
             return (unit, Err(HandlerError::new("the runtime is shutting down")));
         };
         let (unit, r) = slot.current().handle_event(&rt, event, unit);
-        (unit, r.map_err(HandlerError::new))
+        let r = r.map_err(|e| match e {
+            // A dependency that is down or shedding load: wait for it, never park.
+            CallError::Domain(DomainError::Unavailable(_))
+            | CallError::Stopped(_)
+            | CallError::Busy(_)
+            | CallError::NoSuchContext(_)
+            | CallError::CircuitOpen { .. } => HandlerError::transient(e),
+            e => HandlerError::new(e),
+        });
+        (unit, r)
     }
 
     fn on_failure(&self, event: &Event, error: &HandlerError, attempt: u32, parked: bool) {

@@ -42,8 +42,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
-    let log = Log::open(config.data_dir.join("carshare.redb"))
-        .map_err(|e| err("cannot open the log", &e))?;
+    let log = Log::open(config.data_dir.join("carshare.redb")).map_err(|e| err("cannot open the log", &e))?;
     let cache = config
         .cache_dir
         .clone()
@@ -51,6 +50,8 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let engine = WasmEngine::new(Some(&cache)).map_err(|e| err("cannot start wasmtime", &e))?;
     let options = RuntimeOptions {
         limits: config.limits.clone(),
+        retry: config.retry.clone(),
+        breaker: config.breaker.clone(),
         ..RuntimeOptions::default()
     };
     let runtime = Runtime::new(log, engine, options);
@@ -62,8 +63,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         }
     }
     for (name, path) in &config.contexts {
-        let bytes =
-            std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?;
+        let bytes = std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?;
         sources.push((name.clone(), bytes));
     }
     for (name, bytes) in sources {
@@ -79,9 +79,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| err(&format!("cannot listen on {}", config.listen), &e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| err("no local address", &e))?;
+    let addr = listener.local_addr().map_err(|e| err("no local address", &e))?;
     Ok(Started {
         runtime,
         addr,
@@ -107,11 +105,7 @@ impl Started {
         crate::log::info(&format!(
             "carshare ready on http://{addr} (data in {}, admin API {})",
             display(&config.data_dir),
-            if config.admin_token.is_some() {
-                "on"
-            } else {
-                "off"
-            }
+            if config.admin_token.is_some() { "on" } else { "off" }
         ));
         serve(
             listener,

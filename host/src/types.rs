@@ -25,9 +25,7 @@ pub struct Request {
 impl Request {
     /// A client request with no headers and no body.
     pub fn new(method: &str, path_and_query: &str, base_url: &str) -> Self {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         Request {
             method: method.to_string(),
             path: path.to_string(),
@@ -95,6 +93,13 @@ pub enum CallError {
     },
     /// Synchronous calls nested deeper than the host allows (a call cycle).
     TooDeep(String),
+    /// The circuit breaker (or the bulkhead) in front of the context refused the call at once.
+    CircuitOpen {
+        /// The context.
+        context: String,
+        /// Why: open, probing, or full.
+        reason: String,
+    },
 }
 
 impl fmt::Display for CallError {
@@ -108,6 +113,9 @@ impl fmt::Display for CallError {
                 write!(f, "the {context} context failed: {message}")
             }
             CallError::TooDeep(c) => write!(f, "synchronous calls nested too deep at {c}"),
+            CallError::CircuitOpen { context, reason } => {
+                write!(f, "calls to {context} are refused: {reason}")
+            }
         }
     }
 }

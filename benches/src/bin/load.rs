@@ -37,17 +37,9 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = |v: &str| {
-            v.parse::<usize>()
-                .map_err(|_| format!("{flag} needs a number"))
-        };
+        let num = |v: &str| v.parse::<usize>().map_err(|_| format!("{flag} needs a number"));
         match flag.as_str() {
-            "--url" => {
-                a.host = v
-                    .trim_start_matches("http://")
-                    .trim_end_matches('/')
-                    .to_string()
-            }
+            "--url" => a.host = v.trim_start_matches("http://").trim_end_matches('/').to_string(),
             "--connections" => a.connections = num(&v)?.max(1),
             "--requests" => a.requests = num(&v)?,
             "--seconds" => a.seconds = num(&v)? as u64,

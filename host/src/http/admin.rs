@@ -7,6 +7,8 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
 
+use carshare_core::RetryError;
+
 use super::error::ApiError;
 use super::server::App;
 
@@ -18,7 +20,7 @@ pub(super) async fn handle(
     parts: &Parts,
     path: &str,
     query: &str,
-    _body: &Bytes,
+    body: &Bytes,
 ) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
     authorize(app, parts)?;
     let method = parts.method.as_str();
@@ -41,6 +43,36 @@ pub(super) async fn handle(
             json!({ "name": name, "state": if *action == "start" { "running" } else { "stopped" } })
         }
         (_, ["contexts", _, "stop" | "start"]) => return Err(not_allowed(method, path, "POST")),
+        ("POST", ["contexts", name, "cursor"]) => {
+            let seq = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        "bad_request",
+                        "the body must be {\"seq\": <non-negative integer>}",
+                    )
+                })?;
+            match app.runtime.set_cursor(name, seq).await {
+                Ok(true) => json!({ "name": name, "cursor": seq.min(app.runtime.log().head()) }),
+                Ok(false) => {
+                    return Err(ApiError::new(
+                        404,
+                        "not_found",
+                        format!("no context named {name}"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(ApiError::new(
+                        409,
+                        "conflict",
+                        format!("the cursor moved meanwhile: {e}"),
+                    ));
+                }
+            }
+        }
+        (_, ["contexts", _, "cursor"]) => return Err(not_allowed(method, path, "POST")),
         ("GET", ["dead-letters"]) => {
             let letters = app
                 .runtime
@@ -51,6 +83,30 @@ pub(super) async fn handle(
             json!({ "deadLetters": letters })
         }
         (_, ["dead-letters"]) => return Err(not_allowed(method, path, "GET")),
+        ("POST", ["dead-letters", name, seq, "retry"]) => {
+            let seq: u64 = seq
+                .parse()
+                .map_err(|_| ApiError::new(404, "not_found", "no such dead letter"))?;
+            match app.runtime.retry_dead_letter(name, seq).await {
+                Ok(()) => json!({ "subscriber": name, "seq": seq, "retried": true }),
+                Err(RetryError::NotFound) => {
+                    return Err(ApiError::new(
+                        404,
+                        "not_found",
+                        format!("no dead letter {seq} of {name}"),
+                    ));
+                }
+                Err(RetryError::Failed(e)) => {
+                    return Err(ApiError::new(
+                        409,
+                        "retry_failed",
+                        format!("still failing, kept: {}", e.message),
+                    ));
+                }
+                Err(e) => return Err(ApiError::new(409, "retry_failed", format!("kept: {e}"))),
+            }
+        }
+        (_, ["dead-letters", _, _, "retry"]) => return Err(not_allowed(method, path, "POST")),
         _ => {
             return Err(ApiError::new(
                 404,

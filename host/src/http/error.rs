@@ -42,8 +42,8 @@ impl ApiError {
     pub fn into_response(self) -> hyper::Response<Full<Bytes>> {
         let body = serde_json::json!({ "error": self.kind, "message": self.message, "status": self.status });
         let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-        *resp.status_mut() = hyper::StatusCode::from_u16(self.status)
-            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() =
+            hyper::StatusCode::from_u16(self.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(s) = self.retry_after {
@@ -91,6 +91,7 @@ impl From<CallError> for ApiError {
                 format!("the {c} context is not running; retry later"),
             )
             .retry(5),
+            e @ CallError::CircuitOpen { .. } => ApiError::new(503, "unavailable", e.to_string()).retry(5),
             CallError::Busy(c) => ApiError::new(
                 503,
                 "busy",

@@ -62,10 +62,7 @@ impl App {
         }
         let body = match Limited::new(body, self.max_body).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Err(too_large(self.max_body));
             }
             Err(e) => {
@@ -117,10 +114,7 @@ impl App {
                 )
             })?;
         for (k, v) in served.response.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(&v),
-            ) {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
                 resp.headers_mut().append(k, v);
             }
         }
@@ -206,10 +200,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         crate::log::warn("some connections were still busy after the grace period");
     }
 }

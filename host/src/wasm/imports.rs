@@ -57,12 +57,7 @@ impl state::Host for InstanceState {
 }
 
 impl events::Host for InstanceState {
-    fn publish(
-        &mut self,
-        event_type: String,
-        key: Option<String>,
-        payload: String,
-    ) -> wasmtime::Result<()> {
+    fn publish(&mut self, event_type: String, key: Option<String>, payload: String) -> wasmtime::Result<()> {
         if event_type.is_empty() || event_type.len() > 128 {
             wasmtime::bail!("event type must be 1 to 128 bytes");
         }

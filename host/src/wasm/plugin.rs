@@ -95,11 +95,7 @@ pub struct Plugin {
 impl Plugin {
     /// Compiles (or loads from cache) and checks `bytes`: it must implement the world, start,
     /// and declare a sensible manifest.
-    pub fn load(
-        engine: &Arc<WasmEngine>,
-        bytes: &[u8],
-        limits: Limits,
-    ) -> Result<Plugin, LoadError> {
+    pub fn load(engine: &Arc<WasmEngine>, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
         let (component, digest) = engine
             .compile(bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
@@ -261,10 +257,9 @@ impl Plugin {
                 drop(inst);
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 let message = match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => format!(
-                        "exceeded its CPU deadline of {:?}",
-                        self.limits.call_deadline
-                    ),
+                    Some(Trap::Interrupt) => {
+                        format!("exceeded its CPU deadline of {:?}", self.limits.call_deadline)
+                    }
                     _ => format!("{e:#}"),
                 };
                 (
@@ -297,10 +292,7 @@ impl Plugin {
     }
 
     fn release(&self, inst: Instance) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(inst);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
     }
 
     /// A new instance; the caller has counted it in `live`.
@@ -310,10 +302,7 @@ impl Plugin {
             .instances(64)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(
-            &self.engine.engine,
-            InstanceState::new(self.name.clone(), limits),
-        );
+        let mut store = Store::new(&self.engine.engine, InstanceState::new(self.name.clone(), limits));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         let bindings = self.pre.instantiate(&mut store)?;
@@ -347,13 +336,8 @@ fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
     if m.version.is_empty() || m.version.len() > 64 {
         return Err(LoadError::BadManifest("version must be 1-64 bytes".into()));
     }
-    if m.subscriptions
-        .iter()
-        .any(|s| s.is_empty() || s.len() > 128)
-    {
-        return Err(LoadError::BadManifest(
-            "event types must be 1-128 bytes".into(),
-        ));
+    if m.subscriptions.iter().any(|s| s.is_empty() || s.len() > 128) {
+        return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
     }
     Ok(())
 }
@@ -389,12 +373,11 @@ fn to_wit(e: DomainError) -> wit::ContextError {
 pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
     match e {
         CallError::Domain(d) => to_wit(d),
-        e @ (CallError::NoSuchContext(_) | CallError::Stopped(_) | CallError::Busy(_)) => {
-            wit::ContextError::Unavailable(e.to_string())
-        }
-        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
-            wit::ContextError::Internal(e.to_string())
-        }
+        e @ (CallError::NoSuchContext(_)
+        | CallError::Stopped(_)
+        | CallError::Busy(_)
+        | CallError::CircuitOpen { .. }) => wit::ContextError::Unavailable(e.to_string()),
+        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => wit::ContextError::Internal(e.to_string()),
     }
 }
 

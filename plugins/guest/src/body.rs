@@ -40,9 +40,9 @@ impl Body {
             Some(Value::String(s)) if s.trim().is_empty() => {
                 Err(Error::BadRequest(format!("{field} must not be empty")))
             }
-            Some(Value::String(s)) if s.chars().count() > max_len => Err(Error::BadRequest(
-                format!("{field} must be at most {max_len} characters"),
-            )),
+            Some(Value::String(s)) if s.chars().count() > max_len => Err(Error::BadRequest(format!(
+                "{field} must be at most {max_len} characters"
+            ))),
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(Error::BadRequest(format!("{field} must be a string"))),
         }
@@ -72,9 +72,7 @@ mod tests {
         assert_eq!(b.int("qty", 1, 10), Ok(2));
         assert_eq!(
             b.int("neg", 1, 10),
-            Err(Error::BadRequest(
-                "neg must be an integer from 1 to 10".into()
-            ))
+            Err(Error::BadRequest("neg must be an integer from 1 to 10".into()))
         );
         assert_eq!(
             b.int("s", 1, 10),
@@ -82,10 +80,7 @@ mod tests {
         );
         assert!(b.int("f", 1, 10).is_err());
         assert!(b.int("big", 1, i64::MAX).is_err());
-        assert_eq!(
-            b.int("n", 1, 10),
-            Err(Error::BadRequest("n is required".into()))
-        );
+        assert_eq!(b.int("n", 1, 10), Err(Error::BadRequest("n is required".into())));
         assert_eq!(b.opt_int("missing", 1, 10), Ok(None));
     }
 

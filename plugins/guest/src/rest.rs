@@ -44,23 +44,13 @@ pub struct Collection {
 
 impl Collection {
     /// The collection `name` of `rel`s, sortable by `sortable`.
-    pub const fn new(
-        name: &'static str,
-        rel: &'static str,
-        sortable: &'static [&'static str],
-    ) -> Self {
-        Collection {
-            name,
-            rel,
-            sortable,
-        }
+    pub const fn new(name: &'static str, rel: &'static str, sortable: &'static [&'static str]) -> Self {
+        Collection { name, rel, sortable }
     }
 
     /// Whether `path` is this collection or below it.
     pub fn serves(&self, path: &str) -> bool {
-        let rest = path
-            .strip_prefix('/')
-            .and_then(|p| p.strip_prefix(self.name));
+        let rest = path.strip_prefix('/').and_then(|p| p.strip_prefix(self.name));
         matches!(rest, Some(r) if r.is_empty() || r.starts_with('/'))
     }
 
@@ -335,9 +325,7 @@ mod tests {
         assert!(THINGS.target("/things/abc").is_err());
         assert!(THINGS.target("/things/0").is_err());
         assert!(THINGS.target("/things/1/2").is_err());
-        assert!(
-            THINGS.serves("/things/1") && THINGS.serves("/things") && !THINGS.serves("/thingsx")
-        );
+        assert!(THINGS.serves("/things/1") && THINGS.serves("/things") && !THINGS.serves("/thingsx"));
     }
 
     #[test]
@@ -348,9 +336,7 @@ mod tests {
                 qty: (i as i64 * 7) % 5,
             })
             .collect::<Vec<_>>();
-        let r = THINGS
-            .page(&req("page=1&size=2&sort=qty,desc"), items)
-            .unwrap();
+        let r = THINGS.page(&req("page=1&size=2&sort=qty,desc"), items).unwrap();
         let b = body(&r);
         assert_eq!(
             b["page"],
@@ -380,24 +366,12 @@ mod tests {
 
     #[test]
     fn bad_paging_is_a_400() {
-        for q in [
-            "page=-1",
-            "size=abc",
-            "size=0",
-            "sort=nope",
-            "sort=qty,sideways",
-        ] {
+        for q in ["page=-1", "size=abc", "size=0", "sort=nope", "sort=qty,sideways"] {
             assert!(
-                matches!(
-                    PageRequest::parse(&req(q), &["qty"]),
-                    Err(Error::BadRequest(_))
-                ),
+                matches!(PageRequest::parse(&req(q), &["qty"]), Err(Error::BadRequest(_))),
                 "{q}"
             );
         }
-        assert_eq!(
-            PageRequest::parse(&req("size=5000"), &[]).unwrap().size,
-            1000
-        );
+        assert_eq!(PageRequest::parse(&req("size=5000"), &[]).unwrap().size, 1000);
     }
 }

@@ -14,8 +14,8 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
 
 /// Stores `value` at `key`.
 pub fn put<T: Serialize>(key: &str, value: &T) -> Result<(), Error> {
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| Error::Internal(format!("cannot encode {key}: {e}")))?;
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| Error::Internal(format!("cannot encode {key}: {e}")))?;
     host::set(key, &bytes);
     Ok(())
 }
@@ -27,10 +27,7 @@ pub fn delete(key: &str) {
 
 /// Every value whose key starts with `prefix`, in key order, decoded as `T`.
 pub fn scan<T: DeserializeOwned>(prefix: &str) -> Result<Vec<T>, Error> {
-    host::scan(prefix)
-        .iter()
-        .map(|(k, v)| decode(k, v))
-        .collect()
+    host::scan(prefix).iter().map(|(k, v)| decode(k, v)).collect()
 }
 
 /// A new id from the sequence `name`.

@@ -14,6 +14,8 @@ pub const APPROVED: &str = "OrderApproved";
 pub const SHIPPED: &str = "Shipped";
 /// Cancelled and refunded.
 pub const CANCELLED: &str = "OrderCancelled";
+/// Product had not enough stock; refunded.
+pub const REJECTED: &str = "OrderRejected";
 
 /// The largest quantity one order may ask for.
 pub const MAX_QTY: i64 = 1_000_000;
@@ -108,6 +110,71 @@ pub fn on_paid(order: &mut Order) -> bool {
     }
 }
 
+/// Whether the order is over (cancelled or rejected): nothing changes it any more.
+pub fn is_final(order: &Order) -> bool {
+    order.status == CANCELLED || order.status == REJECTED
+}
+
+/// Applies a delivery: a paid (or not yet paid) order becomes `Shipped`. Returns whether
+/// anything changed.
+pub fn on_shipped(order: &mut Order) -> bool {
+    if order.status == ORDERED || order.status == APPROVED {
+        order.status = SHIPPED.into();
+        true
+    } else {
+        false
+    }
+}
+
+/// Applies a refund: the order is cancelled, unless it is over already. Returns whether it
+/// changed (and so whether `OrderCancelled` is to be published).
+pub fn on_refunded(order: &mut Order) -> bool {
+    if is_final(order) {
+        false
+    } else {
+        order.status = CANCELLED.into();
+        true
+    }
+}
+
+/// Applies a stock shortage: the order is rejected, unless it is over already. Returns whether
+/// it changed (and so whether its refund is to be asked for).
+pub fn on_out_of_stock(order: &mut Order) -> bool {
+    if is_final(order) {
+        false
+    } else {
+        order.status = REJECTED.into();
+        true
+    }
+}
+
+/// What order knows of a product: its replica, from `ProductRegistered` and `ProductChanged`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductReplica {
+    pub id: u64,
+    pub qty: i64,
+}
+
+/// Refuses early what product would refuse: an unknown product, or more than its last known
+/// stock. (Product stays the authority: orders racing for the last units are settled there.)
+pub fn check_stock(new: &NewOrder, product: Option<&ProductReplica>) -> Result<(), Error> {
+    match product {
+        None => Err(Error::Refused(format!("product {} is not known", new.product_id))),
+        Some(p) if p.qty < new.qty => Err(Error::Refused(format!(
+            "only {} of product {} in stock, {} ordered",
+            p.qty, p.id, new.qty
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// What order needs of the events that concern one order.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRef {
+    pub order_id: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,10 +186,7 @@ mod tests {
 
     #[test]
     fn a_reference_client_order_is_accepted_and_its_status_ignored() {
-        let n = NewOrder::parse(&body(
-            json!({"productId": 1, "qty": 2, "status": "Shipped"}),
-        ))
-        .unwrap();
+        let n = NewOrder::parse(&body(json!({"productId": 1, "qty": 2, "status": "Shipped"}))).unwrap();
         let o = n.into_order(9);
         assert_eq!(o.status, ORDERED);
         assert_eq!((o.id, o.product_id, o.qty, o.customer_id), (9, 1, 2, None));
@@ -146,6 +210,45 @@ mod tests {
                 "{b}"
             );
         }
+    }
+
+    #[test]
+    fn statuses_only_move_forward_and_final_ones_stay() {
+        let mut o = NewOrder {
+            product_id: 1,
+            qty: 1,
+            customer_id: None,
+        }
+        .into_order(1);
+        assert!(on_shipped(&mut o));
+        assert!(!on_paid(&mut o), "a late Paid does not undo Shipped");
+        assert_eq!(o.status, SHIPPED);
+        assert!(on_refunded(&mut o));
+        assert!(!on_refunded(&mut o), "a second refund changes nothing");
+        assert!(!on_shipped(&mut o));
+        assert!(!on_out_of_stock(&mut o));
+        assert_eq!(o.status, CANCELLED);
+        let mut r = NewOrder {
+            product_id: 1,
+            qty: 1,
+            customer_id: None,
+        }
+        .into_order(2);
+        assert!(on_out_of_stock(&mut r));
+        assert!(!on_refunded(&mut r), "a rejected order stays rejected");
+        assert_eq!(r.status, REJECTED);
+    }
+
+    #[test]
+    fn stock_is_checked_against_the_replica() {
+        let n = NewOrder {
+            product_id: 7,
+            qty: 3,
+            customer_id: None,
+        };
+        assert!(matches!(check_stock(&n, None), Err(Error::Refused(_))));
+        assert!(check_stock(&n, Some(&ProductReplica { id: 7, qty: 2 })).is_err());
+        assert!(check_stock(&n, Some(&ProductReplica { id: 7, qty: 3 })).is_ok());
     }
 
     #[test]

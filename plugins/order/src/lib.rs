@@ -1,5 +1,6 @@
 //! The order context: takes orders over `/orders`, has payment take the money in the same unit
-//! of work, and follows the order's status from the events of the other contexts.
+//! of work, follows each order's status from the other contexts' events, and cancels orders
+//! (through delivery, which refunds the payment).
 
 pub mod domain;
 
@@ -9,7 +10,7 @@ use carshare_guest::rest::{Collection, Target, method_not_allowed};
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
 use serde_json::json;
 
-use domain::{NewOrder, Order, Ordered, Paid};
+use domain::{NewOrder, Order, OrderRef, Ordered, Paid, ProductReplica};
 
 const ORDERS: Collection = Collection::new(
     "orders",
@@ -25,7 +26,14 @@ impl Context for OrderContext {
             name: "order",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/orders"],
-            subscriptions: &["Paid"],
+            subscriptions: &[
+                "Paid",
+                "Shipped",
+                "PayCancelled",
+                "OutOfStock",
+                "ProductRegistered",
+                "ProductChanged",
+            ],
         }
     }
 
@@ -35,16 +43,17 @@ impl Context for OrderContext {
             (Target::Collection, "POST") => place(&req),
             (Target::Collection, _) => Err(method_not_allowed(&req, &["GET", "POST"])),
             (Target::Item(id), "GET") => Ok(ORDERS.ok(&req, &ORDERS.require::<Order>(id)?)),
+            (Target::Item(id), "DELETE") => cancel(&req, ORDERS.require(id)?),
             (Target::Item(id), "PUT" | "PATCH") => {
                 ORDERS.require::<Order>(id)?;
                 Err(Error::MethodNotAllowed(format!(
-                    "{} is not allowed on {}: an order's status is owned by the server",
+                    "{} is not allowed on {}: an order's status is owned by the server; DELETE cancels it",
                     req.method, req.path
                 )))
             }
             (Target::Item(id), _) => {
                 ORDERS.require::<Order>(id)?;
-                Err(method_not_allowed(&req, &["GET"]))
+                Err(method_not_allowed(&req, &["GET", "DELETE"]))
             }
             (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on orders"))),
         }
@@ -52,26 +61,68 @@ impl Context for OrderContext {
 
     fn handle_event(event: Event) -> Result<(), Error> {
         match event.event_type.as_str() {
-            "Paid" => {
-                let paid: Paid = event.payload()?;
-                // The order and its payment commit in one unit, so a Paid without its order
-                // is a fault worth parking, not something to skip silently.
-                let mut order: Order = ORDERS.require(paid.order_id)?;
-                if domain::on_paid(&mut order) {
+            "Paid" => update(event.payload::<Paid>()?.order_id, domain::on_paid),
+            "Shipped" => update(event.payload::<OrderRef>()?.order_id, domain::on_shipped),
+            "PayCancelled" => {
+                let id = event.payload::<OrderRef>()?.order_id;
+                let mut order: Order = ORDERS.require(id)?;
+                if domain::on_refunded(&mut order) {
                     ORDERS.save(&order)?;
+                    events::publish("OrderCancelled", Some(order.id), &Ordered::from(&order))?;
                 }
                 Ok(())
+            }
+            "OutOfStock" => {
+                let id = event.payload::<OrderRef>()?.order_id;
+                let mut order: Order = ORDERS.require(id)?;
+                if domain::on_out_of_stock(&mut order) {
+                    ORDERS.save(&order)?;
+                    // The compensation: delivery cancels (or never makes) the delivery and
+                    // refunds the payment, in this same unit.
+                    cancel_delivery(&event_base(), id)?;
+                }
+                Ok(())
+            }
+            "ProductRegistered" | "ProductChanged" => {
+                let p: ProductReplica = event.payload()?;
+                state::put(&replica_key(p.id), &p)
             }
             _ => Ok(()),
         }
     }
 }
 
-/// Places an order: validate, record it, publish `Ordered`, and take the payment through a
-/// synchronous call, all in this request's unit of work. If payment fails, the error aborts the
-/// unit, and neither the order nor its event nor the payment exists afterwards.
+fn replica_key(product: u64) -> String {
+    format!("product/{product}")
+}
+
+/// Links in responses to synchronous calls made from event handlers are never seen by a
+/// client; any base will do.
+fn event_base() -> String {
+    "http://carshare.internal".into()
+}
+
+/// Loads an order, applies `f`, and saves it if `f` changed it. The order and its events
+/// commit in one unit, so an event about an order it cannot find is a fault worth parking,
+/// not something to skip silently.
+fn update(id: u64, f: fn(&mut Order) -> bool) -> Result<(), Error> {
+    let mut order: Order = ORDERS.require(id)?;
+    if f(&mut order) {
+        ORDERS.save(&order)?;
+    }
+    Ok(())
+}
+
+/// Places an order: validate, check the stock replica, record it, publish `Ordered`, and take
+/// the payment through a synchronous call, all in this request's unit of work. If payment
+/// fails, the error aborts the unit, and neither the order nor its event nor the payment exists
+/// afterwards.
 fn place(req: &Request) -> Result<Response, Error> {
     let new = NewOrder::parse(&Body(req.json_object()?))?;
+    domain::check_stock(
+        &new,
+        state::get::<ProductReplica>(&replica_key(new.product_id))?.as_ref(),
+    )?;
     let order = new.into_order(state::next_id("order"));
     ORDERS.save(&order)?;
     events::publish("Ordered", Some(order.id), &Ordered::from(&order))?;
@@ -93,6 +144,34 @@ fn place(req: &Request) -> Result<Response, Error> {
         ))),
         Err(e) => Err(Error::Internal(format!(
             "payment rejected the order's request: {}",
+            e.message()
+        ))),
+    }
+}
+
+/// Cancels an order (`DELETE /orders/{id}`): delivery cancels the delivery and refunds the
+/// payment, synchronously; the order becomes `OrderCancelled` when the refund's event arrives.
+/// Cancelling an order that is over already changes nothing.
+fn cancel(req: &Request, order: Order) -> Result<Response, Error> {
+    if !domain::is_final(&order) {
+        cancel_delivery(&req.base_url, order.id)?;
+    }
+    Ok(Response {
+        status: 204,
+        headers: Vec::new(),
+        body: Vec::new(),
+    })
+}
+
+fn cancel_delivery(base_url: &str, order_id: u64) -> Result<(), Error> {
+    let r = Request::new("POST", "/cancellations", base_url).with_json(&json!({ "orderId": order_id }));
+    match call("delivery", r) {
+        Ok(_) => Ok(()),
+        Err(Error::Unavailable(m) | Error::Internal(m)) => Err(Error::Unavailable(format!(
+            "cancelling needs delivery and payment, try again later: {m}"
+        ))),
+        Err(e) => Err(Error::Internal(format!(
+            "delivery refused to cancel order {order_id}: {}",
             e.message()
         ))),
     }

@@ -80,6 +80,61 @@ impl From<&Payment> for Paid {
     }
 }
 
+/// A refund: the payment's fields, with its own id and the refunded payment's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cancellation {
+    pub id: u64,
+    pub order_id: u64,
+    pub product_id: u64,
+    pub qty: i64,
+    pub status: String,
+    pub payment_id: u64,
+}
+
+impl Entity for Cancellation {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Cancellation {
+    /// The refund of `p` under `id`.
+    pub fn of(p: &Payment, id: u64) -> Self {
+        Cancellation {
+            id,
+            order_id: p.order_id,
+            product_id: p.product_id,
+            qty: p.qty,
+            status: CANCELLED.into(),
+            payment_id: p.id,
+        }
+    }
+}
+
+/// The `PayCancelled` event's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayCancelled {
+    pub id: u64,
+    pub order_id: u64,
+    pub product_id: u64,
+    pub qty: i64,
+    pub payment_id: u64,
+}
+
+impl From<&Cancellation> for PayCancelled {
+    fn from(c: &Cancellation) -> Self {
+        PayCancelled {
+            id: c.id,
+            order_id: c.order_id,
+            product_id: c.product_id,
+            qty: c.qty,
+            payment_id: c.payment_id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,12 +164,7 @@ mod tests {
 
     #[test]
     fn a_payment_without_order_is_refused() {
-        let b = Body(
-            json!({"productId": 1, "qty": 2})
-                .as_object()
-                .unwrap()
-                .clone(),
-        );
+        let b = Body(json!({"productId": 1, "qty": 2}).as_object().unwrap().clone());
         assert!(matches!(NewPayment::parse(&b), Err(Error::BadRequest(_))));
     }
 }

@@ -8,7 +8,7 @@ use carshare_guest::body::Body;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
 
-use domain::{NewPayment, Paid, Payment};
+use domain::{Cancellation, NewPayment, Paid, PayCancelled, Payment};
 
 const PAYMENTS: Collection = Collection::new(
     "payments",
@@ -36,11 +36,10 @@ impl Context for PaymentContext {
     fn handle_request(req: Request) -> Result<Response, Error> {
         if CANCELLATIONS.serves(&req.path) {
             return match (CANCELLATIONS.target(&req.path)?, req.method.as_str()) {
-                (Target::Collection, "GET") => {
-                    CANCELLATIONS.page(&req, CANCELLATIONS.all::<Payment>()?)
-                }
+                (Target::Collection, "GET") => CANCELLATIONS.page(&req, CANCELLATIONS.all::<Cancellation>()?),
+                (Target::Collection, "POST") => refund(&req),
                 (Target::Item(id), "GET") => {
-                    Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Payment>(id)?))
+                    Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Cancellation>(id)?))
                 }
                 (Target::Search(q), _) => Err(Error::NotFound(format!(
                     "no search {q:?} on paymentCancellations"
@@ -84,6 +83,31 @@ fn take(req: &Request) -> Result<Response, Error> {
     state::put(&index, &payment.id)?;
     events::publish("Paid", Some(payment.order_id), &Paid::from(&payment))?;
     Ok(PAYMENTS.created(req, &payment))
+}
+
+/// Refunds the payment of an order, when delivery asks (inside the cancelling unit of work).
+/// Idempotent per order: a second request returns the first refund, never refunds twice.
+fn refund(req: &Request) -> Result<Response, Error> {
+    if req.caller.as_deref() != Some("delivery") {
+        return Err(Error::Forbidden(
+            "refunds are made by the delivery context; cancel the order instead".into(),
+        ));
+    }
+    let order_id = Body(req.json_object()?).id("orderId")?;
+    let index = format!("refund-by-order/{order_id}");
+    if let Some(id) = state::get::<u64>(&index)? {
+        return Ok(CANCELLATIONS.ok(req, &CANCELLATIONS.require::<Cancellation>(id)?));
+    }
+    let payment_id = state::get::<u64>(&format!("by-order/{order_id}"))?
+        .ok_or_else(|| Error::NotFound(format!("no payment for order {order_id}")))?;
+    let mut payment: Payment = PAYMENTS.require(payment_id)?;
+    payment.status = domain::CANCELLED.into();
+    PAYMENTS.save(&payment)?;
+    let c = Cancellation::of(&payment, state::next_id("paymentCancellation"));
+    CANCELLATIONS.save(&c)?;
+    state::put(&index, &c.id)?;
+    events::publish("PayCancelled", Some(order_id), &PayCancelled::from(&c))?;
+    Ok(CANCELLATIONS.created(req, &c))
 }
 
 carshare_guest::context!(PaymentContext);

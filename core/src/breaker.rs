@@ -1,0 +1,320 @@
+//! A circuit breaker and a bulkhead for synchronous calls into one context, in the spirit of
+//! Resilience4j: a count-based sliding window of outcomes; when at least `minimum_calls` are
+//! recorded and the failure rate reaches the threshold, the breaker opens and every call is
+//! refused at once for `open_for`; then it lets `half_open_probes` calls through, and closes if
+//! they all succeed or opens again at the first failure. The bulkhead caps calls in flight.
+//!
+//! Time is passed in, so the state machine is tested without sleeping.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Outcomes remembered (the sliding window).
+    pub window: usize,
+    /// Outcomes needed before the failure rate counts.
+    pub minimum_calls: usize,
+    /// Failure rate (0–1) at which the breaker opens.
+    pub failure_rate: f64,
+    /// How long it stays open.
+    pub open_for: Duration,
+    /// Calls let through while half-open.
+    pub half_open_probes: usize,
+    /// Calls in flight at once (the bulkhead).
+    pub max_concurrent: usize,
+}
+
+impl Default for BreakerConfig {
+    /// Resilience4j's defaults (window 100, 50 %, 10 probes, 25 concurrent calls), except a
+    /// minimum of 20 calls (not 100) and 30 s open (not 60 s), so a failing dependency is
+    /// noticed sooner on a small system.
+    fn default() -> Self {
+        BreakerConfig {
+            window: 100,
+            minimum_calls: 20,
+            failure_rate: 0.5,
+            open_for: Duration::from_secs(30),
+            half_open_probes: 10,
+            max_concurrent: 25,
+        }
+    }
+}
+
+/// Where the breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused.
+    Open,
+    /// A few probe calls go through.
+    HalfOpen,
+}
+
+/// Why a call may not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// The breaker is open; retry after this long.
+    Open(Duration),
+    /// Half-open and every probe is taken.
+    Probing,
+    /// The bulkhead is full.
+    Full,
+}
+
+/// What the breaker reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerStatus {
+    /// State.
+    pub state: BreakerState,
+    /// Failure rate over the window (0–1), once `minimum_calls` are recorded.
+    pub failure_rate: Option<f64>,
+    /// Outcomes in the window.
+    pub calls: usize,
+    /// Calls in flight.
+    pub in_flight: usize,
+    /// Calls refused since the process started.
+    pub rejected: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: BreakerState,
+    outcomes: VecDeque<bool>,
+    failures: usize,
+    opened_at: Option<Instant>,
+    probes_started: usize,
+    probes_ok: usize,
+    in_flight: usize,
+    rejected: u64,
+}
+
+/// One breaker with its bulkhead.
+#[derive(Debug)]
+pub struct Breaker {
+    config: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(config: BreakerConfig) -> Self {
+        Breaker {
+            config,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                outcomes: VecDeque::new(),
+                failures: 0,
+                opened_at: None,
+                probes_started: 0,
+                probes_ok: 0,
+                in_flight: 0,
+                rejected: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks to start a call at `now`. On `Ok`, the caller must report the outcome with
+    /// [`Breaker::finish`].
+    pub fn try_start(&self, now: Instant) -> Result<(), Rejected> {
+        let mut s = self.lock();
+        if s.state == BreakerState::Open {
+            let opened = s.opened_at.unwrap_or(now);
+            let elapsed = now.saturating_duration_since(opened);
+            if elapsed < self.config.open_for {
+                s.rejected += 1;
+                return Err(Rejected::Open(self.config.open_for - elapsed));
+            }
+            s.state = BreakerState::HalfOpen;
+            s.probes_started = 0;
+            s.probes_ok = 0;
+        }
+        if s.state == BreakerState::HalfOpen {
+            if s.probes_started >= self.config.half_open_probes.max(1) {
+                s.rejected += 1;
+                return Err(Rejected::Probing);
+            }
+            s.probes_started += 1;
+        }
+        if s.in_flight >= self.config.max_concurrent.max(1) {
+            if s.state == BreakerState::HalfOpen {
+                s.probes_started -= 1;
+            }
+            s.rejected += 1;
+            return Err(Rejected::Full);
+        }
+        s.in_flight += 1;
+        Ok(())
+    }
+
+    /// Reports the outcome of a call started with [`Breaker::try_start`].
+    pub fn finish(&self, ok: bool, now: Instant) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        match s.state {
+            BreakerState::HalfOpen => {
+                if !ok {
+                    self.open(&mut s, now);
+                } else {
+                    s.probes_ok += 1;
+                    if s.probes_ok >= self.config.half_open_probes.max(1) {
+                        s.state = BreakerState::Closed;
+                        s.outcomes.clear();
+                        s.failures = 0;
+                    }
+                }
+            }
+            BreakerState::Closed => {
+                s.outcomes.push_back(ok);
+                if !ok {
+                    s.failures += 1;
+                }
+                while s.outcomes.len() > self.config.window.max(1) {
+                    if s.outcomes.pop_front() == Some(false) {
+                        s.failures -= 1;
+                    }
+                }
+                if s.outcomes.len() >= self.config.minimum_calls.max(1)
+                    && s.failures as f64 >= self.config.failure_rate * s.outcomes.len() as f64
+                {
+                    self.open(&mut s, now);
+                }
+            }
+            // A call that started before the breaker opened: its outcome no longer counts.
+            BreakerState::Open => {}
+        }
+    }
+
+    fn open(&self, s: &mut Inner, now: Instant) {
+        s.state = BreakerState::Open;
+        s.opened_at = Some(now);
+        s.outcomes.clear();
+        s.failures = 0;
+    }
+
+    /// The breaker's state at `now` (an open breaker whose time is up reads as half-open).
+    pub fn status(&self, now: Instant) -> BreakerStatus {
+        let s = self.lock();
+        let state = match (s.state, s.opened_at) {
+            (BreakerState::Open, Some(at)) if now.saturating_duration_since(at) >= self.config.open_for => {
+                BreakerState::HalfOpen
+            }
+            (st, _) => st,
+        };
+        let n = s.outcomes.len();
+        BreakerStatus {
+            state,
+            failure_rate: (n >= self.config.minimum_calls.max(1)).then(|| s.failures as f64 / n as f64),
+            calls: n,
+            in_flight: s.in_flight,
+            rejected: s.rejected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            window: 10,
+            minimum_calls: 4,
+            failure_rate: 0.5,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 2,
+            max_concurrent: 3,
+        }
+    }
+
+    fn call(b: &Breaker, ok: bool, t: Instant) -> Result<(), Rejected> {
+        b.try_start(t)?;
+        b.finish(ok, t);
+        Ok(())
+    }
+
+    #[test]
+    fn opens_at_the_failure_rate_then_probes_and_closes() {
+        let b = Breaker::new(config());
+        let t0 = Instant::now();
+        call(&b, true, t0).unwrap();
+        call(&b, false, t0).unwrap();
+        call(&b, true, t0).unwrap();
+        assert_eq!(
+            b.status(t0).state,
+            BreakerState::Closed,
+            "3 calls are below the minimum"
+        );
+        call(&b, false, t0).unwrap();
+        assert_eq!(b.status(t0).state, BreakerState::Open, "2 of 4 failed");
+        assert!(matches!(
+            call(&b, true, t0 + Duration::from_secs(1)),
+            Err(Rejected::Open(_))
+        ));
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(b.status(t1).state, BreakerState::HalfOpen);
+        b.try_start(t1).unwrap();
+        b.try_start(t1).unwrap();
+        assert_eq!(b.try_start(t1), Err(Rejected::Probing), "only two probes");
+        b.finish(true, t1);
+        b.finish(true, t1);
+        assert_eq!(b.status(t1).state, BreakerState::Closed);
+        assert!(b.status(t1).rejected >= 2);
+    }
+
+    #[test]
+    fn a_failed_probe_opens_again() {
+        let b = Breaker::new(config());
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            call(&b, false, t0).unwrap();
+        }
+        let t1 = t0 + Duration::from_secs(6);
+        call(&b, false, t1).unwrap();
+        assert_eq!(b.status(t1).state, BreakerState::Open);
+        assert!(matches!(
+            b.try_start(t1 + Duration::from_secs(1)),
+            Err(Rejected::Open(_))
+        ));
+    }
+
+    #[test]
+    fn the_window_forgets_old_failures() {
+        let b = Breaker::new(BreakerConfig {
+            window: 4,
+            minimum_calls: 4,
+            ..config()
+        });
+        let t = Instant::now();
+        call(&b, false, t).unwrap();
+        for _ in 0..6 {
+            call(&b, true, t).unwrap();
+        }
+        call(&b, false, t).unwrap();
+        assert_eq!(b.status(t).state, BreakerState::Closed, "1 of the last 4 failed");
+    }
+
+    #[test]
+    fn the_bulkhead_caps_calls_in_flight() {
+        let b = Breaker::new(config());
+        let t = Instant::now();
+        for _ in 0..3 {
+            b.try_start(t).unwrap();
+        }
+        assert_eq!(b.try_start(t), Err(Rejected::Full));
+        b.finish(true, t);
+        b.try_start(t).unwrap();
+        assert_eq!(b.status(t).in_flight, 3);
+    }
+}

@@ -1,0 +1,180 @@
+//! The customer's view of an order, built only from events. Each event is a fact about the
+//! order; the row keeps every fact once (by event sequence number), and its status is the
+//! furthest step any fact reached, so the row is the same whatever order the events arrive in
+//! and however often they are redelivered.
+
+use carshare_guest::rest::Entity;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One step in an order's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub event_type: String,
+    pub status: String,
+    pub seq: u64,
+    pub at: String,
+}
+
+/// One row per order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub id: u64,
+    pub order_id: u64,
+    pub product_id: Option<u64>,
+    pub qty: Option<i64>,
+    pub customer_id: Option<u64>,
+    pub payment_id: Option<u64>,
+    pub delivery_id: Option<u64>,
+    pub status: String,
+    pub history: Vec<Step>,
+}
+
+impl Entity for Row {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Row {
+    /// An empty row for `order_id`, before any fact.
+    pub fn new(order_id: u64) -> Self {
+        Row {
+            id: order_id,
+            order_id,
+            product_id: None,
+            qty: None,
+            customer_id: None,
+            payment_id: None,
+            delivery_id: None,
+            status: String::new(),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// The status each event type means for the order, and how far along that is.
+pub fn status_of(event_type: &str) -> Option<(&'static str, u8)> {
+    Some(match event_type {
+        "Ordered" => ("Ordered", 1),
+        "Paid" => ("OrderApproved", 2),
+        "Shipped" => ("Shipped", 3),
+        "DeliveryCanceled" => ("DeliveryCancelled", 4),
+        "PayCancelled" => ("PaymentCancelled", 5),
+        "OrderCancelled" => ("OrderCancelled", 6),
+        "OutOfStock" => ("OrderRejected", 7),
+        _ => return None,
+    })
+}
+
+/// The order an event is about.
+pub fn order_id_of(event_type: &str, payload: &Value) -> Option<u64> {
+    match event_type {
+        "Ordered" | "OrderCancelled" => payload["id"].as_u64(),
+        _ => payload["orderId"].as_u64(),
+    }
+}
+
+/// Applies the fact (`event_type`, `payload`, `seq`, `at`) to `row`. Returns whether the row
+/// changed; a fact seen before changes nothing.
+pub fn apply(row: &mut Row, event_type: &str, payload: &Value, seq: u64, at: &str) -> bool {
+    let Some((status, _)) = status_of(event_type) else {
+        return false;
+    };
+    if row.history.iter().any(|s| s.seq == seq) {
+        return false;
+    }
+    match event_type {
+        "Ordered" => {
+            row.product_id = payload["productId"].as_u64();
+            row.qty = payload["qty"].as_i64();
+            row.customer_id = payload["customerId"].as_u64();
+        }
+        "Paid" => row.payment_id = payload["id"].as_u64(),
+        "Shipped" => row.delivery_id = payload["id"].as_u64(),
+        _ => {}
+    }
+    let step = Step {
+        event_type: event_type.into(),
+        status: status.into(),
+        seq,
+        at: at.into(),
+    };
+    let pos = row.history.partition_point(|s| s.seq < seq);
+    row.history.insert(pos, step);
+    row.status = row
+        .history
+        .iter()
+        .filter_map(|s| status_of(&s.event_type))
+        .max_by_key(|(_, rank)| *rank)
+        .map(|(st, _)| st.to_string())
+        .unwrap_or_default();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts() -> Vec<(&'static str, Value, u64)> {
+        vec![
+            (
+                "Ordered",
+                json!({"id": 9, "productId": 2, "qty": 1, "customerId": 5}),
+                1,
+            ),
+            ("Paid", json!({"id": 4, "orderId": 9}), 2),
+            ("Shipped", json!({"id": 3, "orderId": 9, "paymentId": 4}), 5),
+            ("PayCancelled", json!({"id": 1, "orderId": 9}), 8),
+        ]
+    }
+
+    fn build(order: &[usize]) -> Row {
+        let f = facts();
+        let mut row = Row::new(9);
+        for &i in order {
+            let (t, p, seq) = &f[i];
+            apply(&mut row, t, p, *seq, "2026-01-01T00:00:00.000Z");
+        }
+        row
+    }
+
+    #[test]
+    fn the_row_is_the_same_whatever_the_arrival_order() {
+        let expected = build(&[0, 1, 2, 3]);
+        assert_eq!(expected.status, "PaymentCancelled");
+        assert_eq!(
+            (expected.payment_id, expected.delivery_id, expected.customer_id),
+            (Some(4), Some(3), Some(5))
+        );
+        for order in [[3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] {
+            assert_eq!(build(&order), expected, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn a_redelivered_fact_changes_nothing() {
+        let mut row = build(&[0, 1]);
+        let before = row.clone();
+        assert!(!apply(
+            &mut row,
+            "Paid",
+            &json!({"id": 4, "orderId": 9}),
+            2,
+            "later"
+        ));
+        assert_eq!(row, before);
+        assert!(!apply(&mut row, "ProductChanged", &json!({}), 3, "x"));
+    }
+
+    #[test]
+    fn a_paid_before_its_order_is_kept() {
+        let row = build(&[1]);
+        assert_eq!(row.status, "OrderApproved");
+        assert_eq!(row.payment_id, Some(4));
+        assert_eq!(row.product_id, None);
+    }
+}

@@ -1,0 +1,105 @@
+//! The customerpage context: the customers' read model (CQRS). One row per order with its
+//! current status and its history, built only from events. Read-only over HTTP.
+
+pub mod domain;
+
+use carshare_guest::rest::{Collection, Target};
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response};
+
+use domain::Row;
+
+const PAGES: Collection = Collection::new(
+    "customerpages",
+    "customerpage",
+    &[
+        "id",
+        "orderId",
+        "productId",
+        "qty",
+        "customerId",
+        "paymentId",
+        "deliveryId",
+        "status",
+    ],
+);
+
+struct CustomerPageContext;
+
+impl Context for CustomerPageContext {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "customerpage",
+            version: env!("CARGO_PKG_VERSION"),
+            routes: &["/customerpages"],
+            subscriptions: &[
+                "Ordered",
+                "Paid",
+                "Shipped",
+                "DeliveryCanceled",
+                "PayCancelled",
+                "OrderCancelled",
+                "OutOfStock",
+            ],
+        }
+    }
+
+    fn handle_request(req: Request) -> Result<Response, Error> {
+        let target = PAGES.target(&req.path)?;
+        if req.method != "GET" {
+            return Err(Error::MethodNotAllowed(format!(
+                "{} is not allowed on {}: the customer page is a read-only view built from events",
+                req.method, req.path
+            )));
+        }
+        match target {
+            Target::Collection => PAGES.page(&req, PAGES.all::<Row>()?),
+            Target::Item(id) => Ok(PAGES.ok(&req, &PAGES.require::<Row>(id)?)),
+            Target::Search(q) if q == "findByOrderId" => {
+                let id = id_param(&req, "orderId")?;
+                PAGES.page(&req, PAGES.load::<Row>(id)?.into_iter().collect())
+            }
+            Target::Search(q) if q == "findByCustomerId" => {
+                let id = id_param(&req, "customerId")?;
+                let rows = PAGES
+                    .all::<Row>()?
+                    .into_iter()
+                    .filter(|r| r.customer_id == Some(id))
+                    .collect();
+                PAGES.page(&req, rows)
+            }
+            Target::Search(q) => Err(Error::NotFound(format!(
+                "no search {q:?} on customerpages; there are findByOrderId and findByCustomerId"
+            ))),
+        }
+    }
+
+    fn handle_event(event: Event) -> Result<(), Error> {
+        if domain::status_of(&event.event_type).is_none() {
+            return Ok(());
+        }
+        let payload: serde_json::Value = event.payload()?;
+        let Some(order_id) = domain::order_id_of(&event.event_type, &payload) else {
+            return Err(Error::Internal(format!(
+                "{} #{} names no order",
+                event.event_type, event.seq
+            )));
+        };
+        let mut row = PAGES.load::<Row>(order_id)?.unwrap_or_else(|| Row::new(order_id));
+        if domain::apply(&mut row, &event.event_type, &payload, event.seq, &event.timestamp) {
+            PAGES.save(&row)?;
+        }
+        Ok(())
+    }
+}
+
+fn id_param(req: &Request, name: &str) -> Result<u64, Error> {
+    let v = req
+        .query_param(name)
+        .ok_or_else(|| Error::BadRequest(format!("{name} is required")))?;
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Error::BadRequest(format!("{name} must be a positive integer, not {v:?}")))
+}
+
+carshare_guest::context!(CustomerPageContext);

@@ -1,0 +1,58 @@
+//! The delivery domain: a car brought to the customer, and its cancellation.
+
+use carshare_guest::rest::Entity;
+use serde::{Deserialize, Serialize};
+
+/// The car was brought to the customer.
+pub const SHIPPED: &str = "Shipped";
+/// The delivery was cancelled (the car returned, or never sent).
+pub const CANCELLED: &str = "DeliveryCancelled";
+
+/// A delivery; a cancellation has the same fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: u64,
+    pub order_id: u64,
+    pub payment_id: u64,
+    pub status: String,
+}
+
+impl Entity for Delivery {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// What delivery needs of a `Paid` event.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paid {
+    pub id: u64,
+    pub order_id: u64,
+}
+
+/// What delivery needs of payment's answer to a refund.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refund {
+    pub payment_id: u64,
+}
+
+/// Whether a paid order should be shipped: not if it was shipped already (a redelivered
+/// `Paid`) and not if it was cancelled before its `Paid` was handled.
+pub fn should_ship(already_shipped: bool, cancelled: bool) -> bool {
+    !already_shipped && !cancelled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ships_once_and_never_after_a_cancellation() {
+        assert!(should_ship(false, false));
+        assert!(!should_ship(true, false));
+        assert!(!should_ship(false, true));
+    }
+}

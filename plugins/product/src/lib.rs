@@ -1,0 +1,126 @@
+//! The product context: car models and their stock over `/products`. It settles stock from the
+//! order events, asynchronously, so ordering never waits for product; see `domain.rs` for why
+//! this cannot oversell.
+
+pub mod domain;
+
+use carshare_guest::body::Body;
+use carshare_guest::rest::{Collection, Target, method_not_allowed};
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
+
+use domain::{Decision, Hold, OrderFact, OutOfStock, Product};
+
+const PRODUCTS: Collection = Collection::new("products", "product", &["id", "modelname", "qty"]);
+
+struct ProductContext;
+
+impl Context for ProductContext {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "product",
+            version: env!("CARGO_PKG_VERSION"),
+            routes: &["/products"],
+            subscriptions: &["Ordered", "OrderCancelled"],
+        }
+    }
+
+    fn handle_request(req: Request) -> Result<Response, Error> {
+        match (PRODUCTS.target(&req.path)?, req.method.as_str()) {
+            (Target::Collection, "GET") => PRODUCTS.page(&req, PRODUCTS.all::<Product>()?),
+            (Target::Collection, "POST") => register(&req),
+            (Target::Collection, _) => Err(method_not_allowed(&req, &["GET", "POST"])),
+            (Target::Item(id), "GET") => Ok(PRODUCTS.ok(&req, &PRODUCTS.require::<Product>(id)?)),
+            (Target::Item(id), m @ ("PUT" | "PATCH")) => change(&req, id, m == "PUT"),
+            (Target::Item(id), _) => {
+                PRODUCTS.require::<Product>(id)?;
+                Err(method_not_allowed(&req, &["GET", "PUT", "PATCH"]))
+            }
+            (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on products"))),
+        }
+    }
+
+    fn handle_event(event: Event) -> Result<(), Error> {
+        match event.event_type.as_str() {
+            "Ordered" => take(event.payload()?),
+            "OrderCancelled" => give_back(event.payload()?),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn register(req: &Request) -> Result<Response, Error> {
+    let (modelname, qty) = domain::parse_new(&Body(req.json_object()?))?;
+    let p = Product {
+        id: state::next_id("product"),
+        modelname,
+        qty,
+    };
+    PRODUCTS.save(&p)?;
+    events::publish("ProductRegistered", None, &p)?;
+    Ok(PRODUCTS.created(req, &p))
+}
+
+fn change(req: &Request, id: u64, replace: bool) -> Result<Response, Error> {
+    let mut p: Product = PRODUCTS.require(id)?;
+    if domain::apply_change(&mut p, &Body(req.json_object()?), replace)? {
+        PRODUCTS.save(&p)?;
+        events::publish("ProductChanged", None, &p)?;
+    }
+    Ok(PRODUCTS.ok(req, &p))
+}
+
+fn hold_key(order: u64) -> String {
+    format!("held/{order:020}")
+}
+
+fn rejected_key(order: u64) -> String {
+    format!("rejected/{order:020}")
+}
+
+/// On `Ordered`: take the stock or reject the order. Idempotent: an order already decided on
+/// is not decided again.
+fn take(o: OrderFact) -> Result<(), Error> {
+    if state::get::<Hold>(&hold_key(o.id))?.is_some() || state::get::<bool>(&rejected_key(o.id))?.is_some() {
+        return Ok(());
+    }
+    let product: Option<Product> = PRODUCTS.load(o.product_id)?;
+    match domain::decide(product.as_ref(), o.qty) {
+        Decision::Take => {
+            let mut p = product.expect("decide takes only from a product");
+            p.qty -= o.qty;
+            PRODUCTS.save(&p)?;
+            state::put(
+                &hold_key(o.id),
+                &Hold {
+                    product_id: p.id,
+                    qty: o.qty,
+                },
+            )?;
+            events::publish("ProductChanged", Some(o.id), &p)
+        }
+        Decision::Reject { available } => {
+            state::put(&rejected_key(o.id), &true)?;
+            let e = OutOfStock {
+                order_id: o.id,
+                product_id: o.product_id,
+                qty: o.qty,
+                available,
+            };
+            events::publish("OutOfStock", Some(o.id), &e)
+        }
+    }
+}
+
+/// On `OrderCancelled`: give back what the order held, once.
+fn give_back(o: OrderFact) -> Result<(), Error> {
+    let Some(hold) = state::get::<Hold>(&hold_key(o.id))? else {
+        return Ok(());
+    };
+    let mut p: Product = PRODUCTS.require(hold.product_id)?;
+    p.qty += hold.qty;
+    PRODUCTS.save(&p)?;
+    state::delete(&hold_key(o.id));
+    events::publish("ProductChanged", Some(o.id), &p)
+}
+
+carshare_guest::context!(ProductContext);

@@ -1,0 +1,48 @@
+//! A subscriber that fails on demand, for tests of dead letters: `PUT /audits/mode
+//! {"failing": true}` makes it fail on every `Ordered`; `GET /audits` lists the orders it
+//! recorded.
+
+use carshare_guest::body::Body;
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response, state};
+
+struct Auditor;
+
+impl Context for Auditor {
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "auditor",
+            version: "1.0.0",
+            routes: &["/audits"],
+            subscriptions: &["Ordered"],
+        }
+    }
+
+    fn handle_request(req: Request) -> Result<Response, Error> {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("PUT", "/audits/mode") => {
+                let failing = Body(req.json_object()?)
+                    .0
+                    .get("failing")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                state::put("mode", &failing)?;
+                Ok(Response::json(200, &serde_json::json!({ "failing": failing })))
+            }
+            ("GET", "/audits") => {
+                let ids: Vec<u64> = state::scan("audit/")?;
+                Ok(Response::json(200, &serde_json::json!({ "audited": ids })))
+            }
+            _ => Err(Error::NotFound(format!("no {} {}", req.method, req.path))),
+        }
+    }
+
+    fn handle_event(event: Event) -> Result<(), Error> {
+        if state::get::<bool>("mode")?.unwrap_or(false) {
+            return Err(Error::Internal("the auditor is failing on purpose".into()));
+        }
+        let id = event.payload::<serde_json::Value>()?["id"].as_u64().unwrap_or(0);
+        state::put(&format!("audit/{id:020}"), &id)
+    }
+}
+
+carshare_guest::context!(Auditor);
