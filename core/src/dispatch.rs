@@ -165,6 +165,8 @@ enum Run {
 struct Sub {
     handler: Arc<dyn EventHandler>,
     run: watch::Sender<Run>,
+    /// Wakes an idle worker when its cursor was moved by an operator (no new event would).
+    nudge: Arc<tokio::sync::Notify>,
     failing: Arc<Mutex<Option<Failing>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -190,6 +192,7 @@ impl Dispatcher {
     pub fn subscribe(&self, name: &str, handler: Arc<dyn EventHandler>, running: bool) {
         let (run, run_rx) = watch::channel(if running { Run::Running } else { Run::Paused });
         let failing = Arc::new(Mutex::new(None));
+        let nudge = Arc::new(tokio::sync::Notify::new());
         let worker = Worker {
             log: self.log.clone(),
             name: name.to_string(),
@@ -197,6 +200,7 @@ impl Dispatcher {
             policy: self.policy.clone(),
             run: run_rx,
             failing: failing.clone(),
+            nudge: nudge.clone(),
         };
         let task = tokio::spawn(worker.run());
         let old = self.lock().insert(
@@ -204,6 +208,7 @@ impl Dispatcher {
             Sub {
                 handler,
                 run,
+                nudge,
                 failing,
                 task: Some(task),
             },
@@ -276,10 +281,23 @@ impl Dispatcher {
     /// Moves `name`'s cursor to `to` (an operator rewinding or skipping). Events after `to` are
     /// delivered (again); handlers are idempotent, so redelivery changes nothing.
     pub async fn set_cursor(&self, name: &str, to: u64) -> Result<(), CommitError> {
-        let mut unit = self.log.begin().map_err(CommitError::Storage)?;
-        let from = unit.cursor(name).map_err(CommitError::Storage)?;
-        unit.move_cursor(name, from, to.min(self.log.head()));
-        self.log.commit(unit).await.map(|_| ())
+        // The subscriber may commit a step at the same moment; the operator's move wins on a
+        // later try.
+        let mut tries = 0;
+        loop {
+            let mut unit = self.log.begin().map_err(CommitError::Storage)?;
+            let from = unit.cursor(name).map_err(CommitError::Storage)?;
+            unit.move_cursor(name, from, to.min(self.log.head()));
+            match self.log.commit(unit).await {
+                Ok(_) => break,
+                Err(CommitError::Conflict) if tries < 20 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(sub) = self.lock().get(name) {
+            sub.nudge.notify_one();
+        }
+        Ok(())
     }
 
     /// Stops every subscriber after the step it is in, and waits for them.
@@ -309,6 +327,7 @@ struct Worker {
     policy: RetryPolicy,
     run: watch::Receiver<Run>,
     failing: Arc<Mutex<Option<Failing>>>,
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 /// What one step did.
@@ -346,6 +365,7 @@ impl Worker {
             tokio::select! {
                 changed = self.run.changed() => if changed.is_err() { return },
                 _ = head.changed(), if wait.is_none() => {},
+                _ = self.nudge.notified(), if wait.is_none() => {},
                 _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {},
             }
         }

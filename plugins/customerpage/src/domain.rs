@@ -63,8 +63,11 @@ pub fn status_of(event_type: &str) -> Option<(&'static str, u8)> {
         "Shipped" => ("Shipped", 3),
         "DeliveryCanceled" => ("DeliveryCancelled", 4),
         "PayCancelled" => ("PaymentCancelled", 5),
-        "OrderCancelled" => ("OrderCancelled", 6),
-        "OutOfStock" => ("OrderRejected", 7),
+        // Order publishes OrderCancelled only for an order it cancelled; an order it rejected
+        // never gets one. So a row with both facts is an order cancelled before the shortage
+        // reached it, exactly as the order context decided.
+        "OutOfStock" => ("OrderRejected", 6),
+        "OrderCancelled" => ("OrderCancelled", 7),
         _ => return None,
     })
 }
@@ -168,6 +171,18 @@ mod tests {
         ));
         assert_eq!(row, before);
         assert!(!apply(&mut row, "ProductChanged", &json!({}), 3, "x"));
+    }
+
+    #[test]
+    fn a_cancelled_order_stays_cancelled_when_a_shortage_arrives_later() {
+        let mut row = build(&[0, 1]);
+        apply(&mut row, "OrderCancelled", &json!({"id": 9}), 10, "t");
+        apply(&mut row, "OutOfStock", &json!({"orderId": 9}), 11, "t");
+        assert_eq!(row.status, "OrderCancelled");
+        let mut rejected = build(&[0, 1]);
+        apply(&mut rejected, "OutOfStock", &json!({"orderId": 9}), 11, "t");
+        apply(&mut rejected, "PayCancelled", &json!({"orderId": 9}), 12, "t");
+        assert_eq!(rejected.status, "OrderRejected");
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub fn apply_change(p: &mut Product, body: &Body, replace: bool) -> Result<bool,
 pub struct Hold {
     pub product_id: u64,
     pub qty: i64,
+    /// Given back (the order was cancelled). A released hold is kept, not deleted, so that a
+    /// redelivered `Ordered` finds the order already decided on and takes nothing again.
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// What to do with an order's demand on a product.

@@ -94,6 +94,7 @@ fn take(o: OrderFact) -> Result<(), Error> {
                 &Hold {
                     product_id: p.id,
                     qty: o.qty,
+                    released: false,
                 },
             )?;
             events::publish("ProductChanged", Some(o.id), &p)
@@ -113,13 +114,17 @@ fn take(o: OrderFact) -> Result<(), Error> {
 
 /// On `OrderCancelled`: give back what the order held, once.
 fn give_back(o: OrderFact) -> Result<(), Error> {
-    let Some(hold) = state::get::<Hold>(&hold_key(o.id))? else {
+    let Some(mut hold) = state::get::<Hold>(&hold_key(o.id))? else {
         return Ok(());
     };
+    if hold.released {
+        return Ok(());
+    }
     let mut p: Product = PRODUCTS.require(hold.product_id)?;
     p.qty += hold.qty;
     PRODUCTS.save(&p)?;
-    state::delete(&hold_key(o.id));
+    hold.released = true;
+    state::put(&hold_key(o.id), &hold)?;
     events::publish("ProductChanged", Some(o.id), &p)
 }
 
