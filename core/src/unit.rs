@@ -93,6 +93,19 @@ impl Unit {
         Ok(v)
     }
 
+    /// Reads `key` of `context` like [`Unit::get`], but without recording the read: the unit
+    /// does not conflict if the value changes before it commits. For advisory reads only.
+    pub fn peek(&mut self, context: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = (context.to_string(), key.to_string());
+        if let Some(v) = self.writes.get(&k) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.reads.get(&k) {
+            return Ok(v.clone());
+        }
+        self.snapshot.get(context, key)
+    }
+
     /// Sets `key` of `context` to `value`.
     pub fn set(&mut self, context: &str, key: &str, value: Vec<u8>) {
         self.write(context, key, Some(value));

@@ -271,3 +271,18 @@ async fn the_dispatcher_delivers_in_order_parks_poison_and_catches_up_after_a_pa
     assert_eq!(count(&log), 4);
     d2.shutdown().await;
 }
+
+#[test]
+fn a_peeked_value_that_changed_does_not_conflict() {
+    let (_d, log) = open();
+    let mut seed = log.begin().unwrap();
+    seed.set("order", "replica", b"10".to_vec());
+    log.commit_blocking(seed).unwrap();
+    let mut a = log.begin().unwrap();
+    assert_eq!(a.peek("order", "replica").unwrap(), Some(b"10".to_vec()));
+    a.set("order", "orders/1", b"x".to_vec());
+    let mut b = log.begin().unwrap();
+    b.set("order", "replica", b"9".to_vec());
+    log.commit_blocking(b).unwrap();
+    log.commit_blocking(a).unwrap();
+}

@@ -26,6 +26,12 @@ impl state::Host for InstanceState {
         Ok(self.scope()?.unit.get(&ctx, &key)?)
     }
 
+    fn peek(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        check_key(&key)?;
+        let ctx = self.context.clone();
+        Ok(self.scope()?.unit.peek(&ctx, &key)?)
+    }
+
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
         check_key(&key)?;
         if value.len() > MAX_VALUE_LEN {

@@ -12,6 +12,12 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
     host::get(key).map(|bytes| decode(key, &bytes)).transpose()
 }
 
+/// The value at `key`, decoded as `T`, read without the commit-time check: for advisory data
+/// only, such as a replica of another context's state.
+pub fn peek<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
+    host::peek(key).map(|bytes| decode(key, &bytes)).transpose()
+}
+
 /// Stores `value` at `key`.
 pub fn put<T: Serialize>(key: &str, value: &T) -> Result<(), Error> {
     let bytes =

@@ -113,7 +113,8 @@ fn update(id: u64, f: fn(&mut Order) -> bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Places an order: validate, check the stock replica, record it, publish `Ordered`, and take
+/// Places an order: validate, check the stock replica (peeked: it is advisory, and a replica
+/// updated meanwhile must not make every concurrent order conflict), record it, publish `Ordered`, and take
 /// the payment through a synchronous call, all in this request's unit of work. If payment
 /// fails, the error aborts the unit, and neither the order nor its event nor the payment exists
 /// afterwards.
@@ -121,7 +122,7 @@ fn place(req: &Request) -> Result<Response, Error> {
     let new = NewOrder::parse(&Body(req.json_object()?))?;
     domain::check_stock(
         &new,
-        state::get::<ProductReplica>(&replica_key(new.product_id))?.as_ref(),
+        state::peek::<ProductReplica>(&replica_key(new.product_id))?.as_ref(),
     )?;
     let order = new.into_order(state::next_id("order"));
     ORDERS.save(&order)?;
