@@ -22,6 +22,12 @@ const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("PAYMENT_DECLINING", "carshare_test_payment_declining"),
     ("PAYMENT_TRAPPING", "carshare_test_payment_trapping"),
     ("AUDITOR", "carshare_test_auditor"),
+    ("ORDER_V2", "carshare_test_order_v2"),
+    ("PAYMENT_V2", "carshare_test_payment_v2"),
+    ("DELIVERY_V2", "carshare_test_delivery_v2"),
+    ("LOOPING", "carshare_test_looping"),
+    ("MEMORY_HOG", "carshare_test_memory_hog"),
+    ("BAD_MANIFEST", "carshare_test_bad_manifest"),
 ];
 
 fn main() {

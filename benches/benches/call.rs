@@ -18,9 +18,9 @@ fn call(c: &mut Criterion) {
     let runtime = rt.block_on(async {
         let log = Log::open(dir.path().join("bench.redb")).unwrap();
         let engine = WasmEngine::new(Some(&dir.path().join("cache"))).unwrap();
-        let runtime = Runtime::new(log, engine, RuntimeOptions::default());
-        for (_, bytes) in artifacts::DEFAULT_CONTEXTS {
-            runtime.load(bytes).unwrap();
+        let runtime = Runtime::new(log, engine, RuntimeOptions::default()).unwrap();
+        for (name, bytes) in artifacts::DEFAULT_CONTEXTS {
+            runtime.load(name, bytes).unwrap();
         }
         runtime
     });
@@ -29,6 +29,10 @@ fn call(c: &mut Criterion) {
         r.body = br#"{"productId":1,"qty":1}"#.to_vec();
         r
     };
+    let mut product = Request::new("POST", "/products", "http://bench");
+    product.body = br#"{"modelname":"bench","qty":1000000000}"#.to_vec();
+    rt.block_on(runtime.handle(product)).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // order learns of the product
     rt.block_on(runtime.handle(post())).unwrap();
 
     let mut g = c.benchmark_group("component_call");

@@ -35,6 +35,10 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The circuit breaker and bulkhead in front of synchronous calls.
     pub breaker: BreakerConfig,
+    /// Sandbox limits of particular contexts, instead of `limits`.
+    pub context_limits: BTreeMap<String, Limits>,
+    /// A directory whose `<context>.wasm` files are swapped in when they change.
+    pub watch: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -50,6 +54,8 @@ impl Default for Config {
             max_connections: 1024,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+            context_limits: BTreeMap::new(),
+            watch: None,
         }
     }
 }
@@ -77,6 +83,18 @@ struct FileConfig {
     breaker_open_ms: Option<u64>,
     breaker_probes: Option<usize>,
     breaker_max_concurrent: Option<usize>,
+    #[serde(default)]
+    context_limits: BTreeMap<String, FileLimits>,
+    watch: Option<PathBuf>,
+}
+
+/// Per-context limits in the config file; what is left out keeps the global value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileLimits {
+    call_deadline_ms: Option<u64>,
+    memory_limit_mb: Option<usize>,
+    max_instances: Option<usize>,
 }
 
 /// The `serve` usage text.
@@ -106,7 +124,15 @@ OPTIONS (serve):
     --breaker-failure-rate P failure rate in percent that opens the breaker [default: 50]
     --breaker-open-ms N      how long an open breaker refuses calls [default: 30000]
     --breaker-probes N       calls let through when half-open [default: 10]
-    --breaker-max-concurrent N  synchronous calls in flight per context [default: 25]
+        --breaker-max-concurrent N  synchronous calls in flight per context [default: 25]
+    --watch DIR              swap a context in when DIR/<context>.wasm changes
+                             (per-context limits: contextLimits in the config file)
+
+OTHER COMMANDS (talk to a running server; the token comes from CARSHARE_ADMIN_TOKEN):
+    carshare contexts list [--url URL]
+    carshare contexts swap NAME FILE.wasm [--url URL]
+    carshare contexts rollback NAME [--url URL]
+                             URL defaults to http://127.0.0.1:8080
     -h, --help               print this help
 
 ENVIRONMENT:
@@ -123,6 +149,71 @@ pub enum Command {
     Help,
     /// Print the version.
     Version,
+    /// Talk to a running server's admin API.
+    Contexts(ContextsCommand),
+}
+
+/// `carshare contexts ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextsCommand {
+    /// The server, `http://host:port`.
+    pub url: String,
+    /// What to do.
+    pub action: ContextsAction,
+}
+
+/// What `carshare contexts` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextsAction {
+    /// List the contexts.
+    List,
+    /// Swap context `name` to the component in `file`.
+    Swap {
+        /// The context.
+        name: String,
+        /// The component.
+        file: PathBuf,
+    },
+    /// Roll context `name` back.
+    Rollback {
+        /// The context.
+        name: String,
+    },
+}
+
+fn parse_contexts(args: &[String]) -> Result<Command, String> {
+    let mut url = "http://127.0.0.1:8080".to_string();
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--url" {
+            url = it
+                .next()
+                .ok_or("--url needs a value")?
+                .trim_end_matches('/')
+                .to_string();
+        } else if let Some(v) = a.strip_prefix("--url=") {
+            url = v.trim_end_matches('/').to_string();
+        } else {
+            words.push(a.as_str());
+        }
+    }
+    let action = match words.as_slice() {
+        ["list"] => ContextsAction::List,
+        ["swap", name, file] => ContextsAction::Swap {
+            name: name.to_string(),
+            file: PathBuf::from(file),
+        },
+        ["rollback", name] => ContextsAction::Rollback {
+            name: name.to_string(),
+        },
+        _ => {
+            return Err(
+                "usage: carshare contexts list | swap NAME FILE.wasm | rollback NAME [--url URL]".into(),
+            );
+        }
+    };
+    Ok(Command::Contexts(ContextsCommand { url, action }))
 }
 
 /// Parses the arguments after the program name.
@@ -132,6 +223,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         None | Some("-h" | "--help" | "help") => return Ok(Command::Help),
         Some("-V" | "--version") => return Ok(Command::Version),
         Some("serve") => {}
+        Some("contexts") => return parse_contexts(&args[1..]),
         Some(other) => return Err(format!("unknown command {other:?}")),
     }
     let mut cli: Vec<(String, String)> = Vec::new();
@@ -226,6 +318,22 @@ fn apply_file(c: &mut Config, f: FileConfig) {
     if let Some(v) = f.breaker_max_concurrent {
         c.breaker.max_concurrent = v.max(1);
     }
+    for (name, l) in f.context_limits {
+        let mut limits = c.limits.clone();
+        if let Some(v) = l.call_deadline_ms {
+            limits.call_deadline = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = l.memory_limit_mb {
+            limits.memory_bytes = v.max(1) << 20;
+        }
+        if let Some(v) = l.max_instances {
+            limits.max_instances = v.max(1);
+        }
+        c.context_limits.insert(name, limits);
+    }
+    if let Some(v) = f.watch {
+        c.watch = Some(v);
+    }
 }
 
 fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
@@ -266,6 +374,7 @@ fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
         "--breaker-open-ms" => c.breaker.open_for = Duration::from_millis(number(value)?),
         "--breaker-probes" => c.breaker.half_open_probes = number(value)? as usize,
         "--breaker-max-concurrent" => c.breaker.max_concurrent = number(value)? as usize,
+        "--watch" => c.watch = Some(PathBuf::from(value)),
         _ => return Err(format!("unknown option {flag:?} (see --help)")),
     }
     Ok(())
@@ -291,6 +400,51 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.contexts["payment"], PathBuf::from("p.wasm"));
         assert_eq!(c.limits.call_deadline, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn contexts_commands() {
+        let Command::Contexts(c) =
+            parse_args(&args("contexts swap order /tmp/o.wasm --url http://h:1/")).unwrap()
+        else {
+            panic!("not contexts")
+        };
+        assert_eq!(c.url, "http://h:1");
+        assert_eq!(
+            c.action,
+            ContextsAction::Swap {
+                name: "order".into(),
+                file: PathBuf::from("/tmp/o.wasm")
+            }
+        );
+        assert!(matches!(
+            parse_args(&args("contexts list")),
+            Ok(Command::Contexts(_))
+        ));
+        assert!(parse_args(&args("contexts swap order")).is_err());
+    }
+
+    #[test]
+    fn per_context_limits_come_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(
+            &file,
+            r#"{"callDeadlineMs": 300, "contextLimits": {"order": {"maxInstances": 3}}}"#,
+        )
+        .unwrap();
+        let Command::Serve(c) = parse_args(&args(&format!("serve --config {}", file.display()))).unwrap()
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(c.limits.call_deadline, Duration::from_millis(300));
+        assert_eq!(c.context_limits["order"].max_instances, 3);
+        assert_eq!(
+            c.context_limits["order"].call_deadline,
+            Duration::from_millis(300)
+        );
+        std::fs::write(&file, r#"{"bogus": 1}"#).unwrap();
+        assert!(parse_args(&args(&format!("serve --config {}", file.display()))).is_err());
     }
 
     #[test]

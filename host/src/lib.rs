@@ -16,6 +16,8 @@
 //! - [`start`]: assembles all of it from a [`Config`]; `main.rs` only parses the command line.
 #![deny(missing_docs)]
 
+pub mod client;
+mod components;
 pub mod config;
 mod http;
 pub mod log;
@@ -24,6 +26,7 @@ pub mod runtime;
 mod start;
 pub mod types;
 mod wasm;
+mod watch;
 
 /// The built-in contexts and the test components, as built by `build.rs`.
 pub mod artifacts {
@@ -33,7 +36,7 @@ pub mod artifacts {
 pub use config::Config;
 pub use http::error::ApiError;
 pub use http::{App, serve};
-pub use runtime::{ContextInfo, LoadContextError, RequestError, Runtime, RuntimeOptions, Served};
+pub use runtime::{ContextInfo, LoadContextError, RequestError, Runtime, RuntimeOptions, Served, Swapped};
 pub use start::{StartError, Started, start};
 pub use types::{CallError, DomainError, Request, Response};
 pub use wasm::{Limits, LoadError, Manifest, WasmEngine};

@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
             println!("carshare {}", env!("CARGO_PKG_VERSION"));
             return std::process::ExitCode::SUCCESS;
         }
+        Ok(Command::Contexts(cmd)) => return contexts(cmd),
         Err(e) => {
             eprintln!("carshare: {e}\n\n{USAGE}");
             return std::process::ExitCode::from(2);
@@ -59,4 +60,26 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// `carshare contexts ...`: one request to a running server.
+fn contexts(cmd: carshare_host::config::ContextsCommand) -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carshare: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
+    match rt.block_on(carshare_host::client::run(cmd, token)) {
+        Ok(out) => {
+            println!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("carshare: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

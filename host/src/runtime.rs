@@ -18,6 +18,7 @@ use carshare_core::{
 };
 use serde::Serialize;
 
+use crate::components::{ComponentStore, Stored};
 use crate::routes::{RouteError, RouteTable};
 use crate::types::{CallError, DomainError, Request, Response};
 use crate::wasm::{Limits, LoadError, Plugin, WasmEngine};
@@ -37,6 +38,10 @@ pub struct RuntimeOptions {
     pub conflict_retries: u32,
     /// The circuit breaker and bulkhead in front of every context called synchronously.
     pub breaker: BreakerConfig,
+    /// Sandbox limits of particular contexts, instead of `limits`.
+    pub context_limits: BTreeMap<String, Limits>,
+    /// Where swapped-in components are kept so a swap survives a restart (none: not kept).
+    pub component_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -48,6 +53,8 @@ impl Default for RuntimeOptions {
             max_concurrent_requests: 16,
             conflict_retries: 16,
             breaker: BreakerConfig::default(),
+            context_limits: BTreeMap::new(),
+            component_dir: None,
         }
     }
 }
@@ -79,7 +86,8 @@ pub enum RequestError {
     ShuttingDown,
 }
 
-/// Why a context could not be loaded.
+/// Why a context could not be loaded, swapped or rolled back. In every case nothing changed:
+/// the version that ran before goes on serving.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LoadContextError {
@@ -89,6 +97,19 @@ pub enum LoadContextError {
     Route(RouteError),
     /// A context of that name is already loaded.
     AlreadyLoaded(String),
+    /// No context of that name is loaded.
+    NoSuchContext(String),
+    /// The component says it is another context.
+    WrongContext {
+        /// The context it was given for.
+        expected: String,
+        /// What its manifest says.
+        found: String,
+    },
+    /// There is no earlier version to roll back to.
+    NoPrevious(String),
+    /// The swap could not be recorded on disk.
+    Persist(String),
 }
 
 impl std::fmt::Display for LoadContextError {
@@ -96,14 +117,37 @@ impl std::fmt::Display for LoadContextError {
         match self {
             LoadContextError::Load(e) => e.fmt(f),
             LoadContextError::Route(e) => e.fmt(f),
-            LoadContextError::AlreadyLoaded(n) => {
-                write!(f, "a context named {n} is already loaded")
+            LoadContextError::AlreadyLoaded(n) => write!(f, "a context named {n} is already loaded"),
+            LoadContextError::NoSuchContext(n) => write!(f, "no context named {n}"),
+            LoadContextError::WrongContext { expected, found } => {
+                write!(f, "the component is the {found} context, not {expected}")
             }
+            LoadContextError::NoPrevious(n) => write!(f, "{n} has no earlier version to roll back to"),
+            LoadContextError::Persist(e) => write!(f, "the swap could not be recorded: {e}"),
         }
     }
 }
 
 impl std::error::Error for LoadContextError {}
+
+/// What a swap or rollback did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Swapped {
+    /// The context.
+    pub name: String,
+    /// The version now serving.
+    pub version: String,
+    /// The version it replaced (what a rollback restores).
+    pub previous_version: String,
+    /// SHA-256 of the component now serving.
+    pub digest: String,
+    /// When it was loaded.
+    pub loaded_at: String,
+    /// From the call to the new version serving, in milliseconds (compiling or loading from
+    /// the cache, checking, instantiating, persisting, switching).
+    pub millis: f64,
+}
 
 /// What an operator sees of a context.
 #[derive(Debug, Clone, Serialize)]
@@ -129,11 +173,15 @@ pub struct ContextInfo {
     pub subscriber: Option<SubscriberStatus>,
     /// The circuit breaker in front of synchronous calls into it.
     pub breaker: BreakerStatus,
+    /// Whether a rollback is possible.
+    pub can_roll_back: bool,
 }
 
 /// One loaded context.
 struct Slot {
     plugin: RwLock<Arc<Plugin>>,
+    /// What a rollback restores: the component that ran before the last swap.
+    previous: Mutex<Option<Arc<[u8]>>>,
     running: AtomicBool,
 }
 
@@ -159,13 +207,23 @@ struct Inner {
     executors: tokio::sync::Semaphore,
     /// One breaker per called context, made on first use. A std mutex: held for a map look-up.
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    components: Option<ComponentStore>,
+    /// One swap at a time: a swap reads the current version and replaces it.
+    swapping: Mutex<()>,
 }
 
 impl Runtime {
     /// A runtime over `log` with no contexts yet. Must be called inside a tokio runtime.
-    pub fn new(log: Log, engine: Arc<WasmEngine>, options: RuntimeOptions) -> Runtime {
-        Runtime {
+    pub fn new(log: Log, engine: Arc<WasmEngine>, options: RuntimeOptions) -> std::io::Result<Runtime> {
+        let components = options
+            .component_dir
+            .as_deref()
+            .map(ComponentStore::open)
+            .transpose()?;
+        Ok(Runtime {
             inner: Arc::new(Inner {
+                components,
+                swapping: Mutex::new(()),
                 dispatcher: Dispatcher::new(log.clone(), options.retry.clone()),
                 executors: tokio::sync::Semaphore::new(options.max_concurrent_requests.max(1)),
                 log,
@@ -175,15 +233,140 @@ impl Runtime {
                 routes: RwLock::new(RouteTable::default()),
                 breakers: Mutex::new(HashMap::new()),
             }),
+        })
+    }
+
+    fn limits_for(&self, name: &str) -> Limits {
+        self.inner
+            .options
+            .context_limits
+            .get(name)
+            .unwrap_or(&self.inner.options.limits)
+            .clone()
+    }
+
+    /// The components swapped in earlier, kept across restarts: name → (current, previous).
+    pub fn swapped_components(&self) -> std::io::Result<BTreeMap<String, Stored>> {
+        let Some(store) = &self.inner.components else {
+            return Ok(BTreeMap::new());
+        };
+        let mut out = BTreeMap::new();
+        for name in store.names()? {
+            if let Some(found) = store.load(&name)? {
+                out.insert(name, found);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the code of context `name` with the component `bytes`, while it serves.
+    ///
+    /// The component is compiled (or loaded from the cache), instantiated and checked first:
+    /// it must implement the world, say it is `name`, and serve no route of another context.
+    /// Only then, in one step, new requests and event steps go to it; requests and steps in
+    /// flight finish on the version they started on. The event cursor belongs to the context,
+    /// not the version, so the new version continues exactly where the old one was. The old
+    /// version is kept for [`Runtime::rollback`], and the swap is recorded so that it survives
+    /// a restart.
+    pub fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
+        let started = Instant::now();
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
+        let plugin =
+            Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
+        if plugin.manifest().name != name {
+            return Err(LoadContextError::WrongContext {
+                expected: name.to_string(),
+                found: plugin.manifest().name.clone(),
+            });
+        }
+        self.install(name, &slot, Arc::new(plugin), started)
+    }
+
+    /// Restores the version that ran before the last swap (the same way a swap installs one);
+    /// rolling back twice returns to where it started.
+    pub fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
+        let previous = slot
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| LoadContextError::NoPrevious(name.to_string()))?;
+        self.swap(name, &previous)
+    }
+
+    fn install(
+        &self,
+        name: &str,
+        slot: &Slot,
+        new: Arc<Plugin>,
+        started: Instant,
+    ) -> Result<Swapped, LoadContextError> {
+        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        let old = slot.current();
+        let routes = new.manifest().routes.clone();
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(name, &routes)
+            .map_err(LoadContextError::Route)?;
+        // Recorded before it takes effect: if recording fails, nothing has changed.
+        if let Some(store) = &self.inner.components {
+            store
+                .save(name, new.bytes(), Some(old.bytes()))
+                .map_err(|e| LoadContextError::Persist(e.to_string()))?;
+        }
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(name, &routes)
+            .map_err(LoadContextError::Route)?;
+        *slot.plugin.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        *slot.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.bytes().clone());
+        let swapped = Swapped {
+            name: name.to_string(),
+            version: new.manifest().version.clone(),
+            previous_version: old.manifest().version.clone(),
+            digest: new.digest().to_string(),
+            loaded_at: new.loaded_at().to_string(),
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        crate::log::info(&format!(
+            "swapped context {name}: {} -> {} in {:.1} ms",
+            swapped.previous_version, swapped.version, swapped.millis
+        ));
+        Ok(swapped)
+    }
+
+    /// Makes `previous` what a rollback of `name` restores (after a restart, from disk).
+    pub fn set_previous(&self, name: &str, previous: Vec<u8>) -> bool {
+        match self.slot(name) {
+            Some(slot) => {
+                *slot.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(previous));
+                true
+            }
+            None => false,
         }
     }
 
-    /// Loads a context from component bytes, routes its collections and subscribes it from its
-    /// durable cursor. Returns its name.
-    pub fn load(&self, bytes: &[u8]) -> Result<String, LoadContextError> {
-        let plugin = Plugin::load(&self.inner.engine, bytes, self.inner.options.limits.clone())
-            .map_err(LoadContextError::Load)?;
+    /// Loads context `name` from component bytes, routes its collections and subscribes it
+    /// from its durable cursor.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(), LoadContextError> {
+        let plugin =
+            Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
         let m = plugin.manifest().clone();
+        if m.name != name {
+            return Err(LoadContextError::WrongContext {
+                expected: name.to_string(),
+                found: m.name,
+            });
+        }
         let mut slots = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
         if slots.contains_key(&m.name) {
             return Err(LoadContextError::AlreadyLoaded(m.name));
@@ -198,6 +381,7 @@ impl Runtime {
             m.name.clone(),
             Arc::new(Slot {
                 plugin: RwLock::new(Arc::new(plugin)),
+                previous: Mutex::new(None),
                 running: AtomicBool::new(true),
             }),
         );
@@ -213,7 +397,7 @@ impl Runtime {
             "loaded context {} {} (routes {:?}, subscribes {:?})",
             m.name, m.version, m.routes, m.subscriptions
         ));
-        Ok(m.name)
+        Ok(())
     }
 
     /// Serves a client request: routes it, runs it as one unit of work, commits, answers.
@@ -378,6 +562,7 @@ impl Runtime {
                     instances: p.instances(),
                     subscriber: self.inner.dispatcher.status(&name)?,
                     breaker: self.breaker(&name).status(Instant::now()),
+                    can_roll_back: slot.previous.lock().unwrap_or_else(|p| p.into_inner()).is_some(),
                     name,
                 })
             })

@@ -52,28 +52,38 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         limits: config.limits.clone(),
         retry: config.retry.clone(),
         breaker: config.breaker.clone(),
+        context_limits: config.context_limits.clone(),
+        component_dir: Some(config.data_dir.join("contexts")),
         ..RuntimeOptions::default()
     };
-    let runtime = Runtime::new(log, engine, options);
+    let runtime =
+        Runtime::new(log, engine, options).map_err(|e| err("cannot open the component store", &e))?;
 
-    let mut sources: Vec<(String, Vec<u8>)> = Vec::new();
+    // What runs: a component named on the command line or in the config file; else the one
+    // last swapped in (swaps survive restarts); else the built-in one.
+    let mut swapped = runtime
+        .swapped_components()
+        .map_err(|e| err("cannot read swapped components", &e))?;
+    let mut sources: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     for (name, bytes) in crate::artifacts::DEFAULT_CONTEXTS {
-        if !config.contexts.contains_key(*name) {
-            sources.push((name.to_string(), bytes.to_vec()));
+        if config.contexts.contains_key(*name) {
+            continue;
+        }
+        match swapped.remove(*name) {
+            Some((current, previous)) => sources.push((name.to_string(), current, previous)),
+            None => sources.push((name.to_string(), bytes.to_vec(), None)),
         }
     }
     for (name, path) in &config.contexts {
         let bytes = std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?;
-        sources.push((name.clone(), bytes));
+        sources.push((name.clone(), bytes, None));
     }
-    for (name, bytes) in sources {
-        let loaded = runtime
-            .load(&bytes)
+    for (name, bytes, previous) in sources {
+        runtime
+            .load(&name, &bytes)
             .map_err(|e| err(&format!("cannot load context {name}"), &e))?;
-        if loaded != name {
-            return Err(StartError(format!(
-                "the component given for context {name} says it is {loaded}"
-            )));
+        if let Some(previous) = previous {
+            runtime.set_previous(&name, previous);
         }
     }
     let listener = TcpListener::bind(config.listen)
@@ -107,6 +117,10 @@ impl Started {
             display(&config.data_dir),
             if config.admin_token.is_some() { "on" } else { "off" }
         ));
+        let watcher = config
+            .watch
+            .clone()
+            .map(|dir| tokio::spawn(crate::watch::watch(dir, runtime.clone())));
         serve(
             listener,
             app,
@@ -115,6 +129,9 @@ impl Started {
             shutdown,
         )
         .await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
         runtime.shutdown().await;
         crate::log::info("carshare stopped");
     }

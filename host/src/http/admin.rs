@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use carshare_core::RetryError;
 
+use crate::runtime::LoadContextError;
+
 use super::error::ApiError;
 use super::server::App;
 
@@ -43,6 +45,22 @@ pub(super) async fn handle(
             json!({ "name": name, "state": if *action == "start" { "running" } else { "stopped" } })
         }
         (_, ["contexts", _, "stop" | "start"]) => return Err(not_allowed(method, path, "POST")),
+        ("PUT", ["contexts", name]) => {
+            let (rt, name, bytes) = (app.runtime.clone(), name.to_string(), body.clone());
+            let swapped = tokio::task::spawn_blocking(move || rt.swap(&name, &bytes))
+                .await
+                .map_err(|_| ApiError::new(500, "internal", "the swap task failed"))?;
+            json!(swapped.map_err(swap_error)?)
+        }
+        ("POST", ["contexts", name, "rollback"]) => {
+            let (rt, name) = (app.runtime.clone(), name.to_string());
+            let swapped = tokio::task::spawn_blocking(move || rt.rollback(&name))
+                .await
+                .map_err(|_| ApiError::new(500, "internal", "the rollback task failed"))?;
+            json!(swapped.map_err(swap_error)?)
+        }
+        (_, ["contexts", _, "rollback"]) => return Err(not_allowed(method, path, "POST")),
+        (_, ["contexts", _]) => return Err(not_allowed(method, path, "PUT")),
         ("POST", ["contexts", name, "cursor"]) => {
             let seq = serde_json::from_slice::<Value>(body)
                 .ok()
@@ -180,6 +198,22 @@ fn events(app: &App, query: &str) -> Result<Value, ApiError> {
     let events = log.events_after(after, limit).map_err(storage)?;
     let next = events.last().map(|e| e.seq).unwrap_or(after);
     Ok(json!({ "events": events, "head": log.head(), "next": next }))
+}
+
+/// A refused swap: nothing changed, the running version goes on serving.
+fn swap_error(e: LoadContextError) -> ApiError {
+    let msg = format!("{e}; the running version goes on serving");
+    match e {
+        LoadContextError::NoSuchContext(_) => ApiError::new(404, "not_found", msg),
+        LoadContextError::Load(_) => ApiError::new(400, "invalid_component", msg),
+        LoadContextError::WrongContext { .. } => ApiError::new(422, "wrong_context", msg),
+        LoadContextError::Route(_) => ApiError::new(409, "route_conflict", msg),
+        LoadContextError::NoPrevious(_) => ApiError::new(409, "no_previous_version", msg),
+        _ => {
+            crate::log::error(&msg);
+            ApiError::new(500, "internal", msg)
+        }
+    }
 }
 
 fn bad_query(message: &str) -> ApiError {

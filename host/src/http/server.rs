@@ -22,6 +22,9 @@ use super::error::ApiError;
 use crate::runtime::Runtime;
 use crate::types::Request;
 
+/// The largest component `PUT /admin/contexts/{name}` takes.
+const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
 /// The gateway and admin service.
 pub struct App {
     /// The runtime requests go to.
@@ -53,17 +56,23 @@ impl App {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
+        // A component uploaded to swap a context may be far larger than any business request.
+        let limit = if parts.method == hyper::Method::PUT && path.starts_with("/admin/contexts/") {
+            MAX_COMPONENT_BYTES
+        } else {
+            self.max_body
+        };
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            return Err(too_large(self.max_body));
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
         }
-        let body = match Limited::new(body, self.max_body).collect().await {
+        let body = match Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(too_large(self.max_body));
+                return Err(too_large(limit));
             }
             Err(e) => {
                 return Err(ApiError::new(

@@ -82,6 +82,7 @@ struct Instance {
 /// A loaded context.
 pub struct Plugin {
     manifest: Manifest,
+    bytes: Arc<[u8]>,
     digest: String,
     loaded_at: String,
     name: Arc<str>,
@@ -105,6 +106,7 @@ impl Plugin {
             .and_then(BoundedContextPre::new)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut plugin = Plugin {
+            bytes: Arc::from(bytes),
             manifest: Manifest {
                 name: String::new(),
                 version: String::new(),
@@ -149,6 +151,11 @@ impl Plugin {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The component's bytes, as loaded.
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
     }
 
     /// Hex SHA-256 of the component's bytes.

@@ -1,0 +1,381 @@
+//! Hot-swapping contexts while the system serves, and the sandbox that contains misbehaving
+//! ones, against the real server.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use carshare_host::artifacts;
+use common::{Server, TOKEN, temp_dir};
+use serde_json::Value;
+
+fn v1(name: &str) -> Vec<u8> {
+    artifacts::DEFAULT_CONTEXTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+        .to_vec()
+}
+
+fn v2(name: &str) -> Vec<u8> {
+    let path = match name {
+        "order" => artifacts::ORDER_V2,
+        "payment" => artifacts::PAYMENT_V2,
+        "delivery" => artifacts::DELIVERY_V2,
+        _ => unreachable!(),
+    };
+    std::fs::read(path).unwrap()
+}
+
+fn swap(s: &Server, name: &str, bytes: &[u8]) -> common::Resp {
+    let auth = format!("Bearer {TOKEN}");
+    s.request(
+        "PUT",
+        &format!("/admin/contexts/{name}"),
+        &[("authorization", &auth)],
+        bytes,
+    )
+}
+
+/// Every item of a collection, page by page (a page holds 1000 at most).
+fn embedded(s: &Server, collection: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    for page in 0.. {
+        let r = s.get(&format!("/{collection}?size=1000&page={page}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let body = r.json();
+        all.extend(body["_embedded"][collection].as_array().unwrap().iter().cloned());
+        if page + 1 >= body["page"]["totalPages"].as_u64().unwrap() {
+            break;
+        }
+    }
+    all
+}
+
+#[test]
+fn contexts_swap_back_and_forth_under_load_without_a_failed_request() {
+    const STOCK: i64 = 1_000_000;
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &[]);
+    let product = s.register_product("busy", STOCK);
+    let addr = s.addr;
+    let done = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::new());
+    let versions = Mutex::new(BTreeSet::new());
+    let placed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                // Bounded: at most 400 orders per client, and only while the swaps go on.
+                for _ in 0..400 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = format!(r#"{{"productId":{product},"qty":1}}"#);
+                    let r = common::request(addr, "POST", "/orders", &[], body.as_bytes());
+                    if r.status == 201 {
+                        placed.lock().unwrap().push(r.json()["id"].as_u64().unwrap());
+                        versions
+                            .lock()
+                            .unwrap()
+                            .insert(r.header("x-carshare-context").unwrap().to_string());
+                    } else {
+                        failures.lock().unwrap().push(format!("{} {}", r.status, r.body));
+                    }
+                }
+            });
+        }
+        let mut seen = BTreeMap::new();
+        for round in 0..3 {
+            for name in ["order", "payment", "delivery"] {
+                let r = swap(&s, name, &v2(name));
+                assert_eq!(r.status, 200, "round {round} {name} -> v2: {}", r.body);
+                assert_eq!(r.json()["version"], "2.0.0");
+                *seen.entry(name).or_insert(0) += 1;
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                let r = swap(&s, name, &v1(name));
+                assert_eq!(r.status, 200, "round {round} {name} -> v1: {}", r.body);
+                assert_eq!(r.json()["version"], "0.1.0");
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        assert_eq!(seen.values().sum::<i32>(), 9);
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let versions = versions.into_inner().unwrap();
+    assert!(
+        versions.contains("order/0.1.0") && versions.contains("order/2.0.0"),
+        "{versions:?}"
+    );
+    let placed = placed.into_inner().unwrap();
+    assert!(placed.len() >= 50, "only {} orders went through", placed.len());
+
+    s.settle();
+    let payments = embedded(&s, "payments");
+    let deliveries = embedded(&s, "deliveries");
+    for id in &placed {
+        assert_eq!(
+            payments.iter().filter(|p| p["orderId"] == *id).count(),
+            1,
+            "order {id}: one payment"
+        );
+        assert_eq!(
+            deliveries.iter().filter(|d| d["orderId"] == *id).count(),
+            1,
+            "order {id}: one delivery"
+        );
+        assert_eq!(s.get(&format!("/orders/{id}")).json()["status"], "Shipped");
+    }
+    assert_eq!(payments.len(), placed.len());
+    assert_eq!(deliveries.len(), placed.len());
+    let stock = s.get(&format!("/products/{product}")).json()["qty"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        stock,
+        STOCK - placed.len() as i64,
+        "every order took its stock exactly once"
+    );
+    assert!(
+        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn bad_components_are_refused_and_the_running_version_goes_on() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &[]);
+    let product = s.register_product("test1", 10);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("order", b"not a component".to_vec(), 400, "invalid_component"),
+        (
+            "order",
+            std::fs::read(artifacts::PAYMENT_DECLINING).unwrap(),
+            422,
+            "wrong_context",
+        ),
+        (
+            "order",
+            std::fs::read(artifacts::BAD_MANIFEST).unwrap(),
+            409,
+            "route_conflict",
+        ),
+        ("nosuch", v1("order"), 404, "not_found"),
+    ];
+    for (name, bytes, status, kind) in cases {
+        let r = swap(&s, name, &bytes);
+        assert_eq!(r.status, status, "{kind}: {}", r.body);
+        assert_eq!(r.json()["error"], kind);
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("the running version goes on serving")
+        );
+        let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+        assert_eq!(o.status, 201, "still serving after {kind}: {}", o.body);
+        assert_eq!(o.header("x-carshare-context"), Some("order/0.1.0"));
+    }
+    assert_eq!(s.get("/payments").status, 200, "payment kept its routes");
+    let auth = format!("Bearer {TOKEN}");
+    let r = s.request(
+        "POST",
+        "/admin/contexts/order/rollback",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 409, "nothing to roll back to: {}", r.body);
+}
+
+#[test]
+fn runaway_and_greedy_contexts_fail_alone_and_are_replaced() {
+    let dir = temp_dir();
+    let looper = format!("looper={}", artifacts::LOOPING);
+    let hog = format!("hog={}", artifacts::MEMORY_HOG);
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--context",
+            &looper,
+            "--context",
+            &hog,
+            "--call-deadline-ms",
+            "200",
+            "--memory-limit-mb",
+            "16",
+            "--event-attempts",
+            "2",
+            "--event-backoff-ms",
+            "5",
+        ],
+    );
+    let product = s.register_product("test1", 10);
+    let addr = s.addr;
+    std::thread::scope(|scope| {
+        let orders = scope.spawn(move || {
+            (0..5)
+                .map(|_| {
+                    let body = format!(r#"{{"productId":{product},"qty":1}}"#);
+                    common::request(addr, "POST", "/orders", &[], body.as_bytes()).status
+                })
+                .collect::<Vec<_>>()
+        });
+        for _ in 0..2 {
+            let r = s.get("/loops/spin");
+            assert_eq!(r.status, 500, "{}", r.body);
+            assert_eq!(r.json()["error"], "context_fault");
+            assert!(
+                r.json()["message"].as_str().unwrap().contains("CPU deadline"),
+                "{}",
+                r.body
+            );
+            let r = s.get("/hogs/eat");
+            assert_eq!(r.status, 500, "{}", r.body);
+            assert_eq!(r.json()["error"], "context_fault");
+        }
+        assert!(
+            orders.join().unwrap().iter().all(|st| *st == 201),
+            "orders went on meanwhile"
+        );
+    });
+    // The faulted instances were discarded; fresh ones serve.
+    assert_eq!(s.get("/loops/ok").status, 200);
+    assert_eq!(s.get("/hogs/ok").status, 200);
+    // The looper also spins on every Ordered: each such event ends as a dead letter, and the
+    // business is untouched.
+    s.settle();
+    let dead = s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(dead.len(), 5, "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|d| d["subscriber"] == "looper" && d["error"].as_str().unwrap().contains("CPU deadline"))
+    );
+    let orders = embedded(&s, "orders");
+    assert_eq!(orders.len(), 5);
+    assert!(orders.iter().all(|o| o["status"] == "Shipped"), "{orders:?}");
+    assert!(s.context("looper")["instances"].as_u64().unwrap() <= 64);
+}
+
+#[test]
+fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &[]);
+    let product = s.register_product("test1", 100);
+    s.order(product, 1);
+    let r = swap(&s, "order", &v2("order"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let swapped = r.json();
+    assert_eq!(
+        (swapped["version"].as_str(), swapped["previousVersion"].as_str()),
+        (Some("2.0.0"), Some("0.1.0"))
+    );
+    assert!(swapped["millis"].as_f64().unwrap() > 0.0);
+    let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    assert_eq!(o.header("x-carshare-context"), Some("order/2.0.0"));
+    let ctx = s.context("order");
+    assert_eq!(ctx["version"], "2.0.0");
+    assert_eq!(ctx["canRollBack"], true);
+    s.settle();
+    let (clean, _) = s.terminate();
+    assert!(clean);
+
+    // After a restart the swapped-in version runs, and a rollback is still possible.
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(s.context("order")["version"], "2.0.0");
+    let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    assert_eq!(o.status, 201);
+    assert_eq!(o.header("x-carshare-context"), Some("order/2.0.0"));
+    let auth = format!("Bearer {TOKEN}");
+    let r = s.request(
+        "POST",
+        "/admin/contexts/order/rollback",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], "0.1.0");
+    let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    assert_eq!(o.header("x-carshare-context"), Some("order/0.1.0"));
+    s.settle();
+    // The cursor is exact: through the whole log, and every order handled once.
+    let head = s.events().len() as u64;
+    assert_eq!(s.context("order")["subscriber"]["cursor"], head);
+    let orders = embedded(&s, "orders");
+    assert_eq!(orders.len(), 4);
+    assert!(orders.iter().all(|o| o["status"] == "Shipped"));
+    assert_eq!(embedded(&s, "deliveries").len(), 4);
+    assert_eq!(s.get(&format!("/products/{product}")).json()["qty"], 96);
+    let (clean, _) = s.terminate();
+    assert!(clean);
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(
+        s.context("order")["version"],
+        "0.1.0",
+        "the rollback survives a restart too"
+    );
+}
+
+#[test]
+fn the_command_line_and_a_watched_directory_swap_contexts() {
+    let dir = temp_dir();
+    let watched = temp_dir();
+    let s = Server::start(dir.path(), &["--watch", watched.path().to_str().unwrap()]);
+    let url = format!("http://{}", s.addr);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
+        .args([
+            "contexts",
+            "swap",
+            "payment",
+            artifacts::PAYMENT_V2,
+            "--url",
+            &url,
+        ])
+        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2.0.0"));
+    assert_eq!(s.context("payment")["version"], "2.0.0");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
+        .args(["contexts", "swap", "payment", "/nonexistent.wasm", "--url", &url])
+        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
+        .args(["contexts", "rollback", "payment", "--url", &url])
+        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.context("payment")["version"], "0.1.0");
+
+    // Dropping a component into the watched directory swaps it in; a broken one is refused.
+    std::fs::write(watched.path().join("delivery.wasm"), b"garbage").unwrap();
+    std::fs::copy(artifacts::ORDER_V2, watched.path().join("order.wasm")).unwrap();
+    assert!(s.wait_for(20, |s| s.context("order")["version"] == "2.0.0"));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(
+        s.context("delivery")["version"],
+        "0.1.0",
+        "the broken file was refused"
+    );
+    assert_eq!(s.get("/deliveries").status, 200);
+}

@@ -1,0 +1,32 @@
+//! A context that never returns: `GET /loops/spin` and every `Ordered` event loop forever, so
+//! tests can see the CPU deadline interrupt it. `GET /loops/ok` answers normally.
+
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response};
+
+struct Looping;
+
+fn spin() -> ! {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+impl Context for Looping {
+    fn manifest() -> Manifest {
+        Manifest { name: "looper", version: "1.0.0", routes: &["/loops"], subscriptions: &["Ordered"] }
+    }
+
+    fn handle_request(req: Request) -> Result<Response, Error> {
+        match req.path.as_str() {
+            "/loops/spin" => spin(),
+            _ => Ok(Response::json(200, &serde_json::json!({ "ok": true }))),
+        }
+    }
+
+    fn handle_event(_event: Event) -> Result<(), Error> {
+        spin()
+    }
+}
+
+carshare_guest::context!(Looping);
