@@ -81,29 +81,25 @@ impl Unit {
 
     /// Reads `key` of `context`: the unit's own write if there is one, else the snapshot.
     pub fn get(&mut self, context: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let k = (context.to_string(), key.to_string());
-        if let Some(v) = self.writes.get(&k) {
-            return Ok(v.clone());
-        }
-        if let Some(v) = self.reads.get(&k) {
-            return Ok(v.clone());
-        }
-        let v = self.snapshot.get(context, key)?;
-        self.reads.insert(k, v.clone());
-        Ok(v)
+        self.read(context, key, true)
     }
 
     /// Reads `key` of `context` like [`Unit::get`], but without recording the read: the unit
     /// does not conflict if the value changes before it commits. For advisory reads only.
     pub fn peek(&mut self, context: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.read(context, key, false)
+    }
+
+    fn read(&mut self, context: &str, key: &str, record: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let k = (context.to_string(), key.to_string());
-        if let Some(v) = self.writes.get(&k) {
+        if let Some(v) = self.writes.get(&k).or_else(|| self.reads.get(&k)) {
             return Ok(v.clone());
         }
-        if let Some(v) = self.reads.get(&k) {
-            return Ok(v.clone());
+        let v = self.snapshot.get(context, key)?;
+        if record {
+            self.reads.insert(k, v.clone());
         }
-        self.snapshot.get(context, key)
+        Ok(v)
     }
 
     /// Sets `key` of `context` to `value`.

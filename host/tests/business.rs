@@ -30,6 +30,16 @@ fn find(items: &[Value], field: &str, value: u64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The statuses in a customer page row's history, in order.
+fn history(row: &Value) -> Vec<String> {
+    row["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn view(s: &Server, order: u64) -> Value {
     let r = s.get(&format!("/customerpages/search/findByOrderId?orderId={order}"));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -73,12 +83,7 @@ fn the_reference_clients_walk_rents_and_cancels_end_to_end() {
     assert_eq!(row["deliveryId"], delivery["id"]);
     assert_eq!(row["status"], "Shipped");
     assert_eq!(row["productId"], 1);
-    let steps: Vec<&str> = row["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap())
-        .collect();
+    let steps = history(&row);
     assert_eq!(steps, ["Ordered", "OrderApproved", "Shipped"]);
     assert!(row["history"][0]["at"].as_str().unwrap().ends_with('Z'));
 
@@ -101,14 +106,9 @@ fn the_reference_clients_walk_rents_and_cancels_end_to_end() {
     assert_eq!(stock(&s, 1), 100);
     let row = view(&s, order);
     assert_eq!(row["status"], "OrderCancelled");
-    let steps: Vec<&str> = row["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap())
-        .collect();
+    let steps = history(&row);
     for step in ["DeliveryCancelled", "PaymentCancelled", "OrderCancelled"] {
-        assert!(steps.contains(&step), "{steps:?}");
+        assert!(steps.iter().any(|s| s == step), "{steps:?}");
     }
     let types: Vec<String> = s
         .events()
@@ -319,12 +319,7 @@ fn redelivering_handled_events_changes_nothing() {
             s.admin("POST", &format!("/admin/contexts/{ctx}/stop")).status,
             200
         );
-        let r = s.request(
-            "POST",
-            &format!("/admin/contexts/{ctx}/cursor"),
-            &[("authorization", &format!("Bearer {}", common::TOKEN))],
-            br#"{"seq":0}"#,
-        );
+        let r = s.admin_with("POST", &format!("/admin/contexts/{ctx}/cursor"), br#"{"seq":0}"#);
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["cursor"], 0);
         assert_eq!(

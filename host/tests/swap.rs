@@ -31,13 +31,7 @@ fn v2(name: &str) -> Vec<u8> {
 }
 
 fn swap(s: &Server, name: &str, bytes: &[u8]) -> common::Resp {
-    let auth = format!("Bearer {TOKEN}");
-    s.request(
-        "PUT",
-        &format!("/admin/contexts/{name}"),
-        &[("authorization", &auth)],
-        bytes,
-    )
+    s.admin_with("PUT", &format!("/admin/contexts/{name}"), bytes)
 }
 
 /// Every item of a collection, page by page (a page holds 1000 at most).
@@ -190,13 +184,7 @@ fn bad_components_are_refused_and_the_running_version_goes_on() {
         assert_eq!(o.header("x-carshare-context"), Some("order/0.1.0"));
     }
     assert_eq!(s.get("/payments").status, 200, "payment kept its routes");
-    let auth = format!("Bearer {TOKEN}");
-    let r = s.request(
-        "POST",
-        "/admin/contexts/order/rollback",
-        &[("authorization", &auth)],
-        b"",
-    );
+    let r = s.admin("POST", "/admin/contexts/order/rollback");
     assert_eq!(r.status, 409, "nothing to roll back to: {}", r.body);
 }
 
@@ -301,13 +289,7 @@ fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
     let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
     assert_eq!(o.status, 201);
     assert_eq!(o.header("x-carshare-context"), Some("order/2.0.0"));
-    let auth = format!("Bearer {TOKEN}");
-    let r = s.request(
-        "POST",
-        "/admin/contexts/order/rollback",
-        &[("authorization", &auth)],
-        b"",
-    );
+    let r = s.admin("POST", "/admin/contexts/order/rollback");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["version"], "0.1.0");
     let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
@@ -331,6 +313,15 @@ fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
     );
 }
 
+/// Runs `carshare` with `args` and the admin token.
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
+        .args(args)
+        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_command_line_and_a_watched_directory_swap_contexts() {
     let dir = temp_dir();
@@ -338,33 +329,24 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
     let s = Server::start(dir.path(), &["--watch", watched.path().to_str().unwrap()]);
     let url = format!("http://{}", s.addr);
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
-        .args([
-            "contexts",
-            "swap",
-            "payment",
-            artifacts::PAYMENT_V2,
-            "--url",
-            &url,
-        ])
-        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2.0.0"));
+    let ok = cli(&[
+        "contexts",
+        "swap",
+        "payment",
+        artifacts::PAYMENT_V2,
+        "--url",
+        &url,
+    ]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("2.0.0"));
     assert_eq!(s.context("payment")["version"], "2.0.0");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
-        .args(["contexts", "swap", "payment", "/nonexistent.wasm", "--url", &url])
-        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
-        .args(["contexts", "rollback", "payment", "--url", &url])
-        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !cli(&["contexts", "swap", "payment", "/nonexistent.wasm", "--url", &url])
+            .status
+            .success()
+    );
+    let ok = cli(&["contexts", "rollback", "payment", "--url", &url]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert_eq!(s.context("payment")["version"], "0.1.0");
 
     // Dropping a component into the watched directory swaps it in; a broken one is refused.

@@ -120,8 +120,13 @@ impl Server {
     }
 
     pub fn admin(&self, method: &str, path: &str) -> Resp {
+        self.admin_with(method, path, b"")
+    }
+
+    /// An admin request with a body.
+    pub fn admin_with(&self, method: &str, path: &str, body: &[u8]) -> Resp {
         let auth = format!("Bearer {TOKEN}");
-        self.request(method, path, &[("authorization", &auth)], b"")
+        self.request(method, path, &[("authorization", &auth)], body)
     }
 
     /// Every event in the log.
