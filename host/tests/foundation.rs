@@ -62,6 +62,20 @@ fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
             "{ts}"
         );
     }
+    // The compiled component is cached under its content hash, so a restart loads it.
+    let digest = s.context("order")["digest"].as_str().unwrap().to_string();
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+    let cached = std::fs::read_dir(&cache).unwrap().flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.starts_with(&format!("{digest}-")) && name.ends_with(".cwasm")
+    });
+    assert!(cached, "no {digest}-*.cwasm in {}", cache.display());
+    use sha2::Digest;
+    let own: String = sha2::Sha256::digest(artifacts::DEFAULT_CONTEXTS[0].1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(own, digest, "the digest is the SHA-256 of the component's bytes");
     assert_eq!(events[0]["source"], "order");
     assert_eq!(events[1]["source"], "payment");
     assert_ne!(events[0]["eventId"], events[1]["eventId"]);

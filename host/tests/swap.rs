@@ -35,6 +35,16 @@ fn swap(s: &Server, name: &str, bytes: &[u8]) -> common::Resp {
 }
 
 /// Every item of a collection, page by page (a page holds 1000 at most).
+/// A read that context `name` serves.
+fn served_by(name: &str) -> String {
+    let collection = match name {
+        "order" => "orders",
+        "payment" => "payments",
+        _ => "deliveries",
+    };
+    format!("/{collection}?size=1")
+}
+
 fn embedded(s: &Server, collection: &str) -> Vec<Value> {
     let mut all = Vec::new();
     for page in 0.. {
@@ -88,11 +98,19 @@ fn contexts_swap_back_and_forth_under_load_without_a_failed_request() {
                 let r = swap(&s, name, &v2(name));
                 assert_eq!(r.status, 200, "round {round} {name} -> v2: {}", r.body);
                 assert_eq!(r.json()["version"], "2.0.0");
+                assert_eq!(
+                    s.get(&served_by(name)).header("x-carshare-context"),
+                    Some(format!("{name}/2.0.0").as_str())
+                );
                 *seen.entry(name).or_insert(0) += 1;
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 let r = swap(&s, name, &v1(name));
                 assert_eq!(r.status, 200, "round {round} {name} -> v1: {}", r.body);
                 assert_eq!(r.json()["version"], "0.1.0");
+                assert_eq!(
+                    s.get(&served_by(name)).header("x-carshare-context"),
+                    Some(format!("{name}/0.1.0").as_str())
+                );
                 std::thread::sleep(std::time::Duration::from_millis(30));
             }
         }
