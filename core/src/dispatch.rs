@@ -31,6 +31,13 @@ pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>);
     /// Told of every failed attempt (for logging); `parked` is true on the last one.
     fn on_failure(&self, _event: &Event, _error: &HandlerError, _attempt: u32, _parked: bool) {}
+
+    /// A handler fixed for the length of one step, so that every event of the step is filtered
+    /// and handled by the same code even if the subscriber's code is replaced meanwhile. `None`
+    /// (the default) uses this handler itself.
+    fn pin(&self) -> Option<Arc<dyn EventHandler>> {
+        None
+    }
 }
 
 /// Why a handler did not apply an event.
@@ -201,6 +208,7 @@ impl Dispatcher {
             run: run_rx,
             failing: failing.clone(),
             nudge: nudge.clone(),
+            batch: self.policy.batch.max(1),
         };
         let task = tokio::spawn(worker.run());
         let old = self.lock().insert(
@@ -320,6 +328,15 @@ impl Dispatcher {
     }
 }
 
+impl Drop for Dispatcher {
+    /// Dropped without [`Dispatcher::shutdown`]: tell every worker to stop after its step.
+    fn drop(&mut self) {
+        for sub in self.subs.get_mut().unwrap_or_else(|p| p.into_inner()).values() {
+            sub.run.send_replace(Run::Stopping);
+        }
+    }
+}
+
 struct Worker {
     log: Log,
     name: String,
@@ -328,6 +345,9 @@ struct Worker {
     run: watch::Receiver<Run>,
     failing: Arc<Mutex<Option<Failing>>>,
     nudge: Arc<tokio::sync::Notify>,
+    /// Events per step now: halved after a conflict, so a large step that keeps losing races
+    /// with concurrent writers still makes progress; back to the policy's size after a commit.
+    batch: usize,
 }
 
 /// What one step did.
@@ -345,6 +365,10 @@ impl Worker {
         let mut head = self.log.watch_head();
         let mut attempts: (u64, u32) = (0, 0);
         loop {
+            // The dispatcher is gone (dropped without shutdown): stop, never run on.
+            if self.run.has_changed().is_err() {
+                return;
+            }
             let state = *self.run.borrow_and_update();
             match state {
                 Run::Stopping => return,
@@ -374,7 +398,7 @@ impl Worker {
     async fn step(&mut self, attempts: &mut (u64, u32)) -> Step {
         let handler = self.handler.clone();
         let name = self.name.clone();
-        let batch = self.policy.batch;
+        let batch = self.batch;
         let log = self.log.clone();
         let applied = tokio::task::spawn_blocking(move || apply_batch(&log, &*handler, &name, batch)).await;
         let (unit, failed) = match applied {
@@ -391,7 +415,8 @@ impl Worker {
                 *attempts = (event.seq, 0);
             }
             attempts.1 += 1;
-            let parked = attempts.1 >= self.policy.max_attempts.max(1);
+            // A transient failure (a dependency that is down) waits as long as it takes.
+            let parked = !error.transient && attempts.1 >= self.policy.max_attempts.max(1);
             self.handler.on_failure(&event, &error, attempts.1, parked);
             if !parked {
                 *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failing {
@@ -411,9 +436,13 @@ impl Worker {
         match self.log.commit(unit).await {
             Ok(_) => {
                 *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.batch = self.policy.batch.max(1);
                 Step::Again
             }
-            Err(CommitError::Conflict) => Step::Again,
+            Err(CommitError::Conflict) => {
+                self.batch = (self.batch / 2).max(1);
+                Step::Again
+            }
             Err(_) => Step::Backoff(self.policy.first_backoff),
         }
     }
@@ -439,6 +468,8 @@ fn apply_batch(
     name: &str,
     batch: usize,
 ) -> Result<Option<(Unit, Option<Failure>)>, StorageError> {
+    let pinned = handler.pin();
+    let handler: &dyn EventHandler = pinned.as_deref().unwrap_or(handler);
     let mut unit = log.begin()?;
     let from = unit.cursor(name)?;
     let events = unit.events_after(from, batch)?;

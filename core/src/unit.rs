@@ -229,6 +229,12 @@ impl Unit {
 
     /// True if committing the unit would change nothing (it only read).
     pub fn is_read_only(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty() && self.cursors.is_empty() && self.dead.is_empty()
+        // Ids handed out count as a write: their sequence must be stored, or an id a client
+        // was given could be handed out again after a crash.
+        self.writes.is_empty()
+            && self.events.is_empty()
+            && self.cursors.is_empty()
+            && self.dead.is_empty()
+            && self.ids.is_empty()
     }
 }

@@ -286,3 +286,87 @@ fn a_peeked_value_that_changed_does_not_conflict() {
     log.commit_blocking(b).unwrap();
     log.commit_blocking(a).unwrap();
 }
+
+/// Fails transiently a number of times, then applies the event.
+struct Flaky {
+    failures_left: AtomicU32,
+}
+
+impl EventHandler for Flaky {
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "Ordered"
+    }
+
+    fn handle(&self, mut unit: Unit, _event: &Event) -> (Unit, Result<(), HandlerError>) {
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return (unit, Err(HandlerError::transient("a dependency is down")));
+        }
+        unit.set("flaky", "done", vec![1]);
+        (unit, Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_past_the_attempt_limit_and_never_parked() {
+    let (_d, log) = open();
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        first_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+        ..RetryPolicy::default()
+    };
+    let d = Dispatcher::new(log.clone(), policy);
+    d.subscribe(
+        "flaky",
+        Arc::new(Flaky {
+            failures_left: AtomicU32::new(6),
+        }),
+        true,
+    );
+    publish(&log, json!({})).await;
+    settle(&log, &d, "flaky").await;
+    assert_eq!(log.begin().unwrap().get("flaky", "done").unwrap(), Some(vec![1]));
+    assert!(log.snapshot().unwrap().dead_letters(None).unwrap().is_empty());
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_dispatcher_stops_its_workers_instead_of_moving_cursors() {
+    let (_d, log) = open();
+    let d = Dispatcher::new(log.clone(), RetryPolicy::default());
+    d.subscribe(
+        "counter",
+        Arc::new(Counter {
+            attempts: AtomicU32::new(0),
+        }),
+        true,
+    );
+    drop(d);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(&log, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        log.snapshot().unwrap().cursor("counter").unwrap(),
+        0,
+        "nothing handled, nothing skipped"
+    );
+    assert_eq!(count(&log), 0);
+}
+
+#[test]
+fn a_unit_that_only_took_an_id_still_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let given = {
+        let log = Log::open(&path).unwrap();
+        let mut u = log.begin().unwrap();
+        let id = u.next_id("c", "seq").unwrap();
+        assert!(!u.is_read_only());
+        log.commit_blocking(u).unwrap();
+        log.close();
+        id
+    };
+    let log = Log::open(&path).unwrap();
+    assert!(log.begin().unwrap().next_id("c", "seq").unwrap() > given);
+}

@@ -270,6 +270,31 @@ impl Runtime {
     /// a restart.
     pub fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
         let started = Instant::now();
+        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        self.swap_locked(name, bytes, started)
+    }
+
+    /// Restores the version that ran before the last swap (the same way a swap installs one);
+    /// rolling back twice returns to where it started.
+    pub fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
+        let started = Instant::now();
+        // Held from reading the previous version to installing it, so two rollbacks at once
+        // cannot both install the same version and lose the other.
+        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
+        let previous = slot
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| LoadContextError::NoPrevious(name.to_string()))?;
+        self.swap_locked(name, &previous, started)
+    }
+
+    /// [`Runtime::swap`], with the swap lock held by the caller.
+    fn swap_locked(&self, name: &str, bytes: &[u8], started: Instant) -> Result<Swapped, LoadContextError> {
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
@@ -284,21 +309,6 @@ impl Runtime {
         self.install(name, &slot, Arc::new(plugin), started)
     }
 
-    /// Restores the version that ran before the last swap (the same way a swap installs one);
-    /// rolling back twice returns to where it started.
-    pub fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
-        let slot = self
-            .slot(name)
-            .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
-        let previous = slot
-            .previous
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| LoadContextError::NoPrevious(name.to_string()))?;
-        self.swap(name, &previous)
-    }
-
     fn install(
         &self,
         name: &str,
@@ -306,7 +316,6 @@ impl Runtime {
         new: Arc<Plugin>,
         started: Instant,
     ) -> Result<Swapped, LoadContextError> {
-        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
         let old = slot.current();
         let routes = new.manifest().routes.clone();
         self.inner
@@ -624,22 +633,23 @@ impl Subscriber {
     }
 }
 
-impl EventHandler for Subscriber {
+/// A subscriber fixed to one version of its context for one dispatcher step.
+struct Pinned {
+    runtime: Runtime,
+    plugin: Arc<Plugin>,
+}
+
+impl EventHandler for Pinned {
     fn wants(&self, event_type: &str) -> bool {
-        self.runtime().is_some_and(|(_, slot)| {
-            slot.current()
-                .manifest()
-                .subscriptions
-                .iter()
-                .any(|s| s == event_type)
-        })
+        self.plugin
+            .manifest()
+            .subscriptions
+            .iter()
+            .any(|s| s == event_type)
     }
 
     fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
-        let Some((rt, slot)) = self.runtime() else {
-            return (unit, Err(HandlerError::new("the runtime is shutting down")));
-        };
-        let (unit, r) = slot.current().handle_event(&rt, event, unit);
+        let (unit, r) = self.plugin.handle_event(&self.runtime, event, unit);
         let r = r.map_err(|e| match e {
             // A dependency that is down or shedding load: wait for it, never park.
             CallError::Domain(DomainError::Unavailable(_))
@@ -650,6 +660,37 @@ impl EventHandler for Subscriber {
             e => HandlerError::new(e),
         });
         (unit, r)
+    }
+}
+
+impl EventHandler for Subscriber {
+    /// Without a runtime (it is being dropped), every event is "wanted" and then fails
+    /// transiently in `handle`: the cursor must never move past events nobody handled.
+    fn wants(&self, event_type: &str) -> bool {
+        match self.runtime() {
+            Some((_, slot)) => slot
+                .current()
+                .manifest()
+                .subscriptions
+                .iter()
+                .any(|s| s == event_type),
+            None => true,
+        }
+    }
+
+    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
+        match self.pin() {
+            Some(pinned) => pinned.handle(unit, event),
+            None => (unit, Err(HandlerError::transient("the runtime is shutting down"))),
+        }
+    }
+
+    fn pin(&self) -> Option<Arc<dyn EventHandler>> {
+        let (runtime, slot) = self.runtime()?;
+        Some(Arc::new(Pinned {
+            plugin: slot.current(),
+            runtime,
+        }))
     }
 
     fn on_failure(&self, event: &Event, error: &HandlerError, attempt: u32, parked: bool) {

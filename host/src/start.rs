@@ -79,16 +79,22 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         sources.push((name.clone(), bytes, None));
     }
     for (name, bytes, previous) in sources {
-        runtime
-            .load(&name, &bytes)
-            .map_err(|e| err(&format!("cannot load context {name}"), &e))?;
+        if let Err(e) = runtime.load(&name, &bytes) {
+            // Contexts loaded so far have started their subscribers: stop them cleanly.
+            runtime.shutdown().await;
+            return Err(err(&format!("cannot load context {name}"), &e));
+        }
         if let Some(previous) = previous {
             runtime.set_previous(&name, previous);
         }
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| err(&format!("cannot listen on {}", config.listen), &e))?;
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            runtime.shutdown().await;
+            return Err(err(&format!("cannot listen on {}", config.listen), &e));
+        }
+    };
     let addr = listener.local_addr().map_err(|e| err("no local address", &e))?;
     Ok(Started {
         runtime,

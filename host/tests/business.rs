@@ -550,3 +550,51 @@ fn customers_find_their_orders() {
     assert_eq!(ids, mine);
     assert_eq!(r["page"]["totalElements"], 2);
 }
+
+#[test]
+fn a_compensation_waits_for_a_stopped_context_instead_of_being_parked() {
+    let dir = temp_dir();
+    // Parking would take two quick attempts; the compensation must outlast them.
+    let s = Server::start(dir.path(), &["--event-attempts", "2", "--event-backoff-ms", "5"]);
+    let product = s.register_product("last-two", 2);
+    assert_eq!(s.admin("POST", "/admin/contexts/product/stop").status, 200);
+    s.order(product, 2);
+    let second = s.order(product, 2)["id"].as_u64().unwrap();
+    s.settle();
+    assert_eq!(s.admin("POST", "/admin/contexts/delivery/stop").status, 200);
+    assert_eq!(s.admin("POST", "/admin/contexts/product/start").status, 200);
+    // Order's OutOfStock handler needs delivery (and through it, payment) and keeps failing.
+    assert!(s.wait_for(10, |s| {
+        s.context("order")["subscriber"]["failing"]["attempts"]
+            .as_u64()
+            .unwrap_or(0)
+            > 3
+    }));
+    assert!(
+        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_ne!(
+        s.get(&format!("/orders/{second}")).json()["status"],
+        "OrderRejected",
+        "not yet"
+    );
+    assert_eq!(s.admin("POST", "/admin/contexts/delivery/start").status, 200);
+    s.settle();
+    assert_eq!(
+        s.get(&format!("/orders/{second}")).json()["status"],
+        "OrderRejected"
+    );
+    assert_eq!(
+        find(&embedded(&s, "paymentCancellations"), "orderId", second)["status"],
+        "PaymentCancelled"
+    );
+    assert!(
+        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -202,6 +202,10 @@ fn bad_components_are_refused_and_the_running_version_goes_on() {
         assert_eq!(o.header("x-carshare-context"), Some("order/0.1.0"));
     }
     assert_eq!(s.get("/payments").status, 200, "payment kept its routes");
+    // Without the token, an upload is refused before its body is read (not a 413, not buffered).
+    let big = vec![0u8; 4 << 20];
+    let r = s.request("PUT", "/admin/contexts/order", &[], &big);
+    assert_eq!(r.status, 401, "{}", r.body);
     let r = s.admin("POST", "/admin/contexts/order/rollback");
     assert_eq!(r.status, 409, "nothing to roll back to: {}", r.body);
 }

@@ -24,6 +24,7 @@ pub(super) async fn handle(
     query: &str,
     body: &Bytes,
 ) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
+    // Authorized once more here, so this module is safe whatever its caller checked.
     authorize(app, parts)?;
     let method = parts.method.as_str();
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
@@ -81,13 +82,14 @@ pub(super) async fn handle(
                         format!("no context named {name}"),
                     ));
                 }
-                Err(e) => {
+                Err(carshare_core::CommitError::Conflict) => {
                     return Err(ApiError::new(
                         409,
                         "conflict",
-                        format!("the cursor moved meanwhile: {e}"),
+                        "the subscriber kept moving the cursor; try again",
                     ));
                 }
+                Err(e) => return Err(commit_failed(e)),
             }
         }
         (_, ["contexts", _, "cursor"]) => return Err(not_allowed(method, path, "POST")),
@@ -121,7 +123,16 @@ pub(super) async fn handle(
                         format!("still failing, kept: {}", e.message),
                     ));
                 }
-                Err(e) => return Err(ApiError::new(409, "retry_failed", format!("kept: {e}"))),
+                Err(RetryError::Commit(carshare_core::CommitError::Conflict)) => {
+                    return Err(ApiError::new(
+                        409,
+                        "retry_failed",
+                        "a concurrent retry won; kept if it failed",
+                    ));
+                }
+                Err(RetryError::Commit(e)) => return Err(commit_failed(e)),
+                Err(RetryError::Storage(e)) => return Err(storage(e)),
+                Err(e) => return Err(ApiError::new(500, "internal", e.to_string())),
             }
         }
         (_, ["dead-letters", _, _, "retry"]) => return Err(not_allowed(method, path, "POST")),
@@ -140,7 +151,7 @@ pub(super) async fn handle(
 }
 
 /// 403 when no token is configured (the admin API is off), 401 for a missing or wrong one.
-fn authorize(app: &App, parts: &Parts) -> Result<(), ApiError> {
+pub(super) fn authorize(app: &App, parts: &Parts) -> Result<(), ApiError> {
     let Some(expected) = app.admin_token.as_deref() else {
         return Err(ApiError::new(
             403,
@@ -226,6 +237,18 @@ fn not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
         "method_not_allowed",
         format!("{method} is not allowed on {path}; allowed: {allowed}"),
     )
+}
+
+fn commit_failed(e: carshare_core::CommitError) -> ApiError {
+    match e {
+        carshare_core::CommitError::Closed => {
+            ApiError::new(503, "shutting_down", "the server is shutting down")
+        }
+        e => {
+            crate::log::error(&format!("admin commit failed: {e}"));
+            ApiError::new(500, "storage", "the database failed")
+        }
+    }
 }
 
 fn storage(e: carshare_core::StorageError) -> ApiError {

@@ -24,6 +24,8 @@ use crate::types::Request;
 
 /// The largest component `PUT /admin/contexts/{name}` takes.
 const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// How long a client may take to send a body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The gateway and admin service.
 pub struct App {
@@ -56,8 +58,13 @@ impl App {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
+        let admin = path == "/admin" || path.starts_with("/admin/");
+        // Before reading a body: an unauthorized client must not make us buffer anything big.
+        if admin {
+            super::admin::authorize(self, &parts)?;
+        }
         // A component uploaded to swap a context may be far larger than any business request.
-        let limit = if parts.method == hyper::Method::PUT && path.starts_with("/admin/contexts/") {
+        let limit = if admin && parts.method == hyper::Method::PUT && path.starts_with("/admin/contexts/") {
             MAX_COMPONENT_BYTES
         } else {
             self.max_body
@@ -69,7 +76,15 @@ impl App {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
-        let body = match Limited::new(body, limit).collect().await {
+        let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
+        let Ok(read) = read else {
+            return Err(ApiError::new(
+                408,
+                "request_timeout",
+                "the body did not arrive in time",
+            ));
+        };
+        let body = match read {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Err(too_large(limit));
@@ -82,7 +97,7 @@ impl App {
                 ));
             }
         };
-        if path == "/admin" || path.starts_with("/admin/") {
+        if admin {
             return super::admin::handle(self, &parts, &path, &query, &body).await;
         }
         let method = parts.method.as_str().to_string();

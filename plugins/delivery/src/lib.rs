@@ -108,11 +108,12 @@ fn cancel(req: &Request) -> Result<Response, Error> {
         Err(Error::NotFound(_)) => {
             return Err(Error::NotFound(format!("no paid order {order_id}")));
         }
-        Err(Error::Unavailable(m) | Error::Internal(m)) => {
+        Err(Error::Unavailable(m)) => {
             return Err(Error::Unavailable(format!(
                 "payment is unavailable, try again later: {m}"
             )));
         }
+        Err(Error::Internal(m)) => return Err(Error::Internal(format!("the refund failed: {m}"))),
         Err(e) => {
             return Err(Error::Internal(format!(
                 "payment refused the refund: {}",

@@ -153,6 +153,9 @@ pub fn on_out_of_stock(order: &mut Order) -> bool {
 pub struct ProductReplica {
     pub id: u64,
     pub qty: i64,
+    /// The sequence number of the event it was taken from.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Refuses early what product would refuse: an unknown product, or more than its last known
@@ -247,8 +250,28 @@ mod tests {
             customer_id: None,
         };
         assert!(matches!(check_stock(&n, None), Err(Error::Refused(_))));
-        assert!(check_stock(&n, Some(&ProductReplica { id: 7, qty: 2 })).is_err());
-        assert!(check_stock(&n, Some(&ProductReplica { id: 7, qty: 3 })).is_ok());
+        assert!(
+            check_stock(
+                &n,
+                Some(&ProductReplica {
+                    id: 7,
+                    qty: 2,
+                    seq: 1
+                })
+            )
+            .is_err()
+        );
+        assert!(
+            check_stock(
+                &n,
+                Some(&ProductReplica {
+                    id: 7,
+                    qty: 3,
+                    seq: 1
+                })
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -84,7 +84,13 @@ impl Context for OrderContext {
                 Ok(())
             }
             "ProductRegistered" | "ProductChanged" => {
-                let p: ProductReplica = event.payload()?;
+                let mut p: ProductReplica = event.payload()?;
+                p.seq = event.seq;
+                // A redelivered older event (a retried dead letter, a rewound cursor) must not
+                // set the replica back.
+                if state::get::<ProductReplica>(&replica_key(p.id))?.is_some_and(|known| known.seq > p.seq) {
+                    return Ok(());
+                }
                 state::put(&replica_key(p.id), &p)
             }
             _ => Ok(()),
@@ -168,8 +174,14 @@ fn cancel_delivery(base_url: &str, order_id: u64) -> Result<(), Error> {
     let r = Request::new("POST", "/cancellations", base_url).with_json(&json!({ "orderId": order_id }));
     match call("delivery", r) {
         Ok(_) => Ok(()),
-        Err(Error::Unavailable(m) | Error::Internal(m)) => Err(Error::Unavailable(format!(
+        // Unavailable (stopped, busy, breaker open) is worth waiting for; a fault in delivery
+        // or payment is not, and stays a fault, so an event that hits one is parked for an
+        // operator instead of blocking order's event stream forever.
+        Err(Error::Unavailable(m)) => Err(Error::Unavailable(format!(
             "cancelling needs delivery and payment, try again later: {m}"
+        ))),
+        Err(Error::Internal(m)) => Err(Error::Internal(format!(
+            "cancelling order {order_id} failed: {m}"
         ))),
         Err(e) => Err(Error::Internal(format!(
             "delivery refused to cancel order {order_id}: {}",

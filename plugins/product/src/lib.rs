@@ -73,6 +73,10 @@ fn hold_key(order: u64) -> String {
     format!("held/{order:020}")
 }
 
+fn cancelled_key(order: u64) -> String {
+    format!("cancelled/{order:020}")
+}
+
 fn rejected_key(order: u64) -> String {
     format!("rejected/{order:020}")
 }
@@ -80,7 +84,10 @@ fn rejected_key(order: u64) -> String {
 /// On `Ordered`: take the stock or reject the order. Idempotent: an order already decided on
 /// is not decided again.
 fn take(o: OrderFact) -> Result<(), Error> {
-    if state::get::<Hold>(&hold_key(o.id))?.is_some() || state::get::<bool>(&rejected_key(o.id))?.is_some() {
+    if state::get::<Hold>(&hold_key(o.id))?.is_some()
+        || state::get::<bool>(&rejected_key(o.id))?.is_some()
+        || state::get::<bool>(&cancelled_key(o.id))?.is_some()
+    {
         return Ok(());
     }
     let product: Option<Product> = PRODUCTS.load(o.product_id)?;
@@ -115,7 +122,9 @@ fn take(o: OrderFact) -> Result<(), Error> {
 /// On `OrderCancelled`: give back what the order held, once.
 fn give_back(o: OrderFact) -> Result<(), Error> {
     let Some(mut hold) = state::get::<Hold>(&hold_key(o.id))? else {
-        return Ok(());
+        // Cancelled before its Ordered was applied (that one was parked and may be retried):
+        // remember, so a late Ordered takes nothing for an order that is over.
+        return state::put(&cancelled_key(o.id), &true);
     };
     if hold.released {
         return Ok(());

@@ -7,7 +7,12 @@ struct Greedy;
 
 impl Context for Greedy {
     fn manifest() -> Manifest {
-        Manifest { name: "order", version: "6.6.6", routes: &["/orders", "/payments"], subscriptions: &[] }
+        Manifest {
+            name: "order",
+            version: "6.6.6",
+            routes: &["/orders", "/payments"],
+            subscriptions: &[],
+        }
     }
 
     fn handle_request(_req: Request) -> Result<Response, Error> {

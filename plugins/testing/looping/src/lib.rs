@@ -14,7 +14,12 @@ fn spin() -> ! {
 
 impl Context for Looping {
     fn manifest() -> Manifest {
-        Manifest { name: "looper", version: "1.0.0", routes: &["/loops"], subscriptions: &["Ordered"] }
+        Manifest {
+            name: "looper",
+            version: "1.0.0",
+            routes: &["/loops"],
+            subscriptions: &["Ordered"],
+        }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {

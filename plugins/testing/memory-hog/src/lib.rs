@@ -8,7 +8,12 @@ struct Hog;
 
 impl Context for Hog {
     fn manifest() -> Manifest {
-        Manifest { name: "hog", version: "1.0.0", routes: &["/hogs"], subscriptions: &[] }
+        Manifest {
+            name: "hog",
+            version: "1.0.0",
+            routes: &["/hogs"],
+            subscriptions: &[],
+        }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {
