@@ -485,11 +485,17 @@ impl Runtime {
                 }),
             );
         }
+        // Reported however the call ends; a panic unwinding through here counts as a failure.
+        let mut outcome = Outcome {
+            breaker: &breaker,
+            ok: false,
+        };
         let (unit, result) = match self.resolve(name, depth) {
             Ok(plugin) => plugin.handle_request(self, request, unit, depth),
             Err(e) => (unit, Err(e)),
         };
-        breaker.finish(!counts_as_failure(&result), Instant::now());
+        outcome.ok = !counts_as_failure(&result);
+        drop(outcome);
         (unit, result)
     }
 
@@ -602,6 +608,18 @@ impl Runtime {
         self.inner.executors.close();
         self.inner.dispatcher.shutdown().await;
         self.inner.log.close();
+    }
+}
+
+/// A started call's report to its breaker, made when dropped.
+struct Outcome<'a> {
+    breaker: &'a Breaker,
+    ok: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        self.breaker.finish(self.ok, Instant::now());
     }
 }
 

@@ -77,6 +77,25 @@ impl std::error::Error for LoadError {}
 struct Instance {
     store: Store<InstanceState>,
     bindings: BoundedContext,
+    _live: LiveSlot,
+}
+
+/// One count of a plugin's live instances, given back when dropped: an instance is counted
+/// exactly as long as it exists, whichever way it ends (returned, discarded after a fault, or
+/// dropped while a panic unwinds).
+struct LiveSlot(Arc<AtomicUsize>);
+
+impl LiveSlot {
+    fn take(live: &Arc<AtomicUsize>) -> (Self, usize) {
+        let before = live.fetch_add(1, Ordering::Relaxed);
+        (LiveSlot(live.clone()), before)
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A loaded context.
@@ -90,7 +109,7 @@ pub struct Plugin {
     pre: BoundedContextPre<InstanceState>,
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
-    live: AtomicUsize,
+    live: Arc<AtomicUsize>,
 }
 
 impl Plugin {
@@ -120,10 +139,10 @@ impl Plugin {
             pre,
             limits,
             idle: Mutex::new(Vec::new()),
-            live: AtomicUsize::new(0),
+            live: Arc::new(AtomicUsize::new(0)),
         };
         let mut first = plugin
-            .instantiate()
+            .instantiate(LiveSlot::take(&plugin.live).0)
             .map_err(|e| LoadError::Failed(format!("{e:#}")))?;
         first.store.set_epoch_deadline(plugin.deadline_ticks());
         let m = first
@@ -262,7 +281,6 @@ impl Plugin {
             Err(e) => {
                 // A trapped instance may be in any state: drop it; the pool makes a new one.
                 drop(inst);
-                self.live.fetch_sub(1, Ordering::Relaxed);
                 let message = match e.downcast_ref::<Trap>() {
                     Some(Trap::Interrupt) => {
                         format!("exceeded its CPU deadline of {:?}", self.limits.call_deadline)
@@ -284,17 +302,13 @@ impl Plugin {
         if let Some(i) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(i);
         }
-        let live = self.live.fetch_add(1, Ordering::Relaxed);
-        if live >= self.limits.max_instances {
-            self.live.fetch_sub(1, Ordering::Relaxed);
+        let (slot, before) = LiveSlot::take(&self.live);
+        if before >= self.limits.max_instances {
             return Err(CallError::Busy(self.name.to_string()));
         }
-        self.instantiate_counted().map_err(|e| {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            CallError::Fault {
-                context: self.name.to_string(),
-                message: format!("cannot instantiate: {e:#}"),
-            }
+        self.instantiate(slot).map_err(|e| CallError::Fault {
+            context: self.name.to_string(),
+            message: format!("cannot instantiate: {e:#}"),
         })
     }
 
@@ -302,8 +316,8 @@ impl Plugin {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
     }
 
-    /// A new instance; the caller has counted it in `live`.
-    fn instantiate_counted(&self) -> wasmtime::Result<Instance> {
+    /// A new instance, counted by `slot`.
+    fn instantiate(&self, slot: LiveSlot) -> wasmtime::Result<Instance> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(64)
@@ -313,13 +327,10 @@ impl Plugin {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks());
         let bindings = self.pre.instantiate(&mut store)?;
-        Ok(Instance { store, bindings })
-    }
-
-    fn instantiate(&self) -> wasmtime::Result<Instance> {
-        self.live.fetch_add(1, Ordering::Relaxed);
-        self.instantiate_counted().inspect_err(|_| {
-            self.live.fetch_sub(1, Ordering::Relaxed);
+        Ok(Instance {
+            store,
+            bindings,
+            _live: slot,
         })
     }
 
