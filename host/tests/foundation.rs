@@ -451,3 +451,81 @@ fn a_stopped_payment_refuses_orders_with_503_and_a_started_one_takes_them_again(
     order(&s, 1, 1);
     assert_eq!(s.events_of(ORDER_EVENTS).len(), 2);
 }
+
+#[test]
+fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
+    let dir = temp_dir();
+    let s = Server::start(dir.path(), &[]);
+    let product = s.register_product("test1", 1_000_000);
+    let addr = s.addr;
+    let acknowledged = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                for _ in 0..300 {
+                    let body = format!(r#"{{"productId":{product},"qty":1}}"#);
+                    // Once the server is gone, connections fail: stop.
+                    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { break };
+                    use std::io::{Read, Write};
+                    let req = format!(
+                        "POST /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(req.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut raw = String::new();
+                    if stream.read_to_string(&mut raw).is_err() || !raw.starts_with("HTTP/1.1 201") {
+                        continue;
+                    }
+                    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+                    let v: Value = serde_json::from_str(body).unwrap();
+                    acknowledged.lock().unwrap().push(v["id"].as_u64().unwrap());
+                }
+            });
+        }
+        // Kill while requests and commits are in flight.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        s.kill();
+    });
+    let acknowledged = acknowledged.into_inner().unwrap();
+    assert!(
+        !acknowledged.is_empty(),
+        "some orders were acknowledged before the kill"
+    );
+
+    let s = Server::start(dir.path(), &[]);
+    s.settle();
+    let events = s.events_paged();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    let ordered: BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["eventType"] == "Ordered")
+        .map(|e| e["payload"]["id"].as_u64().unwrap())
+        .collect();
+    let paid: BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["eventType"] == "Paid")
+        .map(|e| e["payload"]["orderId"].as_u64().unwrap())
+        .collect();
+    let orders: BTreeSet<u64> = s
+        .all("orders")
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    let payments: BTreeSet<u64> = s
+        .all("payments")
+        .iter()
+        .map(|p| p["orderId"].as_u64().unwrap())
+        .collect();
+    for id in &acknowledged {
+        assert!(orders.contains(id), "acknowledged order {id} was lost");
+    }
+    assert_eq!(
+        ordered, orders,
+        "an event for every order, and no event without its order"
+    );
+    assert_eq!(paid, orders, "a Paid for every order");
+    assert_eq!(payments, orders, "a payment for every order, no orphan");
+}

@@ -34,7 +34,10 @@ fn swap(s: &Server, name: &str, bytes: &[u8]) -> common::Resp {
     s.admin_with("PUT", &format!("/admin/contexts/{name}"), bytes)
 }
 
-/// Every item of a collection, page by page (a page holds 1000 at most).
+fn embedded(s: &Server, collection: &str) -> Vec<Value> {
+    s.all(collection)
+}
+
 /// A read that context `name` serves.
 fn served_by(name: &str) -> String {
     let collection = match name {
@@ -43,20 +46,6 @@ fn served_by(name: &str) -> String {
         _ => "deliveries",
     };
     format!("/{collection}?size=1")
-}
-
-fn embedded(s: &Server, collection: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    for page in 0.. {
-        let r = s.get(&format!("/{collection}?size=1000&page={page}"));
-        assert_eq!(r.status, 200, "{}", r.body);
-        let body = r.json();
-        all.extend(body["_embedded"][collection].as_array().unwrap().iter().cloned());
-        if page + 1 >= body["page"]["totalPages"].as_u64().unwrap() {
-            break;
-        }
-    }
-    all
 }
 
 #[test]

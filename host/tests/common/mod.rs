@@ -278,3 +278,35 @@ impl Server {
         r.json()["page"]["totalElements"].as_u64().unwrap()
     }
 }
+
+impl Server {
+    /// Every event in the log, however many.
+    pub fn events_paged(&self) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().map(|e| e["seq"].as_u64().unwrap()).unwrap_or(0);
+            let r = self.admin("GET", &format!("/admin/events?after={after}&limit=1000"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let page = r.json()["events"].as_array().unwrap().clone();
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Every item of a collection, page by page.
+    pub fn all(&self, collection: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        for page in 0.. {
+            let r = self.get(&format!("/{collection}?size=1000&page={page}"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let body = r.json();
+            all.extend(body["_embedded"][collection].as_array().unwrap().iter().cloned());
+            if page + 1 >= body["page"]["totalPages"].as_u64().unwrap() {
+                return all;
+            }
+        }
+        all
+    }
+}
