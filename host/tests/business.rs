@@ -11,9 +11,7 @@ use common::{Server, temp_dir};
 use serde_json::Value;
 
 fn embedded(s: &Server, collection: &str) -> Vec<Value> {
-    let r = s.get(&format!("/{collection}?size=1000"));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["_embedded"][collection].as_array().unwrap().clone()
+    s.all(collection)
 }
 
 fn stock(s: &Server, product: u64) -> i64 {
