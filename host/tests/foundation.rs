@@ -529,3 +529,40 @@ fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
     assert_eq!(paid, orders, "a Paid for every order");
     assert_eq!(payments, orders, "a payment for every order, no orphan");
 }
+
+#[test]
+fn a_context_can_come_from_the_config_file() {
+    let dir = temp_dir();
+    let config = dir.path().join("carshare.json");
+    let json =
+        serde_json::json!({ "contexts": { "payment": artifacts::PAYMENT_DECLINING }, "callDeadlineMs": 500 });
+    std::fs::write(&config, json.to_string()).unwrap();
+    let s = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    assert_eq!(s.context("payment")["version"], "0.9.0-declining");
+    s.register_product("test1", 10);
+    assert_eq!(s.post("/orders", r#"{"productId":1,"qty":1}"#).status, 422);
+}
+
+#[test]
+fn ctrl_c_lets_in_flight_requests_finish_and_closes_the_database() {
+    let dir = temp_dir();
+    let looper = format!("looper={}", artifacts::LOOPING);
+    let s = Server::start(dir.path(), &["--context", &looper, "--call-deadline-ms", "700"]);
+    s.register_product("test1", 10);
+    let addr = s.addr;
+    // A request that takes the whole deadline is in flight when Ctrl-C arrives.
+    let slow = std::thread::spawn(move || common::request(addr, "GET", "/loops/spin", &[], b""));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (clean, lines) = s.interrupt();
+    let answered = slow.join().unwrap();
+    assert_eq!(
+        answered.status, 500,
+        "the in-flight request got its answer: {}",
+        answered.body
+    );
+    assert!(clean, "exit status 0");
+    assert!(lines.iter().any(|l| l.contains("carshare stopped")), "{lines:?}");
+    // The database was closed cleanly and opens again with everything in it.
+    let s = Server::start(dir.path(), &["--context", &looper]);
+    assert_eq!(s.total("/products"), 1);
+}

@@ -94,9 +94,18 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits; returns whether it exited successfully, and its log lines.
-    pub fn terminate(mut self) -> (bool, Vec<String>) {
+    pub fn terminate(self) -> (bool, Vec<String>) {
+        self.signal("-TERM")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits, like [`Server::terminate`].
+    pub fn interrupt(self) -> (bool, Vec<String>) {
+        self.signal("-INT")
+    }
+
+    fn signal(mut self, signal: &str) -> (bool, Vec<String>) {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill").args([signal, &pid]).status().unwrap();
         let status = self.child.wait().unwrap();
         let lines: Vec<String> = self.log.try_iter().collect();
         (status.success(), lines)
