@@ -102,12 +102,17 @@ pub struct Paid {
 /// Applies a payment: `Ordered` becomes `OrderApproved`. Returns whether anything changed, so
 /// a redelivered `Paid`, or one arriving after the order moved on, changes nothing.
 pub fn on_paid(order: &mut Order) -> bool {
-    if order.status == ORDERED {
-        order.status = APPROVED.into();
-        true
-    } else {
-        false
+    advance(order, |o| o.status == ORDERED, APPROVED)
+}
+
+/// Moves `order` to `to` if `allowed` says it may, and reports whether it moved. Every status
+/// change goes through here, so statuses only ever move forward and final ones stay.
+fn advance(order: &mut Order, allowed: impl Fn(&Order) -> bool, to: &str) -> bool {
+    if !allowed(order) {
+        return false;
     }
+    order.status = to.into();
+    true
 }
 
 /// Whether the order is over (cancelled or rejected): nothing changes it any more.
@@ -118,34 +123,19 @@ pub fn is_final(order: &Order) -> bool {
 /// Applies a delivery: a paid (or not yet paid) order becomes `Shipped`. Returns whether
 /// anything changed.
 pub fn on_shipped(order: &mut Order) -> bool {
-    if order.status == ORDERED || order.status == APPROVED {
-        order.status = SHIPPED.into();
-        true
-    } else {
-        false
-    }
+    advance(order, |o| o.status == ORDERED || o.status == APPROVED, SHIPPED)
 }
 
 /// Applies a refund: the order is cancelled, unless it is over already. Returns whether it
 /// changed (and so whether `OrderCancelled` is to be published).
 pub fn on_refunded(order: &mut Order) -> bool {
-    if is_final(order) {
-        false
-    } else {
-        order.status = CANCELLED.into();
-        true
-    }
+    advance(order, |o| !is_final(o), CANCELLED)
 }
 
 /// Applies a stock shortage: the order is rejected, unless it is over already. Returns whether
 /// it changed (and so whether its refund is to be asked for).
 pub fn on_out_of_stock(order: &mut Order) -> bool {
-    if is_final(order) {
-        false
-    } else {
-        order.status = REJECTED.into();
-        true
-    }
+    advance(order, |o| !is_final(o), REJECTED)
 }
 
 /// What order knows of a product: its replica, from `ProductRegistered` and `ProductChanged`.
