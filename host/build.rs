@@ -56,6 +56,7 @@ fn main() {
         Some(dir) => PathBuf::from(dir).join("plugins"),
         None => root.join("target").join("plugins"),
     };
+    ensure_wasm_target();
     build_plugins(&plugins, &target_dir);
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
@@ -83,6 +84,63 @@ fn main() {
     }
     let dest = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("artifacts.rs");
     std::fs::write(dest, out).expect("write artifacts.rs");
+}
+
+/// The guests' target. rustup adds the targets `rust-toolchain.toml` names only when it installs
+/// the toolchain itself; a toolchain that was already there lacks it, so the build adds it.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the active toolchain has the standard library for [`WASM_TARGET`], adding it with
+/// rustup when it is missing. Fails the build with the command to run when that is impossible.
+fn ensure_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        .unwrap_or_else(|| panic!("`{rustc} --print sysroot` failed"));
+    let target_lib = sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib");
+    if target_lib.is_dir() {
+        return;
+    }
+    // rustup's proxies name the toolchain in use; a plain path to rustc is named by its sysroot.
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok().or_else(|| {
+        sysroot
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    });
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        cmd.args(["--toolchain", toolchain]);
+    }
+    let wanted = format!(
+        "rustup target add {WASM_TARGET}{}",
+        toolchain
+            .as_deref()
+            .map(|t| format!(" --toolchain {t}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "cargo:warning=the {WASM_TARGET} standard library is missing from {}; running `{wanted}`",
+        sysroot.display()
+    );
+    match cmd.status() {
+        Ok(status) if status.success() && target_lib.is_dir() => {}
+        Ok(status) => panic!(
+            "`{wanted}` failed ({status}): the guest contexts need the {WASM_TARGET} target. \
+             Run that command by hand (it needs network access to the Rust distribution \
+             server), then build again."
+        ),
+        Err(err) => panic!(
+            "the guest contexts need the {WASM_TARGET} target, which {} lacks, and rustup \
+             could not be run to add it ({err}). Install it with `{wanted}`, or use a \
+             toolchain that has it.",
+            sysroot.display()
+        ),
+    }
 }
 
 fn build_plugins(plugins: &Path, target_dir: &Path) {

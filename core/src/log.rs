@@ -153,6 +153,20 @@ impl Log {
         self.inner.head.clone()
     }
 
+    /// Whether the log takes commits: not closed, and its writer thread still running (a writer
+    /// that died would leave every commit waiting in vain).
+    pub fn is_open(&self) -> bool {
+        let taking = self.inner.tx.read().unwrap_or_else(|p| p.into_inner()).is_some();
+        let writing = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        taking && writing
+    }
+
     /// Stops taking commits, lets the writer finish what it has, and waits for it. Units
     /// committed after this fail with [`CommitError::Closed`].
     pub fn close(&self) {

@@ -165,7 +165,9 @@ fn state_sequence_and_ids_survive_reopening() {
 #[test]
 fn a_closed_log_refuses_commits() {
     let (_d, log) = open();
+    assert!(log.is_open());
     log.close();
+    assert!(!log.is_open(), "a closed log says so, for readiness probes");
     let mut u = log.begin().unwrap();
     u.set("a", "b", vec![]);
     assert!(matches!(log.commit_blocking(u), Err(CommitError::Closed)));

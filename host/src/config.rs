@@ -19,7 +19,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the database lives.
     pub data_dir: PathBuf,
-    /// Where compiled components are cached (default: `<data-dir>/cache`).
+    /// Where compiled components are cached; `None` means [`default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,
@@ -108,7 +108,9 @@ USAGE:
 OPTIONS (serve):
     --listen ADDR            address to serve HTTP on [default: 127.0.0.1:8080]
     --data-dir DIR           where the database lives [default: ./carshare-data]
-    --cache-dir DIR          compiled-component cache [default: DATA-DIR/cache]
+    --cache-dir DIR          compiled-component cache, shared by every data dir
+                             [default: $CARSHARE_CACHE_DIR, else $XDG_CACHE_HOME/carshare,
+                             else ~/.cache/carshare, else DATA-DIR/cache]
     --config FILE            JSON config file (camelCase keys: listen, dataDir, cacheDir,
                              adminToken, contexts {name: path}, callDeadlineMs,
                              memoryLimitMb, maxInstances, maxBodyBytes, maxConnections)
@@ -137,8 +139,26 @@ OTHER COMMANDS (talk to a running server; the token comes from CARSHARE_ADMIN_TO
 
 ENVIRONMENT:
     CARSHARE_ADMIN_TOKEN     bearer token for /admin (without one, /admin answers 403)
+    CARSHARE_CACHE_DIR       compiled-component cache (--cache-dir overrides it)
     CARSHARE_LOG             debug | info | warn | error [default: info]
 ";
+
+/// Where compiled components are cached when nothing says otherwise: the user's cache
+/// directory (`$XDG_CACHE_HOME/carshare`, else `~/.cache/carshare`), so that every data dir
+/// of this user shares one compilation of each component and a new data dir starts in
+/// milliseconds; `<data-dir>/cache` when there is no home to put it in.
+pub fn default_cache_dir(data_dir: &std::path::Path) -> PathBuf {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    std::env::var_os("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".cache"))
+        })
+        .map(|base| base.join("carshare"))
+        .unwrap_or_else(|| data_dir.join("cache"))
+}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -256,6 +276,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         let file: FileConfig =
             serde_json::from_str(&text).map_err(|e| format!("bad config file {}: {e}", path.display()))?;
         apply_file(&mut config, file);
+    }
+    if let Some(dir) = std::env::var_os("CARSHARE_CACHE_DIR").filter(|d| !d.is_empty()) {
+        config.cache_dir = Some(PathBuf::from(dir));
     }
     for (flag, value) in cli {
         apply_flag(&mut config, &flag, &value)?;

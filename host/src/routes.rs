@@ -1,6 +1,10 @@
 //! Which context serves a path: a table of collection prefixes taken from the contexts'
 //! manifests. No wasmtime here; matching is on whole path segments (`/orders` serves
-//! `/orders` and `/orders/1`, never `/ordersx`).
+//! `/orders` and `/orders/1`, never `/ordersx`). The host keeps a few paths for itself
+//! ([`RESERVED`]); no context may serve them.
+
+/// Paths the host serves itself: the operator API, the probes and the root's `profile` link.
+pub const RESERVED: &[&str] = &["/admin", "/health", "/profile", "/metrics", "/openapi.json"];
 
 /// The route table.
 #[derive(Debug, Default, Clone)]
@@ -44,6 +48,17 @@ impl RouteTable {
             .map(|(_, ctx)| ctx.as_str())
     }
 
+    /// Every route with the context serving it, in path order.
+    pub fn routes(&self) -> Vec<(&str, &str)> {
+        let mut all: Vec<(&str, &str)> = self
+            .routes
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Checks that `context` may serve `routes` (replacing whatever it served before).
     pub fn check(&self, context: &str, routes: &[String]) -> Result<(), RouteError> {
         for r in routes {
@@ -52,7 +67,10 @@ impl RouteTable {
                 && !r.ends_with('/')
                 && r.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
-                && !r.starts_with("/admin");
+                && !RESERVED.iter().any(|kept| {
+                    r.strip_prefix(kept)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                });
             if !valid {
                 return Err(RouteError::Invalid(r.clone()));
             }
@@ -112,7 +130,9 @@ mod tests {
                 by: "order".into()
             })
         );
-        for bad in ["orders", "/", "/orders/", "/admin", "/a b"] {
+        for bad in [
+            "orders", "/", "/orders/", "/admin", "/admin/x", "/health", "/profile", "/metrics", "/a b",
+        ] {
             assert!(
                 matches!(t.check("x", &[bad.into()]), Err(RouteError::Invalid(_))),
                 "{bad}"
@@ -121,5 +141,17 @@ mod tests {
         // A context may keep its own routes when it is replaced.
         t.set("order", &["/orders".into(), "/rentals".into()]).unwrap();
         assert_eq!(t.lookup("/rentals/1"), Some("order"));
+        // Reserved means the whole segment: a collection may start with the same letters.
+        t.check("x", &["/healthchecks".into(), "/profiles".into()])
+            .unwrap();
+        assert_eq!(
+            t.routes(),
+            vec![
+                ("/orders", "order"),
+                ("/paymentCancellations", "payment"),
+                ("/payments", "payment"),
+                ("/rentals", "order")
+            ]
+        );
     }
 }

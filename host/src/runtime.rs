@@ -177,6 +177,19 @@ pub struct ContextInfo {
     pub can_roll_back: bool,
 }
 
+/// What the readiness probe reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// Whether to send traffic here.
+    pub ready: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+    /// `open` or `closed`: whether the log takes commits.
+    pub log: &'static str,
+    /// Each loaded context: `running` or `stopped`.
+    pub contexts: BTreeMap<String, &'static str>,
+}
+
 /// One loaded context.
 struct Slot {
     plugin: RwLock<Arc<Plugin>>,
@@ -210,6 +223,8 @@ struct Inner {
     components: Option<ComponentStore>,
     /// One swap at a time: a swap reads the current version and replaces it.
     swapping: Mutex<()>,
+    /// Set once shutdown begins: readiness probes fail from then on.
+    draining: AtomicBool,
 }
 
 impl Runtime {
@@ -224,6 +239,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 components,
                 swapping: Mutex::new(()),
+                draining: AtomicBool::new(false),
                 dispatcher: Dispatcher::new(log.clone(), options.retry.clone()),
                 executors: tokio::sync::Semaphore::new(options.max_concurrent_requests.max(1)),
                 log,
@@ -370,6 +386,7 @@ impl Runtime {
         let plugin =
             Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
         let m = plugin.manifest().clone();
+        let code = if plugin.from_cache() { "cached" } else { "compiled" };
         if m.name != name {
             return Err(LoadContextError::WrongContext {
                 expected: name.to_string(),
@@ -403,7 +420,7 @@ impl Runtime {
             .dispatcher
             .subscribe(&m.name, Arc::new(subscriber), true);
         crate::log::info(&format!(
-            "loaded context {} {} (routes {:?}, subscribes {:?})",
+            "loaded context {} {} (routes {:?}, subscribes {:?}, machine code {code})",
             m.name, m.version, m.routes, m.subscriptions
         ));
         Ok(())
@@ -603,8 +620,64 @@ impl Runtime {
         &self.inner.log
     }
 
+    /// Every route with the context serving it, in path order.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .routes()
+            .into_iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect()
+    }
+
+    /// Whether the runtime should be sent traffic, and why not. A context an operator stopped
+    /// does not make it unready: that is a deliberate, partial outage (its callers get 503),
+    /// and taking the whole process out of service for it would turn it into a total one.
+    pub fn readiness(&self) -> Readiness {
+        let contexts: BTreeMap<String, &'static str> = self
+            .inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, slot)| {
+                let state = if slot.running.load(Ordering::Acquire) {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                (name.clone(), state)
+            })
+            .collect();
+        let log_open = self.inner.log.is_open();
+        let reason = if self.inner.draining.load(Ordering::Acquire) {
+            Some("the server is shutting down")
+        } else if !log_open {
+            Some("the event log is closed or its commit writer has stopped")
+        } else if contexts.is_empty() {
+            Some("no context is loaded")
+        } else {
+            None
+        };
+        Readiness {
+            ready: reason.is_none(),
+            reason: reason.map(str::to_string),
+            log: if log_open { "open" } else { "closed" },
+            contexts,
+        }
+    }
+
+    /// Marks the runtime as going away: readiness fails from now on, so load balancers stop
+    /// sending traffic while in-flight requests finish. [`Runtime::shutdown`] does it too.
+    pub fn begin_shutdown(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
     /// Stops delivering events (each subscriber finishes its step) and closes the log.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
         self.inner.executors.close();
         self.inner.dispatcher.shutdown().await;
         self.inner.log.close();

@@ -46,7 +46,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let cache = config
         .cache_dir
         .clone()
-        .unwrap_or_else(|| config.data_dir.join("cache"));
+        .unwrap_or_else(|| crate::config::default_cache_dir(&config.data_dir));
     let engine = WasmEngine::new(Some(&cache)).map_err(|e| err("cannot start wasmtime", &e))?;
     let options = RuntimeOptions {
         limits: config.limits.clone(),
@@ -127,6 +127,12 @@ impl Started {
             .watch
             .clone()
             .map(|dir| tokio::spawn(crate::watch::watch(dir, runtime.clone())));
+        let draining = runtime.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Readiness fails first, so a balancer stops sending while requests finish.
+            draining.begin_shutdown();
+        };
         serve(
             listener,
             app,

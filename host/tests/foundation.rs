@@ -256,7 +256,7 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
         (
             "POST",
             "/orders",
-            br#"{"productId":1,"qty":"2"}"#,
+            br#"{"productId":1,"qty":"two"}"#,
             400,
             "bad_request",
         ),

@@ -30,11 +30,11 @@ pub(super) async fn handle(
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
     let body = match (method, segs.as_slice()) {
         ("GET", ["events"]) => events(app, query)?,
-        (_, ["events"]) => return Err(not_allowed(method, path, "GET")),
+        (_, ["events"]) => return Err(ApiError::method_not_allowed(method, path, "GET")),
         ("GET", ["contexts"]) => {
             json!({ "contexts": app.runtime.contexts().map_err(storage)? })
         }
-        (_, ["contexts"]) => return Err(not_allowed(method, path, "GET")),
+        (_, ["contexts"]) => return Err(ApiError::method_not_allowed(method, path, "GET")),
         ("POST", ["contexts", name, action @ ("stop" | "start")]) => {
             if !app.runtime.set_running(name, *action == "start") {
                 return Err(ApiError::new(
@@ -45,7 +45,9 @@ pub(super) async fn handle(
             }
             json!({ "name": name, "state": if *action == "start" { "running" } else { "stopped" } })
         }
-        (_, ["contexts", _, "stop" | "start"]) => return Err(not_allowed(method, path, "POST")),
+        (_, ["contexts", _, "stop" | "start"]) => {
+            return Err(ApiError::method_not_allowed(method, path, "POST"));
+        }
         ("PUT", ["contexts", name]) => {
             let (rt, name, bytes) = (app.runtime.clone(), name.to_string(), body.clone());
             let swapped = tokio::task::spawn_blocking(move || rt.swap(&name, &bytes))
@@ -60,8 +62,8 @@ pub(super) async fn handle(
                 .map_err(|_| ApiError::new(500, "internal", "the rollback task failed"))?;
             json!(swapped.map_err(swap_error)?)
         }
-        (_, ["contexts", _, "rollback"]) => return Err(not_allowed(method, path, "POST")),
-        (_, ["contexts", _]) => return Err(not_allowed(method, path, "PUT")),
+        (_, ["contexts", _, "rollback"]) => return Err(ApiError::method_not_allowed(method, path, "POST")),
+        (_, ["contexts", _]) => return Err(ApiError::method_not_allowed(method, path, "PUT")),
         ("POST", ["contexts", name, "cursor"]) => {
             let seq = serde_json::from_slice::<Value>(body)
                 .ok()
@@ -92,7 +94,7 @@ pub(super) async fn handle(
                 Err(e) => return Err(commit_failed(e)),
             }
         }
-        (_, ["contexts", _, "cursor"]) => return Err(not_allowed(method, path, "POST")),
+        (_, ["contexts", _, "cursor"]) => return Err(ApiError::method_not_allowed(method, path, "POST")),
         ("GET", ["dead-letters"]) => {
             let letters = app
                 .runtime
@@ -102,7 +104,7 @@ pub(super) async fn handle(
                 .map_err(storage)?;
             json!({ "deadLetters": letters })
         }
-        (_, ["dead-letters"]) => return Err(not_allowed(method, path, "GET")),
+        (_, ["dead-letters"]) => return Err(ApiError::method_not_allowed(method, path, "GET")),
         ("POST", ["dead-letters", name, seq, "retry"]) => {
             let seq: u64 = seq
                 .parse()
@@ -135,7 +137,9 @@ pub(super) async fn handle(
                 Err(e) => return Err(ApiError::new(500, "internal", e.to_string())),
             }
         }
-        (_, ["dead-letters", _, _, "retry"]) => return Err(not_allowed(method, path, "POST")),
+        (_, ["dead-letters", _, _, "retry"]) => {
+            return Err(ApiError::method_not_allowed(method, path, "POST"));
+        }
         _ => {
             return Err(ApiError::new(
                 404,
@@ -229,14 +233,6 @@ fn swap_error(e: LoadContextError) -> ApiError {
 
 fn bad_query(message: &str) -> ApiError {
     ApiError::new(400, "bad_request", message)
-}
-
-fn not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
-    ApiError::new(
-        405,
-        "method_not_allowed",
-        format!("{method} is not allowed on {path}; allowed: {allowed}"),
-    )
 }
 
 fn commit_failed(e: carshare_core::CommitError) -> ApiError {

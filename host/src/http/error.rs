@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use crate::runtime::RequestError;
 use crate::types::{CallError, DomainError};
@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u32>,
+    /// The methods the resource allows, for a 405's `Allow` header.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -30,7 +32,19 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            allow: None,
         }
+    }
+
+    /// 405: `method` is not one of `allowed` (comma-separated) on `path`.
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+        let mut e = ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}; allowed: {allowed}"),
+        );
+        e.allow = Some(allowed.to_string());
+        e
     }
 
     fn retry(mut self, secs: u32) -> Self {
@@ -48,6 +62,9 @@ impl ApiError {
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(v) = self.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            resp.headers_mut().insert(ALLOW, v);
         }
         if self.status == 401 {
             resp.headers_mut()

@@ -1,8 +1,10 @@
 //! The HTTP edge: hyper serves the gateway (every context's collections on one port) and the
-//! operator API under `/admin`. Errors become HTTP here and nowhere else (`error`).
+//! operator API under `/admin`, and what the host answers itself (`system`: the API root and
+//! the health probes). Errors become HTTP here and nowhere else (`error`).
 
 mod admin;
 pub mod error;
 mod server;
+mod system;
 
 pub use server::{App, serve};

@@ -58,6 +58,10 @@ impl App {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
+        if super::system::serves(&path) {
+            let base = base_url(parts.headers.get(HOST), local);
+            return super::system::handle(self, &parts.method, &path, &base);
+        }
         let admin = path == "/admin" || path.starts_with("/admin/");
         // Before reading a body: an unauthorized client must not make us buffer anything big.
         if admin {

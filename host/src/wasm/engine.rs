@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -15,6 +16,16 @@ use super::instance::InstanceState;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A component ready to instantiate.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// Hex SHA-256 of the component's bytes.
+    pub digest: String,
+    /// Whether its machine code came from the cache rather than a compilation.
+    pub cached: bool,
+}
 
 /// The engine, its linker and the compile cache.
 pub struct WasmEngine {
@@ -72,20 +83,26 @@ impl WasmEngine {
         }))
     }
 
-    /// Compiles `bytes`, or loads the cached machine code of the same bytes. Returns the
-    /// component and the content digest (hex SHA-256 of the bytes).
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(Component, String)> {
+    /// Compiles `bytes`, or loads the cached machine code of the same bytes.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Compiled> {
         let digest = hex(&Sha256::digest(bytes));
+        let compiled = |component, cached| Compiled {
+            component,
+            digest: digest.clone(),
+            cached,
+        };
         let Some(dir) = &self.cache_dir else {
-            return Ok((Component::new(&self.engine, bytes)?, digest));
+            return Ok(compiled(Component::new(&self.engine, bytes)?, false));
         };
         let path = dir.join(format!("{digest}-{}.cwasm", self.compat));
         if path.exists() {
-            // SAFETY: the file is one this engine configuration wrote (its name carries the
-            // engine's compatibility hash and the source digest) into our own data directory;
-            // wasmtime checks the header and version before using it.
+            // SAFETY: the file is one an engine of this configuration wrote (its name carries
+            // the engine's compatibility hash and the source digest) into a cache directory of
+            // this user's, written whole and renamed into place; wasmtime checks the header
+            // and version before using it. Whoever can write there can run code as this user
+            // already.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok((c, digest)),
+                Ok(c) => return Ok(compiled(c, true)),
                 Err(_) => {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -94,11 +111,15 @@ impl WasmEngine {
         let component = Component::new(&self.engine, bytes)?;
         // Write to a temporary name and rename, so a crash never leaves half a file that a
         // later start would try to load.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, component.serialize()?).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        // The cache is shared by every server of this user: the temporary name is unique to
+        // this process and this compilation.
+        static TMP: AtomicU64 = AtomicU64::new(0);
+        let n = TMP.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        if std::fs::write(&tmp, component.serialize()?).is_err() || std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        Ok((component, digest))
+        Ok(compiled(component, false))
     }
 }
 

@@ -103,6 +103,7 @@ pub struct Plugin {
     manifest: Manifest,
     bytes: Arc<[u8]>,
     digest: String,
+    from_cache: bool,
     loaded_at: String,
     name: Arc<str>,
     engine: Arc<WasmEngine>,
@@ -116,12 +117,12 @@ impl Plugin {
     /// Compiles (or loads from cache) and checks `bytes`: it must implement the world, start,
     /// and declare a sensible manifest.
     pub fn load(engine: &Arc<WasmEngine>, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
-        let (component, digest) = engine
+        let compiled = engine
             .compile(bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let pre = engine
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(&compiled.component)
             .and_then(BoundedContextPre::new)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut plugin = Plugin {
@@ -132,7 +133,8 @@ impl Plugin {
                 routes: vec![],
                 subscriptions: vec![],
             },
-            digest,
+            digest: compiled.digest,
+            from_cache: compiled.cached,
             loaded_at: carshare_core::rfc3339_utc(carshare_core::now_millis()),
             name: Arc::from("(loading)"),
             engine: engine.clone(),
@@ -165,6 +167,11 @@ impl Plugin {
             .unwrap_or_else(|p| p.into_inner())
             .push(first);
         Ok(plugin)
+    }
+
+    /// Whether its machine code came from the compile cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// The manifest.

@@ -19,6 +19,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     log: mpsc::Receiver<String>,
+    /// What the server logged until it was ready.
+    pub startup: Vec<String>,
 }
 
 /// A response.
@@ -43,15 +45,23 @@ impl Resp {
 }
 
 impl Server {
-    /// Starts the server on `data_dir` with `extra` arguments.
+    /// Starts the server on `data_dir` with `extra` arguments, compiled components cached in
+    /// one directory that every test shares.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+        let mut args = vec!["--cache-dir", cache.to_str().expect("a UTF-8 path")];
+        args.extend_from_slice(extra);
+        Server::start_env(data_dir, &args, &[])
+    }
+
+    /// Starts the server on `data_dir` with `extra` arguments and `env` added to its
+    /// environment, choosing no cache directory for it.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_carshare"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .arg("--cache-dir")
-            .arg(&cache)
             .args(extra)
+            .envs(env.iter().copied())
             .env("CARSHARE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -68,6 +78,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut startup = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
@@ -75,13 +86,18 @@ impl Server {
                 let _ = child.wait();
                 panic!("the server did not become ready");
             };
-            if let Some(rest) = line.split("carshare ready on http://").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            let ready = line
+                .split("carshare ready on http://")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
+            startup.push(line);
+            if let Some(addr) = ready {
                 return Server {
                     child,
                     addr,
                     data_dir: data_dir.to_path_buf(),
                     log: rx,
+                    startup,
                 };
             }
         }

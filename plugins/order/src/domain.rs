@@ -186,13 +186,24 @@ mod tests {
     }
 
     #[test]
+    fn an_httpie_order_with_every_field_a_string_is_accepted() {
+        let n = NewOrder::parse(&body(
+            json!({"productId": "1", "qty": "2", "customerId": "5", "status": "order"}),
+        ))
+        .unwrap();
+        assert_eq!((n.product_id, n.qty, n.customer_id), (1, 2, Some(5)));
+    }
+
+    #[test]
     fn invalid_orders_are_refused() {
         for b in [
             json!({"qty": 1}),
             json!({"productId": 1}),
             json!({"productId": 1, "qty": 0}),
             json!({"productId": 1, "qty": -3}),
-            json!({"productId": "1", "qty": 1}),
+            json!({"productId": "one", "qty": 1}),
+            json!({"productId": " 1", "qty": 1}),
+            json!({"productId": 1, "qty": "1.5"}),
             json!({"productId": 0, "qty": 1}),
             json!({"productId": 1, "qty": null}),
             json!({"productId": 1, "qty": 2.5}),

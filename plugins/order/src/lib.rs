@@ -119,17 +119,13 @@ fn update(id: u64, f: fn(&mut Order) -> bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Places an order: validate, check the stock replica (peeked: it is advisory, and a replica
-/// updated meanwhile must not make every concurrent order conflict), record it, publish `Ordered`, and take
-/// the payment through a synchronous call, all in this request's unit of work. If payment
-/// fails, the error aborts the unit, and neither the order nor its event nor the payment exists
-/// afterwards.
+/// Places an order: validate, check the stock (see [`check_stock`]), record it, publish
+/// `Ordered`, and take the payment through a synchronous call, all in this request's unit of
+/// work. If payment fails, the error aborts the unit, and neither the order nor its event nor
+/// the payment exists afterwards.
 fn place(req: &Request) -> Result<Response, Error> {
     let new = NewOrder::parse(&Body(req.json_object()?))?;
-    domain::check_stock(
-        &new,
-        state::peek::<ProductReplica>(&replica_key(new.product_id))?.as_ref(),
-    )?;
+    check_stock(&new, &req.base_url)?;
     let order = new.into_order(state::next_id("order"));
     ORDERS.save(&order)?;
     events::publish("Ordered", Some(order.id), &Ordered::from(&order))?;
@@ -153,6 +149,35 @@ fn place(req: &Request) -> Result<Response, Error> {
             "payment rejected the order's request: {}",
             e.message()
         ))),
+    }
+}
+
+/// Checks the stock against the replica first: it is peeked, because it is advisory and a
+/// replica updated meanwhile must not make every concurrent order conflict. The replica follows
+/// product's events, so it lags behind a product registered or restocked a moment ago; when it
+/// misses or looks short, product itself (the authority) is asked in this unit before the
+/// order is refused, so a product a client has just registered is orderable at once. If product
+/// cannot be asked, the replica's answer stands, and without one the client is told to retry.
+fn check_stock(new: &NewOrder, base_url: &str) -> Result<(), Error> {
+    let replica = state::peek::<ProductReplica>(&replica_key(new.product_id))?;
+    if domain::check_stock(new, replica.as_ref()).is_ok() {
+        return Ok(());
+    }
+    let ask = Request::new("GET", &format!("/products/{}", new.product_id), base_url);
+    match call("product", ask) {
+        Ok(r) if r.status == 200 => domain::check_stock(new, Some(&r.parse::<ProductReplica>()?)),
+        Ok(r) => Err(Error::Internal(format!(
+            "product answered {} to a read of product {}",
+            r.status, new.product_id
+        ))),
+        Err(Error::NotFound(_)) => domain::check_stock(new, None),
+        Err(Error::Unavailable(m) | Error::Internal(m)) if replica.is_none() => {
+            Err(Error::Unavailable(format!(
+                "product {} cannot be checked now, try again later: {m}",
+                new.product_id
+            )))
+        }
+        Err(_) => domain::check_stock(new, replica.as_ref()),
     }
 }
 
