@@ -94,6 +94,15 @@ struct Inner {
     probes_ok: usize,
     in_flight: usize,
     rejected: u64,
+    /// Bumped by [`Breaker::reset`]: outcomes of calls started before it no longer count.
+    generation: u64,
+}
+
+/// A call the breaker let through; hand it back to [`Breaker::finish`] with the outcome.
+#[derive(Debug)]
+#[must_use = "a started call must be finished, or it holds its bulkhead place for ever"]
+pub struct Ticket {
+    generation: u64,
 }
 
 /// One breaker with its bulkhead.
@@ -117,6 +126,7 @@ impl Breaker {
                 probes_ok: 0,
                 in_flight: 0,
                 rejected: 0,
+                generation: 0,
             }),
         }
     }
@@ -127,7 +137,7 @@ impl Breaker {
 
     /// Asks to start a call at `now`. On `Ok`, the caller must report the outcome with
     /// [`Breaker::finish`].
-    pub fn try_start(&self, now: Instant) -> Result<(), Rejected> {
+    pub fn try_start(&self, now: Instant) -> Result<Ticket, Rejected> {
         let mut s = self.lock();
         if s.state == BreakerState::Open {
             let opened = s.opened_at.unwrap_or(now);
@@ -155,13 +165,32 @@ impl Breaker {
             return Err(Rejected::Full);
         }
         s.in_flight += 1;
-        Ok(())
+        Ok(Ticket {
+            generation: s.generation,
+        })
+    }
+
+    /// Starts afresh, closed with no outcomes recorded: the callee was replaced (swapped or
+    /// rolled back), and what its old version did says nothing about the new one. Calls in
+    /// flight keep their bulkhead places until they finish, but their outcomes are ignored.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.state = BreakerState::Closed;
+        s.outcomes.clear();
+        s.failures = 0;
+        s.opened_at = None;
+        s.probes_started = 0;
+        s.probes_ok = 0;
+        s.generation += 1;
     }
 
     /// Reports the outcome of a call started with [`Breaker::try_start`].
-    pub fn finish(&self, ok: bool, now: Instant) {
+    pub fn finish(&self, ticket: Ticket, ok: bool, now: Instant) {
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
+        if ticket.generation != s.generation {
+            return;
+        }
         match s.state {
             BreakerState::HalfOpen => {
                 if !ok {
@@ -239,8 +268,8 @@ mod tests {
     }
 
     fn call(b: &Breaker, ok: bool, t: Instant) -> Result<(), Rejected> {
-        b.try_start(t)?;
-        b.finish(ok, t);
+        let ticket = b.try_start(t)?;
+        b.finish(ticket, ok, t);
         Ok(())
     }
 
@@ -264,11 +293,11 @@ mod tests {
         ));
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(b.status(t1).state, BreakerState::HalfOpen);
-        b.try_start(t1).unwrap();
-        b.try_start(t1).unwrap();
-        assert_eq!(b.try_start(t1), Err(Rejected::Probing), "only two probes");
-        b.finish(true, t1);
-        b.finish(true, t1);
+        let p1 = b.try_start(t1).unwrap();
+        let p2 = b.try_start(t1).unwrap();
+        assert_eq!(b.try_start(t1).unwrap_err(), Rejected::Probing, "only two probes");
+        b.finish(p1, true, t1);
+        b.finish(p2, true, t1);
         assert_eq!(b.status(t1).state, BreakerState::Closed);
         assert!(b.status(t1).rejected >= 2);
     }
@@ -287,6 +316,32 @@ mod tests {
             b.try_start(t1 + Duration::from_secs(1)),
             Err(Rejected::Open(_))
         ));
+    }
+
+    #[test]
+    fn a_reset_closes_at_once_and_ignores_calls_of_before() {
+        let b = Breaker::new(config());
+        let t0 = Instant::now();
+        let slow = b.try_start(t0).unwrap();
+        for _ in 0..4 {
+            call(&b, false, t0).unwrap();
+        }
+        assert_eq!(b.status(t0).state, BreakerState::Open);
+        b.reset();
+        assert_eq!(b.status(t0).state, BreakerState::Closed);
+        assert_eq!(b.status(t0).in_flight, 1, "the call in flight keeps its place");
+        // The old version's last call fails after the reset: it does not count.
+        b.finish(slow, false, t0);
+        assert_eq!((b.status(t0).calls, b.status(t0).in_flight), (0, 0));
+        for _ in 0..3 {
+            call(&b, false, t0).unwrap();
+        }
+        call(&b, true, t0).unwrap();
+        assert_eq!(
+            b.status(t0).state,
+            BreakerState::Open,
+            "the new version's own failures still open it"
+        );
     }
 
     #[test]
@@ -309,12 +364,10 @@ mod tests {
     fn the_bulkhead_caps_calls_in_flight() {
         let b = Breaker::new(config());
         let t = Instant::now();
-        for _ in 0..3 {
-            b.try_start(t).unwrap();
-        }
-        assert_eq!(b.try_start(t), Err(Rejected::Full));
-        b.finish(true, t);
-        b.try_start(t).unwrap();
+        let mut started: Vec<Ticket> = (0..3).map(|_| b.try_start(t).unwrap()).collect();
+        assert_eq!(b.try_start(t).unwrap_err(), Rejected::Full);
+        b.finish(started.pop().unwrap(), true, t);
+        started.push(b.try_start(t).unwrap());
         assert_eq!(b.status(t).in_flight, 3);
     }
 }

@@ -30,7 +30,7 @@ mod time;
 mod unit;
 mod writer;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected};
+pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket};
 pub use dispatch::{
     DeadLetter, Dispatcher, EventHandler, Failing, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
 };

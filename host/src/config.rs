@@ -31,6 +31,8 @@ pub struct Config {
     pub max_body: usize,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections at most from one client address.
+    pub max_connections_per_client: usize,
     /// How failing events are retried before they are parked.
     pub retry: RetryPolicy,
     /// The circuit breaker and bulkhead in front of synchronous calls.
@@ -51,7 +53,8 @@ impl Default for Config {
             contexts: BTreeMap::new(),
             limits: Limits::default(),
             max_body: 1 << 20,
-            max_connections: 1024,
+            max_connections: crate::fds::default_max_connections(),
+            max_connections_per_client: 1024,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             context_limits: BTreeMap::new(),
@@ -75,6 +78,7 @@ struct FileConfig {
     max_instances: Option<usize>,
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     event_attempts: Option<u32>,
     event_backoff_ms: Option<u64>,
     breaker_window: Option<usize>,
@@ -113,7 +117,8 @@ OPTIONS (serve):
                              else ~/.cache/carshare, else DATA-DIR/cache]
     --config FILE            JSON config file (camelCase keys: listen, dataDir, cacheDir,
                              adminToken, contexts {name: path}, callDeadlineMs,
-                             memoryLimitMb, maxInstances, maxBodyBytes, maxConnections)
+                             memoryLimitMb, maxInstances, maxBodyBytes, maxConnections,
+                             maxConnectionsPerClient)
     --context NAME=FILE      run context NAME from FILE (a .wasm component) instead of the
                              built-in one; may be repeated
     --call-deadline-ms N     CPU time one call into a context may take [default: 1000]
@@ -127,6 +132,10 @@ OPTIONS (serve):
     --breaker-open-ms N      how long an open breaker refuses calls [default: 30000]
     --breaker-probes N       calls let through when half-open [default: 10]
         --breaker-max-concurrent N  synchronous calls in flight per context [default: 25]
+    --max-connections N      connections open at once; idle ones are closed early near
+                             the limit [default: what the open-file limit allows]
+    --max-connections-per-client N
+                             connections open at once from one address [default: 1024]
     --watch DIR              swap a context in when DIR/<context>.wasm changes
                              (per-context limits: contextLimits in the config file)
 
@@ -317,6 +326,9 @@ fn apply_file(c: &mut Config, f: FileConfig) {
     if let Some(v) = f.max_connections {
         c.max_connections = v.max(1);
     }
+    if let Some(v) = f.max_connections_per_client {
+        c.max_connections_per_client = v.max(1);
+    }
     if let Some(v) = f.event_attempts {
         c.retry.max_attempts = v.max(1);
     }
@@ -397,6 +409,8 @@ fn apply_flag(c: &mut Config, flag: &str, value: &str) -> Result<(), String> {
         "--breaker-open-ms" => c.breaker.open_for = Duration::from_millis(number(value)?),
         "--breaker-probes" => c.breaker.half_open_probes = number(value)? as usize,
         "--breaker-max-concurrent" => c.breaker.max_concurrent = number(value)? as usize,
+        "--max-connections" => c.max_connections = number(value)? as usize,
+        "--max-connections-per-client" => c.max_connections_per_client = number(value)? as usize,
         "--watch" => c.watch = Some(PathBuf::from(value)),
         _ => return Err(format!("unknown option {flag:?} (see --help)")),
     }

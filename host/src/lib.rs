@@ -19,6 +19,7 @@
 pub mod client;
 mod components;
 pub mod config;
+mod fds;
 mod http;
 pub mod log;
 pub mod routes;
@@ -35,7 +36,7 @@ pub mod artifacts {
 
 pub use config::Config;
 pub use http::error::ApiError;
-pub use http::{App, serve};
+pub use http::{App, ConnectionLimits, serve};
 pub use runtime::{ContextInfo, LoadContextError, RequestError, Runtime, RuntimeOptions, Served, Swapped};
 pub use start::{StartError, Started, start};
 pub use types::{CallError, DomainError, Request, Response};

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use carshare_core::{
     Breaker, BreakerConfig, BreakerStatus, CommitError, Dispatcher, Event, EventHandler, HandlerError, Log,
-    Rejected, RetryError, RetryPolicy, StorageError, SubscriberStatus, Unit,
+    Rejected, RetryError, RetryPolicy, StorageError, SubscriberStatus, Ticket, Unit,
 };
 use serde::Serialize;
 
@@ -34,6 +34,8 @@ pub struct RuntimeOptions {
     pub max_call_depth: u32,
     /// Requests executing wasm at once; more wait their turn.
     pub max_concurrent_requests: usize,
+    /// Requests of one context executing wasm at once (its share of the executors).
+    pub max_concurrent_per_context: usize,
     /// How often a request that lost a race with a concurrent commit is run again.
     pub conflict_retries: u32,
     /// The circuit breaker and bulkhead in front of every context called synchronously.
@@ -51,6 +53,7 @@ impl Default for RuntimeOptions {
             retry: RetryPolicy::default(),
             max_call_depth: 8,
             max_concurrent_requests: 16,
+            max_concurrent_per_context: 4,
             conflict_retries: 16,
             breaker: BreakerConfig::default(),
             context_limits: BTreeMap::new(),
@@ -220,6 +223,8 @@ struct Inner {
     executors: tokio::sync::Semaphore,
     /// One breaker per called context, made on first use. A std mutex: held for a map look-up.
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Each context's share of `executors`, made on first use.
+    shares: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     components: Option<ComponentStore>,
     /// One swap at a time: a swap reads the current version and replaces it.
     swapping: Mutex<()>,
@@ -248,6 +253,7 @@ impl Runtime {
                 slots: RwLock::new(BTreeMap::new()),
                 routes: RwLock::new(RouteTable::default()),
                 breakers: Mutex::new(HashMap::new()),
+                shares: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -354,6 +360,9 @@ impl Runtime {
             .map_err(LoadContextError::Route)?;
         *slot.plugin.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         *slot.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.bytes().clone());
+        // A breaker opened by the old version must not keep refusing calls to the new one
+        // (after a rollback from a faulting version, above all).
+        self.breaker(name).reset();
         let swapped = Swapped {
             name: name.to_string(),
             version: new.manifest().version.clone(),
@@ -436,13 +445,28 @@ impl Runtime {
             .lookup(&request.path)
             .map(str::to_string)
             .ok_or_else(|| RequestError::NoRoute(request.path.clone()))?;
+        // A context's requests wait for its own share of the executors first: a context that
+        // is slow or spinning queues its own requests, never the other contexts'.
+        let share = self.share(&name);
+        let breaker = self.breaker(&name);
         for _ in 0..=self.inner.options.conflict_retries {
+            let _share = share.acquire().await.map_err(|_| RequestError::ShuttingDown)?;
             let permit = self
                 .inner
                 .executors
                 .acquire()
                 .await
                 .map_err(|_| RequestError::ShuttingDown)?;
+            // The breaker in front of the context counts its faults (deadline hits, traps):
+            // a context that keeps faulting is answered at once instead of burning CPU.
+            let ticket = breaker
+                .try_start(Instant::now())
+                .map_err(|r| RequestError::Call(refused(&name, r)))?;
+            let mut outcome = Outcome {
+                breaker: &breaker,
+                ticket: Some(ticket),
+                ok: false,
+            };
             let rt = self.clone();
             let (req, ctx) = (request.clone(), name.clone());
             let ran = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
@@ -455,11 +479,14 @@ impl Runtime {
             .map_err(|_| {
                 RequestError::Call(CallError::Fault {
                     context: name.clone(),
-                    message: "panicked".into(),
+                    message: "the host panicked while it ran".into(),
+                    detail: String::new(),
                 })
             })?;
             drop(permit);
             let (unit, result, version) = ran?;
+            outcome.ok = !matches!(result, Err(CallError::Fault { .. }));
+            drop(outcome);
             let response = result.map_err(RequestError::Call)?;
             match self.inner.log.commit(unit).await {
                 Ok(_) => {
@@ -488,23 +515,14 @@ impl Runtime {
         depth: u32,
     ) -> (Unit, Result<Response, CallError>) {
         let breaker = self.breaker(name);
-        if let Err(r) = breaker.try_start(Instant::now()) {
-            let reason = match r {
-                Rejected::Open(left) => format!("its circuit is open for {} ms more", left.as_millis()),
-                Rejected::Probing => "its circuit is half-open and every probe call is taken".to_string(),
-                Rejected::Full => "its bulkhead is full".to_string(),
-            };
-            return (
-                unit,
-                Err(CallError::CircuitOpen {
-                    context: name.to_string(),
-                    reason,
-                }),
-            );
-        }
+        let ticket = match breaker.try_start(Instant::now()) {
+            Ok(ticket) => ticket,
+            Err(r) => return (unit, Err(refused(name, r))),
+        };
         // Reported however the call ends; a panic unwinding through here counts as a failure.
         let mut outcome = Outcome {
             breaker: &breaker,
+            ticket: Some(ticket),
             ok: false,
         };
         let (unit, result) = match self.resolve(name, depth) {
@@ -514,6 +532,18 @@ impl Runtime {
         outcome.ok = !counts_as_failure(&result);
         drop(outcome);
         (unit, result)
+    }
+
+    /// `name`'s share of the executors, made on first use; it outlives swaps.
+    fn share(&self, name: &str) -> Arc<tokio::sync::Semaphore> {
+        let per_context = self.inner.options.max_concurrent_per_context.max(1);
+        self.inner
+            .shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_context)))
+            .clone()
     }
 
     fn breaker(&self, name: &str) -> Arc<Breaker> {
@@ -679,6 +709,15 @@ impl Runtime {
     pub async fn shutdown(&self) {
         self.begin_shutdown();
         self.inner.executors.close();
+        for share in self
+            .inner
+            .shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            share.close();
+        }
         self.inner.dispatcher.shutdown().await;
         self.inner.log.close();
     }
@@ -687,12 +726,28 @@ impl Runtime {
 /// A started call's report to its breaker, made when dropped.
 struct Outcome<'a> {
     breaker: &'a Breaker,
+    ticket: Option<Ticket>,
     ok: bool,
 }
 
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
-        self.breaker.finish(self.ok, Instant::now());
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.finish(ticket, self.ok, Instant::now());
+        }
+    }
+}
+
+/// What a caller is told when `name`'s breaker refuses a call or request.
+fn refused(name: &str, r: Rejected) -> CallError {
+    let reason = match r {
+        Rejected::Open(left) => format!("its circuit is open for {} ms more", left.as_millis()),
+        Rejected::Probing => "its circuit is half-open and every probe call is taken".to_string(),
+        Rejected::Full => "its bulkhead is full".to_string(),
+    };
+    CallError::CircuitOpen {
+        context: name.to_string(),
+        reason,
     }
 }
 
@@ -748,7 +803,8 @@ impl EventHandler for Pinned {
             | CallError::Busy(_)
             | CallError::NoSuchContext(_)
             | CallError::CircuitOpen { .. } => HandlerError::transient(e),
-            e => HandlerError::new(e),
+            // Dead letters are the operator's: they keep the engine's detail.
+            e => HandlerError::new(e.detailed()),
         });
         (unit, r)
     }

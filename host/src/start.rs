@@ -11,7 +11,7 @@ use carshare_core::Log;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::http::{App, serve};
+use crate::http::{App, ConnectionLimits, serve};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::wasm::WasmEngine;
 
@@ -113,6 +113,17 @@ impl Started {
             listener,
             config,
         } = self;
+        // Every connection is a descriptor: take what the system allows, and hold no more
+        // connections than that leaves room for.
+        let mut max_connections = config.max_connections;
+        if let Some(files) = crate::fds::raise_nofile_limit()
+            && crate::fds::connections_for(files) < max_connections
+        {
+            max_connections = crate::fds::connections_for(files);
+            crate::log::warn(&format!(
+                "holding at most {max_connections} connections: the open-file limit is {files}"
+            ));
+        }
         let app = Arc::new(App {
             runtime: runtime.clone(),
             admin_token: config.admin_token.clone(),
@@ -136,7 +147,10 @@ impl Started {
         serve(
             listener,
             app,
-            config.max_connections,
+            ConnectionLimits {
+                max_total: max_connections,
+                max_per_client: config.max_connections_per_client,
+            },
             Duration::from_secs(10),
             shutdown,
         )

@@ -88,8 +88,11 @@ pub enum CallError {
     Fault {
         /// The context.
         context: String,
-        /// What happened.
+        /// What happened, in words fit for a client (`exceeded its CPU deadline of 1s`).
         message: String,
+        /// What the engine said (trap text, a wasm backtrace): for the server log and the
+        /// operator's dead letters, never for a client.
+        detail: String,
     },
     /// Synchronous calls nested deeper than the host allows (a call cycle).
     TooDeep(String),
@@ -102,6 +105,17 @@ pub enum CallError {
     },
 }
 
+impl CallError {
+    /// The error with a fault's engine detail: for logs and dead letters, never for clients
+    /// (whose text is the [`Display`](fmt::Display) one).
+    pub fn detailed(&self) -> String {
+        match self {
+            CallError::Fault { detail, .. } if !detail.is_empty() => format!("{self}: {detail}"),
+            e => e.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -109,7 +123,7 @@ impl fmt::Display for CallError {
             CallError::NoSuchContext(c) => write!(f, "no context named {c}"),
             CallError::Stopped(c) => write!(f, "the {c} context is stopped"),
             CallError::Busy(c) => write!(f, "the {c} context has no free instance"),
-            CallError::Fault { context, message } => {
+            CallError::Fault { context, message, .. } => {
                 write!(f, "the {context} context failed: {message}")
             }
             CallError::TooDeep(c) => write!(f, "synchronous calls nested too deep at {c}"),

@@ -46,17 +46,9 @@ fn view(s: &Server, order: u64) -> Value {
 
 /// Everything a client can read, to compare before and after.
 fn everything(s: &Server) -> BTreeMap<&'static str, Vec<Value>> {
-    [
-        "orders",
-        "payments",
-        "paymentCancellations",
-        "deliveries",
-        "cancellations",
-        "products",
-        "customerpages",
-    ]
-    .into_iter()
-    .map(|c| (c, embedded(s, c)))
+    common::COLLECTIONS
+        .iter()
+        .map(|c| (*c, embedded(s, c)))
     .collect()
 }
 

@@ -128,16 +128,8 @@ fn the_root_links_every_collection_as_spring_data_rest_does() {
     assert_eq!(r.header("content-type"), Some("application/hal+json"));
     let links = r.json()["_links"].as_object().unwrap().clone();
     let base = format!("http://{}", s.addr);
-    for collection in [
-        "orders",
-        "payments",
-        "paymentCancellations",
-        "deliveries",
-        "cancellations",
-        "products",
-        "customerpages",
-    ] {
-        let link = &links[collection];
+    for collection in common::COLLECTIONS {
+        let link = &links[*collection];
         assert_eq!(
             link["href"],
             format!("{base}/{collection}{{?page,size,sort}}"),

@@ -372,3 +372,47 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
     );
     assert_eq!(s.get("/deliveries").status, 200);
 }
+
+#[test]
+fn a_rollback_from_a_faulting_version_starts_its_breaker_afresh() {
+    let dir = temp_dir();
+    // A breaker that, once open, would refuse for a minute: only a reset lets orders through.
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--breaker-window",
+            "10",
+            "--breaker-min-calls",
+            "4",
+            "--breaker-open-ms",
+            "60000",
+        ],
+    );
+    let product = s.register_product("test1", 100);
+    let body = format!(r#"{{"productId":{product},"qty":1}}"#);
+    let trapping = std::fs::read(artifacts::PAYMENT_TRAPPING).unwrap();
+    assert_eq!(swap(&s, "payment", &trapping).status, 200);
+    for _ in 0..4 {
+        let r = s.post("/orders", &body);
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
+    assert_eq!(s.context("payment")["breaker"]["state"], "open");
+    let r = s.admin("POST", "/admin/contexts/payment/rollback");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rolled_back = std::time::Instant::now();
+    assert_eq!(s.context("payment")["breaker"]["state"], "closed");
+    let r = s.post("/orders", &body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    eprintln!(
+        "rollback to the first successful order: {:.1} ms",
+        rolled_back.elapsed().as_secs_f64() * 1000.0
+    );
+    // A swap does the same: a version swapped in is not judged by its predecessor's faults.
+    assert_eq!(swap(&s, "payment", &trapping).status, 200);
+    for _ in 0..4 {
+        assert_eq!(s.post("/orders", &body).status, 503);
+    }
+    assert_eq!(s.context("payment")["breaker"]["state"], "open");
+    assert_eq!(swap(&s, "payment", &v2("payment")).status, 200);
+    assert_eq!(s.post("/orders", &body).status, 201);
+}

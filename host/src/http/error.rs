@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use crate::runtime::RequestError;
 use crate::types::{CallError, DomainError};
@@ -22,6 +22,9 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// The methods the resource allows, for a 405's `Allow` header.
     pub allow: Option<String>,
+    /// Whether the connection closes after this reply (the request's body was not read, so
+    /// the connection cannot carry another request): the client is told so.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -33,7 +36,14 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             allow: None,
+            close: false,
         }
+    }
+
+    /// This error, sent on a connection that closes after it.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// 405: `method` is not one of `allowed` (comma-separated) on `path`.
@@ -65,6 +75,10 @@ impl ApiError {
         }
         if let Some(v) = self.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
             resp.headers_mut().insert(ALLOW, v);
+        }
+        if self.close {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == 401 {
             resp.headers_mut()
@@ -116,7 +130,8 @@ impl From<CallError> for ApiError {
             )
             .retry(1),
             e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
-                crate::log::error(&e.to_string());
+                // Trap text and wasm backtraces are for the log; the client gets the words.
+                crate::log::error(&e.detailed());
                 ApiError::new(500, "context_fault", e.to_string())
             }
         }

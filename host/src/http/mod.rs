@@ -3,8 +3,10 @@
 //! the health probes). Errors become HTTP here and nowhere else (`error`).
 
 mod admin;
+mod conns;
 pub mod error;
 mod server;
 mod system;
 
+pub use conns::ConnectionLimits;
 pub use server::{App, serve};

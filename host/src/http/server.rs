@@ -1,7 +1,8 @@
 //! The hyper server and the gateway service.
 //!
-//! One task per connection (`http1::Builder::serve_connection`), at most `max_connections` at
-//! once, graceful shutdown that lets in-flight requests finish. [`App`] is the service itself,
+//! One task per connection (`http1::Builder::serve_connection`), admitted by `conns` (a cap in
+//! all, a cap per client address, idle connections reaped near the limit), graceful shutdown
+//! that lets in-flight requests finish. [`App`] is the service itself,
 //! usable without a socket.
 
 use std::net::SocketAddr;
@@ -11,13 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use super::conns::{ConnectionLimits, Conns};
 use super::error::ApiError;
 use crate::runtime::Runtime;
 use crate::types::Request;
@@ -58,14 +59,13 @@ impl App {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or("").to_string();
-        if super::system::serves(&path) {
-            let base = base_url(parts.headers.get(HOST), local);
-            return super::system::handle(self, &parts.method, &path, &base);
-        }
+        // An error answered before the body is read leaves it on the connection, which then
+        // cannot carry another request: hyper closes it, and the client is told.
+        let unread = |e: ApiError| if may_have_body(&parts) { e.closing() } else { e };
         let admin = path == "/admin" || path.starts_with("/admin/");
         // Before reading a body: an unauthorized client must not make us buffer anything big.
         if admin {
-            super::admin::authorize(self, &parts)?;
+            super::admin::authorize(self, &parts).map_err(unread)?;
         }
         // A component uploaded to swap a context may be far larger than any business request.
         let limit = if admin && parts.method == hyper::Method::PUT && path.starts_with("/admin/contexts/") {
@@ -78,29 +78,27 @@ impl App {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large(limit));
+            return Err(too_large(limit).closing());
         }
         let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
         let Ok(read) = read else {
-            return Err(ApiError::new(
-                408,
-                "request_timeout",
-                "the body did not arrive in time",
-            ));
+            return Err(ApiError::new(408, "request_timeout", "the body did not arrive in time").closing());
         };
         let body = match read {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(too_large(limit));
+                return Err(too_large(limit).closing());
             }
             Err(e) => {
-                return Err(ApiError::new(
-                    400,
-                    "bad_request",
-                    format!("could not read the body: {e}"),
-                ));
+                return Err(
+                    ApiError::new(400, "bad_request", format!("could not read the body: {e}")).closing(),
+                );
             }
         };
+        if super::system::serves(&path) {
+            let base = base_url(parts.headers.get(HOST), local);
+            return super::system::handle(self, &parts.method, &path, &base);
+        }
         if admin {
             return super::admin::handle(self, &parts, &path, &query, &body).await;
         }
@@ -157,6 +155,15 @@ impl App {
     }
 }
 
+/// Whether a request may carry a body: one declared with a length above zero, or chunked.
+fn may_have_body(parts: &hyper::http::request::Parts) -> bool {
+    let length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || parts.headers.contains_key(TRANSFER_ENCODING)
+}
+
 fn too_large(max: usize) -> ApiError {
     ApiError::new(
         413,
@@ -180,28 +187,22 @@ fn base_url(host: Option<&HeaderValue>, local: SocketAddr) -> String {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (up to `grace`), and returns.
+/// requests finish (up to `grace`), and returns. Connections are admitted by [`Conns`]: a
+/// client over its share, or a server full of busy connections, gets its connection closed at
+/// once rather than left waiting in the backlog.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    max_connections: usize,
+    limits: ConnectionLimits,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let conns = Conns::new(limits);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = &mut shutdown => break,
-        };
-        let (stream, local) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let local = stream.local_addr().unwrap_or_else(|_| listener.local_addr().expect("bound"));
-                    (stream, local)
-                }
+                Ok(a) => a,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     crate::log::warn(&format!("accept failed: {e}"));
@@ -211,24 +212,51 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let admitted = match conns.admit(peer.ip()) {
+            Ok(a) => a,
+            // Closed at once: the client learns now, instead of waiting in a backlog.
+            Err(_refused) => continue,
+        };
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| listener.local_addr().expect("bound"));
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let admitted = Arc::new(admitted);
+        let on_conn = admitted.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.serve(req, local).await) }
+            let busy = on_conn.request();
+            async move {
+                let resp = app.serve(req, local).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
-        let conn = http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    // Reaped while idle, or the server is shutting down: finish what is being
+                    // served, then close.
+                    _ = admitted.conn().close_requested(), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+            drop(admitted);
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    conns.close_all();
+    if !conns.drained(grace).await {
         crate::log::warn("some connections were still busy after the grace period");
     }
 }

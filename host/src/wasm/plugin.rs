@@ -292,13 +292,14 @@ impl Plugin {
                     Some(Trap::Interrupt) => {
                         format!("exceeded its CPU deadline of {:?}", self.limits.call_deadline)
                     }
-                    _ => format!("{e:#}"),
+                    _ => "it trapped (the server log has the details)".to_string(),
                 };
                 (
                     scope.unit,
                     Err(CallError::Fault {
                         context: self.name.to_string(),
                         message,
+                        detail: format!("{e:#}"),
                     }),
                 )
             }
@@ -315,7 +316,8 @@ impl Plugin {
         }
         self.instantiate(slot).map_err(|e| CallError::Fault {
             context: self.name.to_string(),
-            message: format!("cannot instantiate: {e:#}"),
+            message: "it could not be instantiated (the server log has the details)".into(),
+            detail: format!("{e:#}"),
         })
     }
 
@@ -402,7 +404,12 @@ pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
         | CallError::Stopped(_)
         | CallError::Busy(_)
         | CallError::CircuitOpen { .. }) => wit::ContextError::Unavailable(e.to_string()),
-        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => wit::ContextError::Internal(e.to_string()),
+        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
+            // The caller may pass the text on to its client: it gets the words, the log the
+            // engine's detail.
+            crate::log::error(&format!("a synchronous call failed: {}", e.detailed()));
+            wit::ContextError::Internal(e.to_string())
+        }
     }
 }
 

@@ -13,6 +13,17 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "test-token";
 
+/// Every collection the built-in contexts serve.
+pub const COLLECTIONS: &[&str] = &[
+    "orders",
+    "payments",
+    "paymentCancellations",
+    "deliveries",
+    "cancellations",
+    "products",
+    "customerpages",
+];
+
 /// A running server process.
 pub struct Server {
     child: Child,
@@ -101,6 +112,21 @@ impl Server {
                 };
             }
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
     }
 
     /// Kills the process with SIGKILL: no shutdown code runs.
@@ -218,7 +244,7 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     parse(&raw)
 }
 
-fn parse(raw: &[u8]) -> Resp {
+pub fn parse(raw: &[u8]) -> Resp {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
