@@ -3,22 +3,15 @@
 use std::fmt;
 
 /// The storage engine failed (I/O, corruption, a closed database).
-#[derive(Debug)]
-pub struct StorageError(pub(crate) String);
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage error: {0}")]
+pub struct StorageError(String);
 
 impl StorageError {
     pub(crate) fn new(e: impl fmt::Display) -> Self {
         StorageError(e.to_string())
     }
 }
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage error: {}", self.0)
-    }
-}
-
-impl std::error::Error for StorageError {}
 
 macro_rules! storage_from {
     ($($t:ty),*) => {$(
@@ -38,59 +31,29 @@ storage_from!(
 );
 
 /// Why a unit of work did not commit.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommitError {
     /// Something the unit read was changed by a unit that committed first. Nothing of this unit
     /// was written; running it again on fresh state is safe.
+    #[error("the unit conflicted with a concurrent commit")]
     Conflict,
     /// The log's writer has shut down; nothing of this unit was written.
+    #[error("the log is closed")]
     Closed,
     /// The storage engine failed; nothing of this unit was written.
+    #[error(transparent)]
     Storage(StorageError),
 }
 
-impl fmt::Display for CommitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CommitError::Conflict => f.write_str("the unit conflicted with a concurrent commit"),
-            CommitError::Closed => f.write_str("the log is closed"),
-            CommitError::Storage(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for CommitError {}
-
 /// Any error of the core.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// See [`StorageError`].
-    Storage(StorageError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// See [`CommitError`].
-    Commit(CommitError),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Storage(e) => e.fmt(f),
-            Error::Commit(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<StorageError> for Error {
-    fn from(e: StorageError) -> Self {
-        Error::Storage(e)
-    }
-}
-
-impl From<CommitError> for Error {
-    fn from(e: CommitError) -> Self {
-        Error::Commit(e)
-    }
+    #[error(transparent)]
+    Commit(#[from] CommitError),
 }

@@ -20,24 +20,33 @@
 //! `docs/design.md` at the repository root states the rules these steps keep.
 #![deny(missing_docs)]
 
+//!
+//! Modules, in the order of that flow: `unit` (with `changes`, the change set it hands on, and
+//! `ids`, the id sequences), `writer`, `log`, `store` (the tables and [`Snapshot`]), `dead`
+//! (dead letters beside their table), `dispatch`, `breaker`.
+
 mod breaker;
+mod changes;
+mod dead;
 mod dispatch;
 mod error;
 mod event;
+mod ids;
 mod log;
 mod store;
 mod time;
 mod unit;
 mod writer;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket};
-pub use dispatch::{
-    DeadLetter, Dispatcher, EventHandler, Failing, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
+pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket};
+pub use crate::dead::DeadLetter;
+pub use crate::dispatch::{
+    Dispatcher, EventHandler, Failing, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
 };
-pub use error::{CommitError, Error, StorageError};
-pub use event::{Event, NewEvent};
-pub use log::Log;
-pub use store::Snapshot;
-pub use time::{now_millis, rfc3339_utc};
-pub use unit::{Savepoint, Unit};
-pub use writer::Committed;
+pub use crate::error::{CommitError, Error, StorageError};
+pub use crate::event::{Event, NewEvent};
+pub use crate::log::Log;
+pub use crate::store::Snapshot;
+pub use crate::time::{now_millis, rfc3339_utc};
+pub use crate::unit::{Savepoint, Unit};
+pub use crate::writer::Committed;

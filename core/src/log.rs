@@ -1,41 +1,20 @@
 //! [`Log`]: the handle an embedder holds. It opens the database, starts the commit writer, and
 //! hands out units of work and snapshots.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use redb::Database;
+use redb::{Database, StorageBackend};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
+use crate::ids::IdSequences;
 use crate::store::{self, Snapshot};
 use crate::unit::Unit;
 use crate::writer::{Committed, Pending, Writer};
-
-/// State every unit of one log shares.
-pub(crate) struct Shared {
-    db: Arc<Database>,
-    /// Id sequences as handed out in this process; loaded from the database on first use.
-    /// A std mutex: it is held for a map look-up, never across an await.
-    ids: Mutex<HashMap<(String, String), u64>>,
-}
-
-impl Shared {
-    pub(crate) fn next_id(&self, context: &str, name: &str) -> Result<u64, StorageError> {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (context.to_string(), name.to_string());
-        let current = match ids.get(&key) {
-            Some(v) => *v,
-            None => Snapshot::new(&self.db)?.counter(context, name)?,
-        };
-        ids.insert(key, current + 1);
-        Ok(current + 1)
-    }
-}
 
 /// The durable log of events and the context state they commit with. Cheap to clone; the
 /// database closes when [`Log::close`] is called or the last clone is dropped.
@@ -45,20 +24,34 @@ pub struct Log {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    db: Arc<Database>,
+    ids: Arc<IdSequences>,
     tx: RwLock<Option<Sender<Pending>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<u64>,
+    failure: Arc<Mutex<Option<StorageError>>>,
 }
 
 impl Log {
     /// Opens the log in `path` (a redb file, created if missing).
     pub fn open(path: impl AsRef<Path>) -> Result<Log, StorageError> {
-        let (db, log_id, last_seq) = store::open(path.as_ref())?;
+        Log::start(Database::create(path.as_ref())?)
+    }
+
+    /// Opens the log on `backend`: redb's in-memory backend for a log that lives as long as
+    /// the process, or any other storage (tests inject faults this way).
+    pub fn open_backend(backend: impl StorageBackend) -> Result<Log, StorageError> {
+        Log::start(Database::builder().create_with_backend(backend)?)
+    }
+
+    fn start(db: Database) -> Result<Log, StorageError> {
+        let store::Opened { log_id, last_seq } = store::open(&db)?;
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(last_seq);
         let (tx, rx) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
+            failure: failure.clone(),
             db: db.clone(),
             log_id,
             next_seq: last_seq + 1,
@@ -71,25 +64,24 @@ impl Log {
             .map_err(StorageError::new)?;
         Ok(Log {
             inner: Arc::new(Inner {
-                shared: Arc::new(Shared {
-                    db,
-                    ids: Mutex::new(HashMap::new()),
-                }),
+                ids: Arc::new(IdSequences::new(db.clone())),
+                db,
                 tx: RwLock::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 head,
+                failure,
             }),
         })
     }
 
     /// Starts a unit of work on the newest committed state.
     pub fn begin(&self) -> Result<Unit, StorageError> {
-        Ok(Unit::new(self.snapshot()?, self.inner.shared.clone()))
+        Ok(Unit::new(self.snapshot()?, self.inner.ids.clone()))
     }
 
     /// A read-only view of the newest committed state.
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Snapshot::new(&self.inner.shared.db)
+        Snapshot::new(&self.inner.db)
     }
 
     /// Commits `unit` durably: when this returns `Ok`, its writes and events are on disk. Units
@@ -120,13 +112,7 @@ impl Log {
         }
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
-            reads: unit.reads.into_iter().collect(),
-            scans: unit.scans,
-            writes: unit.writes.into_iter().collect(),
-            events: unit.events,
-            cursors: unit.cursors,
-            dead: unit.dead,
-            ids: unit.ids.into_iter().collect(),
+            changes: unit.into_changes(),
             reply,
         };
         let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
@@ -165,6 +151,17 @@ impl Log {
             .as_ref()
             .is_some_and(|h| !h.is_finished());
         taking && writing
+    }
+
+    /// Why the last commit batch failed in storage, while no later batch has committed. redb
+    /// refuses every write after an I/O error until the database is opened again, so once set
+    /// this usually stays: readiness probes report it.
+    pub fn storage_failure(&self) -> Option<StorageError> {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stops taking commits, lets the writer finish what it has, and waits for it. Units

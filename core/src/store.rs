@@ -1,15 +1,18 @@
 //! The on-disk layout: one redb file, its tables, and read-only snapshots of it.
 //!
 //! Every table is written only by the commit writer (`writer.rs`); everything else reads
-//! through a [`Snapshot`], redb's MVCC read transaction, which sees one committed state.
+//! through a [`Snapshot`], redb's MVCC read transaction, which sees one committed state. The
+//! tables of id sequences (`ids.rs`) and dead letters (`dead.rs`) live beside the code that
+//! owns them.
 
 use std::ops::Bound;
-use std::path::Path;
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::dead::{self, DEAD, DeadLetter};
 use crate::error::StorageError;
 use crate::event::Event;
+use crate::ids::COUNTERS;
 
 /// Each context's key-value state: (context, key) → value.
 pub(crate) const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
@@ -17,18 +20,19 @@ pub(crate) const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Subscriber cursors: subscriber → sequence number of the last event it is done with.
 pub(crate) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// Id sequences: (context, sequence) → highest id handed out by a committed unit.
-pub(crate) const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
-/// Parked events: (subscriber, seq) → dead letter (JSON).
-pub(crate) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 /// Facts about the log itself: its random id.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Opens (or creates) the database file and makes sure every table exists. Returns the
-/// database, the log's id (random, made once when the file is created) and the last sequence
-/// number in the log.
-pub(crate) fn open(path: &Path) -> Result<(Database, u64, u64), StorageError> {
-    let db = Database::create(path)?;
+/// What [`open`] finds in a database.
+pub(crate) struct Opened {
+    /// The log's id: random, made once when the database is created.
+    pub log_id: u64,
+    /// The last sequence number in the log (0 for an empty one).
+    pub last_seq: u64,
+}
+
+/// Makes sure every table of `db` exists, and reads the log's id and last sequence number.
+pub(crate) fn open(db: &Database) -> Result<Opened, StorageError> {
     let txn = db.begin_write()?;
     let log_id;
     {
@@ -49,12 +53,8 @@ pub(crate) fn open(path: &Path) -> Result<(Database, u64, u64), StorageError> {
         };
     }
     txn.commit()?;
-    let last_seq = {
-        let read = db.begin_read()?;
-        let events = read.open_table(EVENTS)?;
-        events.last()?.map(|(k, _)| k.value()).unwrap_or(0)
-    };
-    Ok((db, log_id, last_seq))
+    let last_seq = Snapshot::new(db)?.last_seq()?;
+    Ok(Opened { log_id, last_seq })
 }
 
 /// A random 64-bit number from the OS's hash seed and the clock: the log id needs to differ
@@ -131,31 +131,13 @@ impl Snapshot {
     }
 
     /// Every parked event of `subscriber` (or of all subscribers), oldest first.
-    pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<crate::DeadLetter>, StorageError> {
-        let t = self.txn.open_table(DEAD)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let (sub, _) = k.value();
-            if subscriber.is_none_or(|s| s == sub) {
-                out.push(serde_json::from_slice(v.value())?);
-            }
-        }
-        Ok(out)
+    pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, StorageError> {
+        dead::all(&self.txn, subscriber)
     }
 
     /// The dead letter of `subscriber` for event `seq`, if parked.
-    pub fn dead_letter(&self, subscriber: &str, seq: u64) -> Result<Option<crate::DeadLetter>, StorageError> {
-        let t = self.txn.open_table(DEAD)?;
-        t.get((subscriber, seq))?
-            .map(|v| serde_json::from_slice(v.value()).map_err(StorageError::from))
-            .transpose()
-    }
-
-    /// The highest id of `sequence` in `context` that a committed unit handed out.
-    pub(crate) fn counter(&self, context: &str, sequence: &str) -> Result<u64, StorageError> {
-        let t = self.txn.open_table(COUNTERS)?;
-        Ok(t.get((context, sequence))?.map(|v| v.value()).unwrap_or(0))
+    pub fn dead_letter(&self, subscriber: &str, seq: u64) -> Result<Option<DeadLetter>, StorageError> {
+        dead::one(&self.txn, subscriber, seq)
     }
 }
 

@@ -11,35 +11,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::changes::{ChangeSet, CursorMove, DeadWrite, ScanRead, SequenceKey, StateKey};
+use crate::dead::DeadLetter;
 use crate::error::StorageError;
 use crate::event::{Event, NewEvent};
-use crate::log::Shared;
+use crate::ids::IdSequences;
 use crate::store::Snapshot;
-
-pub(crate) type StateKey = (String, String);
-
-/// A prefix scan the unit based decisions on, checked again at commit.
-#[derive(Debug)]
-pub(crate) struct ScanRead {
-    pub context: String,
-    pub prefix: String,
-    pub rows: Vec<(String, Vec<u8>)>,
-}
-
-/// A subscriber's cursor move, valid only if the cursor is still where the unit found it.
-#[derive(Debug)]
-pub(crate) struct CursorMove {
-    pub subscriber: String,
-    pub expected: u64,
-    pub to: u64,
-}
-
-/// A parked event, to be stored with the unit.
-#[derive(Debug)]
-pub(crate) enum DeadWrite {
-    Park(Box<crate::DeadLetter>),
-    Remove { subscriber: String, seq: u64 },
-}
 
 /// A point to roll a unit back to.
 #[derive(Debug, Clone, Copy)]
@@ -52,22 +29,22 @@ pub struct Savepoint {
 /// with [`crate::Log::commit`]; dropping it aborts it.
 pub struct Unit {
     snapshot: Snapshot,
-    shared: Arc<Shared>,
-    pub(crate) reads: HashMap<StateKey, Option<Vec<u8>>>,
-    pub(crate) scans: Vec<ScanRead>,
-    pub(crate) writes: HashMap<StateKey, Option<Vec<u8>>>,
+    ids_source: Arc<IdSequences>,
+    reads: HashMap<StateKey, Option<Vec<u8>>>,
+    scans: Vec<ScanRead>,
+    writes: HashMap<StateKey, Option<Vec<u8>>>,
     undo: Vec<(StateKey, Option<Option<Vec<u8>>>)>,
-    pub(crate) events: Vec<NewEvent>,
-    pub(crate) cursors: Vec<CursorMove>,
-    pub(crate) dead: Vec<DeadWrite>,
-    pub(crate) ids: HashMap<(String, String), u64>,
+    events: Vec<NewEvent>,
+    cursors: Vec<CursorMove>,
+    dead: Vec<DeadWrite>,
+    ids: HashMap<SequenceKey, u64>,
 }
 
 impl Unit {
-    pub(crate) fn new(snapshot: Snapshot, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(snapshot: Snapshot, ids_source: Arc<IdSequences>) -> Self {
         Unit {
             snapshot,
-            shared,
+            ids_source,
             reads: HashMap::new(),
             scans: Vec::new(),
             writes: HashMap::new(),
@@ -143,7 +120,7 @@ impl Unit {
     /// even across restarts. Ids are not transactional: an aborted unit leaves a gap, as a
     /// database sequence does.
     pub fn next_id(&mut self, context: &str, name: &str) -> Result<u64, StorageError> {
-        let id = self.shared.next_id(context, name)?;
+        let id = self.ids_source.next(context, name)?;
         let slot = self
             .ids
             .entry((context.to_string(), name.to_string()))
@@ -189,7 +166,7 @@ impl Unit {
 
     /// Parks `event` for `subscriber` as a dead letter.
     pub fn park(&mut self, subscriber: &str, event: &Event, error: &str, attempts: u32) {
-        self.dead.push(DeadWrite::Park(Box::new(crate::DeadLetter {
+        self.dead.push(DeadWrite::Park(Box::new(DeadLetter {
             subscriber: subscriber.to_string(),
             event: event.clone(),
             error: error.to_string(),
@@ -236,5 +213,18 @@ impl Unit {
             && self.cursors.is_empty()
             && self.dead.is_empty()
             && self.ids.is_empty()
+    }
+
+    /// What the writer needs: the reads to check and the effects to apply.
+    pub(crate) fn into_changes(self) -> ChangeSet {
+        ChangeSet {
+            reads: self.reads.into_iter().collect(),
+            scans: self.scans,
+            writes: self.writes.into_iter().collect(),
+            events: self.events,
+            cursors: self.cursors,
+            dead: self.dead,
+            ids: self.ids.into_iter().collect(),
+        }
     }
 }

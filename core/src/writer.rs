@@ -9,29 +9,25 @@
 //! fails, every unit of the batch fails and the sequence counter is not advanced, so the log
 //! stays gap-free.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::{oneshot, watch};
 
+use crate::changes::ChangeSet;
+use crate::dead::{self, DEAD};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
-use crate::store::{self, COUNTERS, CURSORS, DEAD, EVENTS, STATE};
-use crate::unit::{CursorMove, DeadWrite, ScanRead, StateKey};
+use crate::ids::{self, COUNTERS};
+use crate::store::{self, CURSORS, EVENTS, STATE};
 
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
 const MAX_BATCH: usize = 2048;
 
-/// What the writer needs of a unit: its reads to validate and its writes to apply.
+/// A unit waiting for the writer, with the channel its outcome goes back on.
 pub(crate) struct Pending {
-    pub reads: Vec<(StateKey, Option<Vec<u8>>)>,
-    pub scans: Vec<ScanRead>,
-    pub writes: Vec<(StateKey, Option<Vec<u8>>)>,
-    pub events: Vec<crate::event::NewEvent>,
-    pub cursors: Vec<CursorMove>,
-    pub dead: Vec<DeadWrite>,
-    pub ids: Vec<((String, String), u64)>,
+    pub changes: ChangeSet,
     pub reply: oneshot::Sender<Result<Committed, CommitError>>,
 }
 
@@ -48,6 +44,17 @@ pub(crate) struct Writer {
     pub next_seq: u64,
     pub last_millis: u64,
     pub head: watch::Sender<u64>,
+    /// The storage error of the last batch, if it failed; cleared by the next that commits.
+    pub failure: Arc<Mutex<Option<StorageError>>>,
+}
+
+/// The tables a batch writes, open in its transaction.
+struct Tables<'txn> {
+    state: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    events: Table<'txn, u64, &'static [u8]>,
+    cursors: Table<'txn, &'static str, u64>,
+    counters: Table<'txn, (&'static str, &'static str), u64>,
+    dead: Table<'txn, (&'static str, u64), &'static [u8]>,
 }
 
 impl Writer {
@@ -70,18 +77,22 @@ impl Writer {
         let start_seq = self.next_seq;
         match self.apply(&batch, millis) {
             Ok((outcomes, next_seq)) => {
+                self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 self.next_seq = next_seq;
                 self.last_millis = millis;
-                for (p, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = p.reply.send(outcome);
-                }
+                // The head moves before anyone hears of the commit: a committer that reads the
+                // head (or waits for a subscriber to reach it) sees its own events counted.
                 if next_seq != start_seq {
                     self.head.send_replace(next_seq - 1);
                 }
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = p.reply.send(outcome);
+                }
             }
             Err(e) => {
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                 for p in batch {
-                    let _ = p.reply.send(Err(CommitError::Storage(StorageError(e.0.clone()))));
+                    let _ = p.reply.send(Err(CommitError::Storage(e.clone())));
                 }
             }
         }
@@ -100,59 +111,20 @@ impl Writer {
         let mut next_seq = self.next_seq;
         let mut outcomes = Vec::with_capacity(batch.len());
         {
-            let mut state = txn.open_table(STATE)?;
-            let mut events = txn.open_table(EVENTS)?;
-            let mut cursors = txn.open_table(CURSORS)?;
-            let mut counters = txn.open_table(COUNTERS)?;
-            let mut dead = txn.open_table(DEAD)?;
+            let mut t = Tables {
+                state: txn.open_table(STATE)?,
+                events: txn.open_table(EVENTS)?,
+                cursors: txn.open_table(CURSORS)?,
+                counters: txn.open_table(COUNTERS)?,
+                dead: txn.open_table(DEAD)?,
+            };
             for p in batch {
-                if !still_valid(p, &state, &cursors, &dead)? {
+                if !still_valid(&p.changes, &t)? {
                     outcomes.push(Err(CommitError::Conflict));
                     continue;
                 }
-                for ((ctx, key), v) in &p.writes {
-                    match v {
-                        Some(v) => state.insert((ctx.as_str(), key.as_str()), v.as_slice())?,
-                        None => state.remove((ctx.as_str(), key.as_str()))?,
-                    };
-                }
                 let first = next_seq;
-                for e in &p.events {
-                    let event = Event {
-                        seq: next_seq,
-                        event_id: format!("{:016x}-{:016x}", self.log_id, next_seq),
-                        event_type: e.event_type.clone(),
-                        timestamp: timestamp.clone(),
-                        source: e.source.clone(),
-                        key: e.key.clone(),
-                        payload: e.payload.clone(),
-                    };
-                    events.insert(next_seq, serde_json::to_vec(&event)?.as_slice())?;
-                    next_seq += 1;
-                }
-                for c in &p.cursors {
-                    cursors.insert(c.subscriber.as_str(), c.to)?;
-                }
-                for ((ctx, name), id) in &p.ids {
-                    let stored = counters
-                        .get((ctx.as_str(), name.as_str()))?
-                        .map(|v| v.value())
-                        .unwrap_or(0);
-                    if *id > stored {
-                        counters.insert((ctx.as_str(), name.as_str()), *id)?;
-                    }
-                }
-                for d in &p.dead {
-                    match d {
-                        DeadWrite::Park(letter) => {
-                            let k = (letter.subscriber.as_str(), letter.event.seq);
-                            dead.insert(k, serde_json::to_vec(letter)?.as_slice())?;
-                        }
-                        DeadWrite::Remove { subscriber, seq } => {
-                            dead.remove((subscriber.as_str(), *seq))?;
-                        }
-                    }
-                }
+                next_seq = self.write(&p.changes, &mut t, next_seq, &timestamp)?;
                 outcomes.push(Ok(Committed {
                     seqs: first..next_seq,
                 }));
@@ -161,41 +133,75 @@ impl Writer {
         txn.commit()?;
         Ok((outcomes, next_seq))
     }
+
+    /// Applies one unit's effects, numbering its events from `next_seq`; returns the next free
+    /// sequence number.
+    fn write(
+        &self,
+        c: &ChangeSet,
+        t: &mut Tables<'_>,
+        mut next_seq: u64,
+        timestamp: &str,
+    ) -> Result<u64, StorageError> {
+        for ((ctx, key), v) in &c.writes {
+            match v {
+                Some(v) => t.state.insert((ctx.as_str(), key.as_str()), v.as_slice())?,
+                None => t.state.remove((ctx.as_str(), key.as_str()))?,
+            };
+        }
+        for e in &c.events {
+            let event = Event {
+                seq: next_seq,
+                event_id: format!("{:016x}-{:016x}", self.log_id, next_seq),
+                event_type: e.event_type.clone(),
+                timestamp: timestamp.to_string(),
+                source: e.source.clone(),
+                key: e.key.clone(),
+                payload: e.payload.clone(),
+            };
+            t.events
+                .insert(next_seq, serde_json::to_vec(&event)?.as_slice())?;
+            next_seq += 1;
+        }
+        for m in &c.cursors {
+            t.cursors.insert(m.subscriber.as_str(), m.to)?;
+        }
+        for (sequence, id) in &c.ids {
+            ids::record(&mut t.counters, sequence, *id)?;
+        }
+        for d in &c.dead {
+            dead::apply(&mut t.dead, d)?;
+        }
+        Ok(next_seq)
+    }
 }
 
-/// True if every value, scan and cursor the unit read is unchanged in the open transaction.
-fn still_valid(
-    p: &Pending,
-    state: &Table<(&'static str, &'static str), &'static [u8]>,
-    cursors: &Table<&'static str, u64>,
-    dead: &Table<(&'static str, u64), &'static [u8]>,
-) -> Result<bool, StorageError> {
-    // Removing a dead letter is only valid once: a second, concurrent retry must not apply the
-    // event again.
-    for d in &p.dead {
-        if let DeadWrite::Remove { subscriber, seq } = d
-            && dead.get((subscriber.as_str(), *seq))?.is_none()
-        {
+/// True if every value, scan, cursor and dead letter the unit relied on is unchanged in the
+/// open transaction.
+fn still_valid(c: &ChangeSet, t: &Tables<'_>) -> Result<bool, StorageError> {
+    for d in &c.dead {
+        if !dead::still_valid(&t.dead, d)? {
             return Ok(false);
         }
     }
-    for ((ctx, key), seen) in &p.reads {
-        let now = state.get((ctx.as_str(), key.as_str()))?;
+    for ((ctx, key), seen) in &c.reads {
+        let now = t.state.get((ctx.as_str(), key.as_str()))?;
         if now.as_ref().map(|g| g.value()) != seen.as_deref() {
             return Ok(false);
         }
     }
-    for scan in &p.scans {
-        if store::scan_prefix(state, &scan.context, &scan.prefix)? != scan.rows {
+    for scan in &c.scans {
+        if store::scan_prefix(&t.state, &scan.context, &scan.prefix)? != scan.rows {
             return Ok(false);
         }
     }
-    for c in &p.cursors {
-        let now = cursors
-            .get(c.subscriber.as_str())?
+    for m in &c.cursors {
+        let now = t
+            .cursors
+            .get(m.subscriber.as_str())?
             .map(|v| v.value())
             .unwrap_or(0);
-        if now != c.expected {
+        if now != m.expected {
             return Ok(false);
         }
     }

@@ -1,0 +1,138 @@
+//! What a subscriber is to the dispatcher ([`EventHandler`]), how its failures are told
+//! ([`HandlerError`]) and retried ([`RetryPolicy`]), and what an operator sees of it
+//! ([`SubscriberStatus`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{CommitError, StorageError};
+use crate::event::Event;
+use crate::unit::Unit;
+
+/// A subscribing context, as the dispatcher sees it.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Whether the subscriber wants events of this type (others only move its cursor).
+    fn wants(&self, event_type: &str) -> bool;
+    /// Applies one event inside `unit` and hands the unit back. The unit moves (rather than
+    /// being borrowed) so that the handler can place it where its sandbox reaches it for the
+    /// length of the call. An error undoes whatever the handler did in the unit.
+    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>);
+    /// Told of every failed attempt (for logging); `parked` is true on the last one.
+    fn on_failure(&self, _event: &Event, _error: &HandlerError, _attempt: u32, _parked: bool) {}
+
+    /// A handler fixed for the length of one step, so that every event of the step is filtered
+    /// and handled by the same code even if the subscriber's code is replaced meanwhile. `None`
+    /// (the default) uses this handler itself.
+    fn pin(&self) -> Option<Arc<dyn EventHandler>> {
+        None
+    }
+}
+
+/// Why a handler did not apply an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    /// What went wrong, for the operator.
+    pub message: String,
+    /// True when the cause is outside the event (a dependency stopped, busy or behind an open
+    /// breaker): such an event is retried until it succeeds and never parked, because parking
+    /// it would drop work that only has to wait.
+    pub transient: bool,
+}
+
+impl HandlerError {
+    /// A failure of the handler with this event: retried, then parked.
+    pub fn new(message: impl std::fmt::Display) -> Self {
+        HandlerError {
+            message: message.to_string(),
+            transient: false,
+        }
+    }
+
+    /// A failure that waiting will cure: retried with backoff, never parked.
+    pub fn transient(message: impl std::fmt::Display) -> Self {
+        HandlerError {
+            message: message.to_string(),
+            transient: true,
+        }
+    }
+}
+
+/// Why an operator's retry of a dead letter did not go through.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RetryError {
+    /// No such subscriber, or no such dead letter.
+    NotFound,
+    /// The handler failed again; the letter stays parked.
+    Failed(HandlerError),
+    /// Committing failed (a concurrent retry, or storage); the letter stays parked.
+    Commit(CommitError),
+    /// Reading failed.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for RetryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryError::NotFound => f.write_str("no such dead letter"),
+            RetryError::Failed(e) => write!(f, "the handler failed again: {}", e.message),
+            RetryError::Commit(e) => e.fmt(f),
+            RetryError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RetryError {}
+
+/// How the dispatcher retries a failing event.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts before the event is parked (at least 1).
+    pub max_attempts: u32,
+    /// The wait after the first failure; it doubles each time, up to `max_backoff`.
+    pub first_backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Events taken into one unit at most.
+    pub batch: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            batch: 256,
+        }
+    }
+}
+
+/// What the dispatcher reports of one subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriberStatus {
+    /// Whether it is receiving events.
+    pub running: bool,
+    /// The sequence number of the last event it is done with.
+    pub cursor: u64,
+    /// How many committed events it has still to go through.
+    pub lag: u64,
+    /// The event it is retrying now, if any.
+    pub failing: Option<Failing>,
+}
+
+/// An event being retried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failing {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
