@@ -2,7 +2,7 @@
 //! the unit of work (`unit.rs`) to the commit writer (`writer.rs`) as one value, so neither
 //! needs to know the other.
 
-use crate::dead::DeadLetter;
+use crate::dead::DeadWrite;
 use crate::event::NewEvent;
 
 /// A key of some context's state: (context, key).
@@ -25,16 +25,6 @@ pub(crate) struct CursorMove {
     pub subscriber: String,
     pub expected: u64,
     pub to: u64,
-}
-
-/// A change to the dead letters.
-#[derive(Debug)]
-pub(crate) enum DeadWrite {
-    /// Park an event.
-    Park(Box<DeadLetter>),
-    /// Remove a parked event (an operator had it handled again). Valid only once: a second,
-    /// concurrent removal conflicts.
-    Remove { subscriber: String, seq: u64 },
 }
 
 /// Everything the writer needs of one unit: its reads to validate, its effects to apply.

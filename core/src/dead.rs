@@ -4,7 +4,6 @@
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::changes::DeadWrite;
 use crate::error::StorageError;
 use crate::event::Event;
 
@@ -25,6 +24,16 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// When it was parked, RFC 3339 UTC.
     pub parked_at: String,
+}
+
+/// A change to the dead letters.
+#[derive(Debug)]
+pub(crate) enum DeadWrite {
+    /// Park an event.
+    Park(Box<DeadLetter>),
+    /// Remove a parked event (an operator had it handled again). Valid only once: a second,
+    /// concurrent removal conflicts.
+    Remove { subscriber: String, seq: u64 },
 }
 
 /// Every parked event of `subscriber` (or of all subscribers), oldest first.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::changes::{ChangeSet, CursorMove, DeadWrite, ScanRead, SequenceKey, StateKey};
-use crate::dead::DeadLetter;
+use crate::changes::{ChangeSet, CursorMove, ScanRead, SequenceKey, StateKey};
+use crate::dead::{DeadLetter, DeadWrite};
 use crate::error::StorageError;
 use crate::event::{Event, NewEvent};
 use crate::ids::IdSequences;
