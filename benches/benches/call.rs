@@ -4,26 +4,14 @@
 
 use std::time::Duration;
 
-use carshare_core::Log;
-use carshare_host::{Request, Runtime, RuntimeOptions, WasmEngine, artifacts};
+use carshare_benches::{runtime, tokio};
+use carshare_host::Request;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn call(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let runtime = rt.block_on(async {
-        let log = Log::open(dir.path().join("bench.redb")).unwrap();
-        let engine = WasmEngine::new(Some(&dir.path().join("cache"))).unwrap();
-        let runtime = Runtime::new(log, engine, RuntimeOptions::default()).unwrap();
-        for (name, bytes) in artifacts::DEFAULT_CONTEXTS {
-            runtime.load(name, bytes).unwrap();
-        }
-        runtime
-    });
+    let rt = tokio();
+    let runtime = runtime(&rt, dir.path(), true);
     let post = || {
         let mut r = Request::new("POST", "/orders", "http://bench");
         r.body = br#"{"productId":1,"qty":1}"#.to_vec();

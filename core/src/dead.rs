@@ -8,7 +8,7 @@ use crate::error::StorageError;
 use crate::event::Event;
 
 /// Parked events: (subscriber, seq) → dead letter (JSON).
-pub(crate) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
+pub(crate) const DEAD: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 
 /// An event a subscriber could not handle, kept where an operator can see it and retry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +51,11 @@ pub(crate) fn all(txn: &ReadTransaction, subscriber: Option<&str>) -> Result<Vec
 }
 
 /// The dead letter of `subscriber` for event `seq`, if parked.
-pub(crate) fn one(txn: &ReadTransaction, subscriber: &str, seq: u64) -> Result<Option<DeadLetter>, StorageError> {
+pub(crate) fn one(
+    txn: &ReadTransaction,
+    subscriber: &str,
+    seq: u64,
+) -> Result<Option<DeadLetter>, StorageError> {
     let t = txn.open_table(DEAD)?;
     t.get((subscriber, seq))?
         .map(|v| serde_json::from_slice(v.value()).map_err(StorageError::from))
@@ -60,7 +64,7 @@ pub(crate) fn one(txn: &ReadTransaction, subscriber: &str, seq: u64) -> Result<O
 
 /// Whether `write` may still be applied: a removal only while the letter is there.
 pub(crate) fn still_valid(
-    table: &Table<(&'static str, u64), &'static [u8]>,
+    table: &Table<'_, (&'static str, u64), &'static [u8]>,
     write: &DeadWrite,
 ) -> Result<bool, StorageError> {
     Ok(match write {
@@ -71,7 +75,7 @@ pub(crate) fn still_valid(
 
 /// Applies `write` in the writer's transaction.
 pub(crate) fn apply(
-    table: &mut Table<(&'static str, u64), &'static [u8]>,
+    table: &mut Table<'_, (&'static str, u64), &'static [u8]>,
     write: &DeadWrite,
 ) -> Result<(), StorageError> {
     match write {

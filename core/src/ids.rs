@@ -15,7 +15,7 @@ use crate::changes::SequenceKey;
 use crate::error::StorageError;
 
 /// Id sequences: (context, sequence) → highest id handed out by a committed unit.
-pub(crate) const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
+pub(crate) const COUNTERS: TableDefinition<'static, (&str, &str), u64> = TableDefinition::new("counters");
 
 /// The sequences as handed out in this process, loaded from the database on first use.
 pub(crate) struct IdSequences {
@@ -54,7 +54,7 @@ fn stored(db: &Database, context: &str, name: &str) -> Result<u64, StorageError>
 
 /// Stores `id` as the highest of its sequence, unless a higher one is stored already.
 pub(crate) fn record(
-    table: &mut Table<(&'static str, &'static str), u64>,
+    table: &mut Table<'_, (&'static str, &'static str), u64>,
     (context, name): &SequenceKey,
     id: u64,
 ) -> Result<(), StorageError> {

@@ -15,13 +15,13 @@ use crate::event::Event;
 use crate::ids::COUNTERS;
 
 /// Each context's key-value state: (context, key) → value.
-pub(crate) const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+pub(crate) const STATE: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("state");
 /// The event log: sequence number → event envelope (JSON).
-pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(crate) const EVENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("events");
 /// Subscriber cursors: subscriber → sequence number of the last event it is done with.
-pub(crate) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+pub(crate) const CURSORS: TableDefinition<'static, &str, u64> = TableDefinition::new("cursors");
 /// Facts about the log itself: its random id.
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
 /// What [`open`] finds in a database.
 pub(crate) struct Opened {

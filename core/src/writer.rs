@@ -9,8 +9,8 @@
 //! fails, every unit of the batch fails and the sequence counter is not advanced, so the log
 //! stays gap-free.
 
-use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::{oneshot, watch};

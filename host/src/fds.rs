@@ -2,6 +2,9 @@
 //! its soft limit to the hard one at start (as nginx's `worker_rlimit_nofile` and Go's runtime
 //! do), and sizes its default connection cap from what it may open.
 
+// getrlimit and setrlimit have no safe wrapper in std; each call says why it is sound.
+#![allow(unsafe_code)]
+
 /// Descriptors kept back from the connection cap: the database, compiled components, the
 /// watch directory, the runtime's own.
 const RESERVED: u64 = 256;
@@ -14,7 +17,10 @@ fn nofile() -> Option<(u64, u64)> {
     };
     // SAFETY: getrlimit writes into the struct we own and reads nothing else.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0;
-    ok.then_some((l.rlim_cur as u64, l.rlim_max as u64))
+    // `rlim_t` is u64 on Linux but not on every system libc supports.
+    #[allow(clippy::unnecessary_cast)]
+    let limits = (l.rlim_cur as u64, l.rlim_max as u64);
+    ok.then_some(limits)
 }
 
 /// Raises the soft open-file limit to the hard one; returns the soft limit now in force.

@@ -3,41 +3,47 @@
 //!
 //! How a request flows, by module:
 //!
-//! - `http`: hyper accepts the connection; the gateway reads the body (size limit), checks
-//!   JSON, and hands a [`Request`] to the runtime; `/admin` goes to the operator API instead.
-//!   Errors become HTTP statuses and JSON bodies in `http::error`, and only there.
-//! - [`routes`]: the route table says which context serves the path.
-//! - [`runtime`]: begins a unit of work and runs the context on a blocking thread; synchronous
+//! - `http`: hyper accepts the connection (`http/server.rs`); [`App`] reads the body within
+//!   its limit and hands the request to the host's own paths, the operator API (behind the
+//!   admin token) or the gateway, which makes it a [`Request`]. Errors become HTTP statuses and
+//!   JSON bodies in `http/error.rs`, and only there.
+//! - `routes`: the route table says which context serves the path.
+//! - `runtime`: begins a unit of work and runs the context on a blocking thread; synchronous
 //!   calls between contexts join the same unit; the unit commits through the core's group
-//!   commit; committed events reach subscribers through the core's dispatcher.
+//!   commit; committed events reach subscribers through the core's dispatcher. Contexts are
+//!   swapped and rolled back here too.
 //! - `wasm`: wasmtime. Components are compiled once (and cached on disk), instantiated from an
 //!   `InstancePre` into per-context pools, and given the host imports (`state`, `events`,
-//!   `calls`, `logging`, `clock`) in `wasm/imports.rs`.
-//! - [`start`]: assembles all of it from a [`Config`]; `main.rs` only parses the command line.
+//!   `calls`, `logging`, `clock`). It reaches the runtime only through the `Calls` trait.
+//! - `start`: assembles all of it from a [`Config`]; the `carshare` binary (`src/bin/`) only
+//!   turns its command line, environment and config file into one.
+//!
+//! Embedding: [`start`] runs the whole server; or build a [`Runtime`] from a
+//! [`carshare_core::Log`] and a [`WasmEngine`], [`Runtime::load`] the contexts
+//! ([`DEFAULT_CONTEXTS`] are the built-in ones) and call [`Runtime::handle`], or put an [`App`]
+//! in front of it and call [`App::serve`] with any `hyper::Request` (see `examples/embed.rs`).
 #![deny(missing_docs)]
 
-pub mod client;
 mod components;
-pub mod config;
+mod config;
 mod fds;
 mod http;
-pub mod log;
-pub mod routes;
-pub mod runtime;
+mod log;
+mod routes;
+mod runtime;
 mod start;
-pub mod types;
+mod types;
 mod wasm;
 mod watch;
 
-/// The built-in contexts and the test components, as built by `build.rs`.
-pub mod artifacts {
-    include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
-}
+include!(concat!(env!("OUT_DIR"), "/contexts.rs"));
 
-pub use config::Config;
-pub use http::error::ApiError;
-pub use http::{App, ConnectionLimits, serve};
-pub use runtime::{ContextInfo, LoadContextError, RequestError, Runtime, RuntimeOptions, Served, Swapped};
-pub use start::{StartError, Started, start};
-pub use types::{CallError, DomainError, Request, Response};
-pub use wasm::{Limits, LoadError, Manifest, WasmEngine};
+pub use crate::config::{Config, default_cache_dir};
+pub use crate::http::{ApiError, App, ConnectionLimits, serve};
+pub use crate::routes::RouteError;
+pub use crate::runtime::{
+    ContextInfo, LoadContextError, Readiness, RequestError, Runtime, RuntimeOptions, Served, Swapped,
+};
+pub use crate::start::{StartError, Started, start};
+pub use crate::types::{CallError, DomainError, Request, Response};
+pub use crate::wasm::{Limits, LoadError, Manifest, WasmEngine};

@@ -14,26 +14,19 @@ pub struct RouteTable {
 }
 
 /// A route that cannot be added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// Not of the form `/name`.
+    #[error("route {0:?} must be a path like /orders")]
     Invalid(String),
     /// Another context serves it.
+    #[error("route {route} is already served by {by}")]
     Taken {
         /// The route.
         route: String,
         /// The context that has it.
         by: String,
     },
-}
-
-impl std::fmt::Display for RouteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RouteError::Invalid(r) => write!(f, "route {r:?} must be a path like /orders"),
-            RouteError::Taken { route, by } => write!(f, "route {route} is already served by {by}"),
-        }
-    }
 }
 
 impl RouteTable {

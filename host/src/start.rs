@@ -15,17 +15,10 @@ use crate::http::{App, ConnectionLimits, serve};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::wasm::WasmEngine;
 
-/// Why the server could not start.
-#[derive(Debug)]
+/// Why the server could not start: what it was doing, and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct StartError(pub String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// A started server: its runtime and the address it listens on.
 pub struct Started {
@@ -65,7 +58,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         .swapped_components()
         .map_err(|e| err("cannot read swapped components", &e))?;
     let mut sources: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    for (name, bytes) in crate::artifacts::DEFAULT_CONTEXTS {
+    for (name, bytes) in crate::DEFAULT_CONTEXTS {
         if config.contexts.contains_key(*name) {
             continue;
         }

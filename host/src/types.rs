@@ -1,8 +1,6 @@
 //! The host's own request, response and error types: what the runtime, the HTTP edge and
 //! embedders use. The WIT-generated equivalents never leave `wasm/`.
 
-use std::fmt;
-
 /// A request to a context: from a client through the gateway, or a synchronous call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -50,41 +48,54 @@ pub struct Response {
 }
 
 /// A domain error a context returned (the WIT `context-error` variant).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DomainError {
     /// 400.
+    #[error("bad request: {0}")]
     BadRequest(String),
     /// 403.
+    #[error("forbidden: {0}")]
     Forbidden(String),
     /// 404.
+    #[error("not found: {0}")]
     NotFound(String),
     /// 405.
+    #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
     /// 409.
+    #[error("conflict: {0}")]
     Conflict(String),
     /// 422.
+    #[error("refused: {0}")]
     Refused(String),
     /// 503.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// 500.
+    #[error("internal: {0}")]
     Internal(String),
 }
 
 /// Why a call into a context produced no response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
     /// The context answered with a domain error.
+    #[error(transparent)]
     Domain(DomainError),
     /// No context of that name is loaded.
+    #[error("no context named {0}")]
     NoSuchContext(String),
     /// An operator stopped the context.
+    #[error("the {0} context is stopped")]
     Stopped(String),
     /// The context has no free instance (its instance cap is reached).
+    #[error("the {0} context has no free instance")]
     Busy(String),
     /// The context faulted: a trap, its CPU deadline, or its memory limit. The instance was
     /// discarded.
+    #[error("the {context} context failed: {message}")]
     Fault {
         /// The context.
         context: String,
@@ -95,8 +106,10 @@ pub enum CallError {
         detail: String,
     },
     /// Synchronous calls nested deeper than the host allows (a call cycle).
+    #[error("synchronous calls nested too deep at {0}")]
     TooDeep(String),
     /// The circuit breaker (or the bulkhead) in front of the context refused the call at once.
+    #[error("calls to {context} are refused: {reason}")]
     CircuitOpen {
         /// The context.
         context: String,
@@ -107,7 +120,7 @@ pub enum CallError {
 
 impl CallError {
     /// The error with a fault's engine detail: for logs and dead letters, never for clients
-    /// (whose text is the [`Display`](fmt::Display) one).
+    /// (whose text is the `Display` one).
     pub fn detailed(&self) -> String {
         match self {
             CallError::Fault { detail, .. } if !detail.is_empty() => format!("{self}: {detail}"),
@@ -115,23 +128,3 @@ impl CallError {
         }
     }
 }
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Domain(e) => write!(f, "{e:?}"),
-            CallError::NoSuchContext(c) => write!(f, "no context named {c}"),
-            CallError::Stopped(c) => write!(f, "the {c} context is stopped"),
-            CallError::Busy(c) => write!(f, "the {c} context has no free instance"),
-            CallError::Fault { context, message, .. } => {
-                write!(f, "the {context} context failed: {message}")
-            }
-            CallError::TooDeep(c) => write!(f, "synchronous calls nested too deep at {c}"),
-            CallError::CircuitOpen { context, reason } => {
-                write!(f, "calls to {context} are refused: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for CallError {}

@@ -135,4 +135,3 @@ pub struct Failing {
     /// The last error.
     pub error: String,
 }
-

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::handler::{EventHandler, Failing, HandlerError, RetryPolicy};
 use super::Run;
+use super::handler::{EventHandler, Failing, HandlerError, RetryPolicy};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::log::Log;

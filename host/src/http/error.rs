@@ -6,7 +6,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 
-use crate::runtime::RequestError;
+use carshare_core::{CommitError, RetryError, StorageError};
+
+use crate::runtime::{LoadContextError, RequestError};
 use crate::types::{CallError, DomainError};
 
 /// An error response.
@@ -60,6 +62,115 @@ impl ApiError {
     fn retry(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self
+    }
+
+    /// 400 with `message`.
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, "bad_request", message)
+    }
+
+    /// 400: a POST, PUT or PATCH body that is not JSON.
+    pub(super) fn malformed_json(e: &serde_json::Error) -> Self {
+        ApiError::new(400, "malformed_json", format!("the body is not valid JSON: {e}"))
+    }
+
+    /// 400: the body could not be read (the client broke off, or sent bad chunking).
+    pub(super) fn unreadable_body(e: &dyn std::fmt::Display) -> Self {
+        ApiError::bad_request(format!("could not read the body: {e}"))
+    }
+
+    /// 408: the body did not arrive in time.
+    pub(super) fn body_timeout() -> Self {
+        ApiError::new(408, "request_timeout", "the body did not arrive in time")
+    }
+
+    /// 413: a body over `max` bytes.
+    pub(super) fn too_large(max: usize) -> Self {
+        ApiError::new(
+            413,
+            "payload_too_large",
+            format!("the body is larger than {max} bytes"),
+        )
+    }
+
+    /// 403: no admin token is configured, so the admin API is off.
+    pub(super) fn admin_disabled() -> Self {
+        ApiError::new(
+            403,
+            "forbidden",
+            "the admin API is disabled: set CARSHARE_ADMIN_TOKEN",
+        )
+    }
+
+    /// 401: the admin token is missing or wrong.
+    pub(super) fn unauthorized() -> Self {
+        ApiError::new(
+            401,
+            "unauthorized",
+            "a valid Authorization: Bearer token is required",
+        )
+    }
+
+    /// 404: nothing of the admin API lives at `path`.
+    pub(super) fn no_admin_resource(path: &str) -> Self {
+        ApiError::new(404, "not_found", format!("no admin resource at {path}"))
+    }
+
+    /// 404: no context is called `name`.
+    pub(super) fn no_context(name: &str) -> Self {
+        ApiError::new(404, "not_found", format!("no context named {name}"))
+    }
+
+    /// 404: `subscriber` has no dead letter `seq`.
+    pub(super) fn no_dead_letter(subscriber: &str, seq: &str) -> Self {
+        ApiError::new(404, "not_found", format!("no dead letter {seq} of {subscriber}"))
+    }
+
+    /// 500: a context answered with a status HTTP cannot carry.
+    pub(super) fn invalid_status(context: &str) -> Self {
+        ApiError::new(
+            500,
+            "context_fault",
+            format!("{context} answered an invalid status"),
+        )
+    }
+
+    /// 500: an operator task (a swap, a rollback) panicked.
+    pub(super) fn task_failed(what: &str) -> Self {
+        crate::log::error(&format!("the {what} task panicked"));
+        ApiError::new(500, "internal", format!("the {what} task failed"))
+    }
+
+    /// An operator's cursor move that did not go through.
+    pub(super) fn cursor_not_moved(e: CommitError) -> Self {
+        match e {
+            CommitError::Conflict => ApiError::new(
+                409,
+                "conflict",
+                "the subscriber kept moving the cursor; try again",
+            ),
+            e => e.into(),
+        }
+    }
+
+    /// An operator's retry of dead letter `seq` of `subscriber` that did not go through; the
+    /// letter stays parked.
+    pub(super) fn retry_failed(subscriber: &str, seq: u64, e: RetryError) -> Self {
+        match e {
+            RetryError::NotFound => ApiError::no_dead_letter(subscriber, &seq.to_string()),
+            RetryError::Failed(e) => {
+                ApiError::new(409, "retry_failed", format!("still failing, kept: {}", e.message))
+            }
+            RetryError::Commit(CommitError::Conflict) => {
+                ApiError::new(409, "retry_failed", "a concurrent retry won; kept if it failed")
+            }
+            RetryError::Commit(e) => e.into(),
+            RetryError::Storage(e) => e.into(),
+            e => {
+                crate::log::error(&format!("retrying a dead letter failed: {e}"));
+                ApiError::new(500, "internal", e.to_string())
+            }
+        }
     }
 
     /// The HTTP response.
@@ -153,5 +264,42 @@ impl From<DomainError> for ApiError {
                 ApiError::new(500, "internal", "the context failed; see the server log")
             }
         }
+    }
+}
+
+/// A refused swap or rollback: nothing changed, the running version goes on serving.
+impl From<LoadContextError> for ApiError {
+    fn from(e: LoadContextError) -> Self {
+        let msg = format!("{e}; the running version goes on serving");
+        match e {
+            LoadContextError::NoSuchContext(_) => ApiError::new(404, "not_found", msg),
+            LoadContextError::Load(_) => ApiError::new(400, "invalid_component", msg),
+            LoadContextError::WrongContext { .. } => ApiError::new(422, "wrong_context", msg),
+            LoadContextError::Route(_) => ApiError::new(409, "route_conflict", msg),
+            LoadContextError::NoPrevious(_) => ApiError::new(409, "no_previous_version", msg),
+            _ => {
+                crate::log::error(&msg);
+                ApiError::new(500, "internal", msg)
+            }
+        }
+    }
+}
+
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Closed => ApiError::new(503, "shutting_down", "the server is shutting down"),
+            e => {
+                crate::log::error(&format!("a commit failed: {e}"));
+                ApiError::new(500, "storage", "the database failed")
+            }
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        crate::log::error(&format!("a read failed: {e}"));
+        ApiError::new(500, "storage", "the database failed")
     }
 }

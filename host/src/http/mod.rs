@@ -1,12 +1,19 @@
-//! The HTTP edge: hyper serves the gateway (every context's collections on one port) and the
-//! operator API under `/admin`, and what the host answers itself (`system`: the API root and
-//! the health probes). Errors become HTTP here and nowhere else (`error`).
+//! The HTTP edge: [`App`] is the whole service without a socket (`app`), reading each body
+//! within its limit and handing the request to the host's own paths (`system`: the API root
+//! and the probes), the operator API (`admin`, behind `auth`) or the contexts (`gateway`).
+//! `server` accepts connections, admitted by `conns`. Errors become HTTP in `error` and
+//! nowhere else.
 
 mod admin;
+mod app;
+mod auth;
 mod conns;
-pub mod error;
+mod error;
+mod gateway;
 mod server;
 mod system;
 
+pub use app::App;
 pub use conns::ConnectionLimits;
-pub use server::{App, serve};
+pub use error::ApiError;
+pub use server::serve;

@@ -9,7 +9,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::server::App;
+use crate::runtime::Runtime;
 
 /// The paths served here.
 const PATHS: &[&str] = &["/", "/profile", "/health/live", "/health/ready"];
@@ -21,7 +21,7 @@ pub(super) fn serves(path: &str) -> bool {
 
 /// Answers a request for one of [`PATHS`].
 pub(super) fn handle(
-    app: &App,
+    runtime: &Runtime,
     method: &Method,
     path: &str,
     base_url: &str,
@@ -30,7 +30,11 @@ pub(super) fn handle(
         return Err(ApiError::method_not_allowed(method.as_str(), path, "GET, HEAD"));
     }
     match path {
-        "/" => Ok(json_response(200, "application/hal+json", &root(app, base_url))),
+        "/" => Ok(json_response(
+            200,
+            "application/hal+json",
+            &root(runtime, base_url),
+        )),
         "/profile" => Ok(json_response(
             200,
             "application/hal+json",
@@ -38,7 +42,7 @@ pub(super) fn handle(
         )),
         "/health/live" => Ok(json_response(200, "application/json", &json!({ "status": "UP" }))),
         _ => {
-            let r = app.runtime.readiness();
+            let r = runtime.readiness();
             let status = if r.ready { 200 } else { 503 };
             let body = json!({
                 "status": if r.ready { "UP" } else { "DOWN" },
@@ -53,9 +57,9 @@ pub(super) fn handle(
 
 /// Spring Data REST's root: a templated link to every collection a loaded context serves,
 /// named by the collection (`orders`), and `profile`.
-fn root(app: &App, base_url: &str) -> Value {
+fn root(runtime: &Runtime, base_url: &str) -> Value {
     let mut links = Map::new();
-    for (route, _context) in app.runtime.routes() {
+    for (route, _context) in runtime.routes() {
         let rel = route.trim_start_matches('/').to_string();
         links.insert(
             rel,

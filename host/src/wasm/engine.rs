@@ -101,7 +101,9 @@ impl WasmEngine {
             // this user's, written whole and renamed into place; wasmtime checks the header
             // and version before using it. Whoever can write there can run code as this user
             // already.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
+            match loaded {
                 Ok(c) => return Ok(compiled(c, true)),
                 Err(_) => {
                     let _ = std::fs::remove_file(&path);

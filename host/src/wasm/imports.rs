@@ -1,82 +1,42 @@
 //! The host side of the WIT interfaces a context imports: `state`, `events`, `calls`,
-//! `logging` and `clock`. Every state access is namespaced by the instance's context, so a
-//! context can never see another's keys; every write and event goes into the call's unit.
+//! `logging` and `clock`. State and events go through [`OwnState`](super::own_state), so a
+//! context only ever touches its own keys; every write and event goes into the call's unit.
 
 use super::bindings::carshare::context::{calls, clock, events, logging, state, types};
-use super::instance::InstanceState;
-use super::plugin;
-
-/// Keys and values are bounded so one bad guest cannot bloat the database.
-const MAX_KEY_LEN: usize = 1024;
-const MAX_VALUE_LEN: usize = 1 << 20;
-
-fn check_key(key: &str) -> wasmtime::Result<()> {
-    if key.len() > MAX_KEY_LEN {
-        wasmtime::bail!("state key longer than {MAX_KEY_LEN} bytes");
-    }
-    Ok(())
-}
+use super::convert;
+use super::instance::{InstanceState, Scope};
 
 impl types::Host for InstanceState {}
 
 impl state::Host for InstanceState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        check_key(&key)?;
-        let ctx = self.context.clone();
-        Ok(self.scope()?.unit.get(&ctx, &key)?)
+        self.own()?.get(&key)
     }
 
     fn peek(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        check_key(&key)?;
-        let ctx = self.context.clone();
-        Ok(self.scope()?.unit.peek(&ctx, &key)?)
+        self.own()?.peek(&key)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        check_key(&key)?;
-        if value.len() > MAX_VALUE_LEN {
-            wasmtime::bail!("state value longer than {MAX_VALUE_LEN} bytes");
-        }
-        let ctx = self.context.clone();
-        self.scope()?.unit.set(&ctx, &key, value);
-        Ok(())
+        self.own()?.set(&key, value)
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        check_key(&key)?;
-        let ctx = self.context.clone();
-        self.scope()?.unit.delete(&ctx, &key);
-        Ok(())
+        self.own()?.delete(&key)
     }
 
     fn scan(&mut self, prefix: String) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
-        check_key(&prefix)?;
-        let ctx = self.context.clone();
-        Ok(self.scope()?.unit.scan(&ctx, &prefix)?)
+        self.own()?.scan(&prefix)
     }
 
     fn next_id(&mut self, sequence: String) -> wasmtime::Result<u64> {
-        check_key(&sequence)?;
-        let ctx = self.context.clone();
-        Ok(self.scope()?.unit.next_id(&ctx, &sequence)?)
+        self.own()?.next_id(&sequence)
     }
 }
 
 impl events::Host for InstanceState {
     fn publish(&mut self, event_type: String, key: Option<String>, payload: String) -> wasmtime::Result<()> {
-        if event_type.is_empty() || event_type.len() > 128 {
-            wasmtime::bail!("event type must be 1 to 128 bytes");
-        }
-        if payload.len() > MAX_VALUE_LEN {
-            wasmtime::bail!("event payload longer than {MAX_VALUE_LEN} bytes");
-        }
-        let payload: serde_json::Value = serde_json::from_str(&payload)?;
-        if !payload.is_object() {
-            wasmtime::bail!("the payload of {event_type} is not a JSON object");
-        }
-        let ctx = self.context.clone();
-        self.scope()?.unit.publish(&ctx, &event_type, key, payload);
-        Ok(())
+        self.own()?.publish(&event_type, key, &payload)
     }
 }
 
@@ -87,27 +47,22 @@ impl calls::Host for InstanceState {
         mut request: types::Request,
     ) -> wasmtime::Result<Result<types::Response, types::ContextError>> {
         request.caller = Some(self.context.to_string());
-        let scope = self
+        let Scope { unit, calls, depth } = self
             .scope
             .take()
             .ok_or_else(|| wasmtime::format_err!("call outside of a call"))?;
-        let runtime = scope.runtime.clone();
-        let depth = scope.depth + 1;
-        let unit = scope.unit;
         let savepoint = unit.savepoint();
         let (mut unit, result) =
-            runtime.call_context(&context, plugin::request_from_wit(request), unit, depth);
+            calls
+                .clone()
+                .call(&context, convert::request_from_wit(request), unit, depth + 1);
         if result.is_err() {
             unit.rollback_to(savepoint);
         }
-        self.scope = Some(super::instance::Scope {
-            unit,
-            runtime,
-            depth: depth - 1,
-        });
+        self.scope = Some(Scope { unit, calls, depth });
         Ok(result
-            .map(plugin::response_to_wit)
-            .map_err(plugin::call_error_to_wit))
+            .map(convert::response_to_wit)
+            .map_err(convert::call_error_to_wit))
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a component instance's store holds: its context's name, a WASI context that grants
 //! nothing, its resource limits, and, for the length of one call, the [`Scope`] of that call:
-//! the unit of work its imports read and write, and the runtime to reach other contexts.
+//! the unit of work its imports read and write, and where its synchronous calls go.
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use carshare_core::Unit;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
-use crate::runtime::Runtime;
+use super::Calls;
+use super::own_state::OwnState;
 
 /// The store data of one instance.
 pub struct InstanceState {
@@ -26,8 +27,8 @@ pub struct InstanceState {
 pub struct Scope {
     /// The unit of work of the whole request or event step.
     pub unit: Unit,
-    /// For synchronous calls into other contexts.
-    pub runtime: Runtime,
+    /// Where synchronous calls into other contexts go.
+    pub calls: Arc<dyn Calls>,
     /// How deep in a chain of synchronous calls this call is (0 for the outermost).
     pub depth: u32,
 }
@@ -50,11 +51,17 @@ impl InstanceState {
         }
     }
 
-    /// The current call's scope; a host import called outside a call is a fault.
-    pub fn scope(&mut self) -> wasmtime::Result<&mut Scope> {
-        self.scope
+    /// The context's own state in the current call's unit; a host import called outside a
+    /// call is a fault.
+    pub(super) fn own(&mut self) -> wasmtime::Result<OwnState<'_>> {
+        let scope = self
+            .scope
             .as_mut()
-            .ok_or_else(|| wasmtime::format_err!("a host import was called outside of a call"))
+            .ok_or_else(|| wasmtime::format_err!("a host import was called outside of a call"))?;
+        Ok(OwnState {
+            context: &self.context,
+            unit: &mut scope.unit,
+        })
     }
 }
 

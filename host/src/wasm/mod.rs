@@ -1,13 +1,36 @@
 //! Bounded contexts as WebAssembly components: the generated bindings (`bindings`), the engine
-//! and compile cache (`engine`), the store data of an instance (`instance`), the host side of
-//! the WIT imports (`imports`), and a loaded component with its pool of reusable instances
-//! (`plugin`). Nothing outside this module names a wasmtime or WIT-generated type.
+//! and compile cache (`engine`), the store data of an instance (`instance`), a context's view
+//! of its own state (`own_state`), the host side of the WIT imports (`imports`), conversions
+//! between WIT and host types (`convert`), and a loaded component with its pool of reusable
+//! instances (`plugin`). Nothing outside this module names a wasmtime or WIT-generated type,
+//! and nothing in it knows the runtime: synchronous calls leave through [`Calls`].
 
 mod bindings;
+mod convert;
 mod engine;
 mod imports;
 mod instance;
+mod own_state;
 mod plugin;
+
+use std::sync::Arc;
+
+use carshare_core::Unit;
 
 pub use engine::WasmEngine;
 pub use plugin::{Limits, LoadError, Manifest, Plugin};
+
+use crate::types::{CallError, Request, Response};
+
+/// Where a context's synchronous calls (the `calls.call` import) go: the embedder runs the
+/// callee inside the caller's unit and hands the unit back. The runtime implements it.
+pub trait Calls: Send + Sync {
+    /// Calls context `name` with `request` at call depth `depth`, inside `unit`.
+    fn call(
+        self: Arc<Self>,
+        name: &str,
+        request: Request,
+        unit: Unit,
+        depth: u32,
+    ) -> (Unit, Result<Response, CallError>);
+}

@@ -9,12 +9,13 @@ use std::time::Duration;
 use carshare_core::{Event, Unit};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
+use super::Calls;
 use super::bindings::carshare::context::types as wit;
 use super::bindings::{BoundedContext, BoundedContextPre};
+use super::convert;
 use super::engine::{EPOCH_TICK, WasmEngine};
 use super::instance::{InstanceState, Scope};
-use crate::runtime::Runtime;
-use crate::types::{CallError, DomainError, Request, Response};
+use crate::types::{CallError, Request, Response};
 
 /// Sandbox limits of one context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,28 +52,19 @@ pub struct Manifest {
 }
 
 /// Why a component could not be loaded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
     /// Not a valid component, or it does not implement the `bounded-context` world.
+    #[error("not a bounded-context component: {0}")]
     Invalid(String),
     /// Instantiating it or asking its manifest failed.
+    #[error("the component failed to start: {0}")]
     Failed(String),
     /// Its manifest makes no sense.
+    #[error("bad manifest: {0}")]
     BadManifest(String),
 }
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoadError::Invalid(m) => write!(f, "not a bounded-context component: {m}"),
-            LoadError::Failed(m) => write!(f, "the component failed to start: {m}"),
-            LoadError::BadManifest(m) => write!(f, "bad manifest: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for LoadError {}
 
 struct Instance {
     store: Store<InstanceState>,
@@ -170,7 +162,7 @@ impl Plugin {
     }
 
     /// Whether its machine code came from the compile cache.
-    pub fn from_cache(&self) -> bool {
+    pub fn code_from_cache(&self) -> bool {
         self.from_cache
     }
 
@@ -202,7 +194,7 @@ impl Plugin {
     /// Serves `request` inside `unit`. The unit is handed back whatever happens.
     pub fn handle_request(
         &self,
-        runtime: &Runtime,
+        calls: Arc<dyn Calls>,
         request: Request,
         unit: Unit,
         depth: u32,
@@ -216,7 +208,7 @@ impl Plugin {
             base_url: request.base_url,
             caller: request.caller,
         };
-        let (unit, r) = self.with_instance(runtime, unit, depth, |inst| {
+        let (unit, r) = self.with_instance(calls, unit, depth, |inst| {
             inst.bindings.call_handle_request(&mut inst.store, &req)
         });
         let r = r.and_then(|r| {
@@ -225,7 +217,7 @@ impl Plugin {
                 headers: r.headers,
                 body: r.body,
             })
-            .map_err(|e| CallError::Domain(from_wit(e)))
+            .map_err(|e| CallError::Domain(convert::from_wit(e)))
         });
         (unit, r)
     }
@@ -233,7 +225,7 @@ impl Plugin {
     /// Applies `event` inside `unit`.
     pub fn handle_event(
         &self,
-        runtime: &Runtime,
+        calls: Arc<dyn Calls>,
         event: &Event,
         unit: Unit,
     ) -> (Unit, Result<(), CallError>) {
@@ -246,19 +238,19 @@ impl Plugin {
             timestamp: event.timestamp.clone(),
             payload: event.payload.to_string(),
         };
-        let (unit, r) = self.with_instance(runtime, unit, 0, |inst| {
+        let (unit, r) = self.with_instance(calls, unit, 0, |inst| {
             inst.bindings.call_handle_event(&mut inst.store, &ev)
         });
         (
             unit,
-            r.and_then(|r| r.map_err(|e| CallError::Domain(from_wit(e)))),
+            r.and_then(|r| r.map_err(|e| CallError::Domain(convert::from_wit(e)))),
         )
     }
 
     /// Runs `f` on a pooled instance with `unit` in its scope, and takes the unit back.
     fn with_instance<T>(
         &self,
-        runtime: &Runtime,
+        calls: Arc<dyn Calls>,
         unit: Unit,
         depth: u32,
         f: impl FnOnce(&mut Instance) -> wasmtime::Result<T>,
@@ -267,11 +259,7 @@ impl Plugin {
             Ok(i) => i,
             Err(e) => return (unit, Err(e)),
         };
-        inst.store.data_mut().scope = Some(Scope {
-            unit,
-            runtime: runtime.clone(),
-            depth,
-        });
+        inst.store.data_mut().scope = Some(Scope { unit, calls, depth });
         inst.store.set_epoch_deadline(self.deadline_ticks());
         let result = f(&mut inst);
         let scope = inst
@@ -367,68 +355,4 @@ fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
         return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
     }
     Ok(())
-}
-
-fn from_wit(e: wit::ContextError) -> DomainError {
-    match e {
-        wit::ContextError::BadRequest(m) => DomainError::BadRequest(m),
-        wit::ContextError::Forbidden(m) => DomainError::Forbidden(m),
-        wit::ContextError::NotFound(m) => DomainError::NotFound(m),
-        wit::ContextError::MethodNotAllowed(m) => DomainError::MethodNotAllowed(m),
-        wit::ContextError::Conflict(m) => DomainError::Conflict(m),
-        wit::ContextError::Refused(m) => DomainError::Refused(m),
-        wit::ContextError::Unavailable(m) => DomainError::Unavailable(m),
-        wit::ContextError::Internal(m) => DomainError::Internal(m),
-    }
-}
-
-fn to_wit(e: DomainError) -> wit::ContextError {
-    match e {
-        DomainError::BadRequest(m) => wit::ContextError::BadRequest(m),
-        DomainError::Forbidden(m) => wit::ContextError::Forbidden(m),
-        DomainError::NotFound(m) => wit::ContextError::NotFound(m),
-        DomainError::MethodNotAllowed(m) => wit::ContextError::MethodNotAllowed(m),
-        DomainError::Conflict(m) => wit::ContextError::Conflict(m),
-        DomainError::Refused(m) => wit::ContextError::Refused(m),
-        DomainError::Unavailable(m) => wit::ContextError::Unavailable(m),
-        DomainError::Internal(m) => wit::ContextError::Internal(m),
-    }
-}
-
-/// What a calling context sees when its call fails: the callee's domain error as it was;
-/// a callee that is stopped, busy or missing as `unavailable`; a callee's fault as `internal`.
-pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
-    match e {
-        CallError::Domain(d) => to_wit(d),
-        e @ (CallError::NoSuchContext(_)
-        | CallError::Stopped(_)
-        | CallError::Busy(_)
-        | CallError::CircuitOpen { .. }) => wit::ContextError::Unavailable(e.to_string()),
-        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
-            // The caller may pass the text on to its client: it gets the words, the log the
-            // engine's detail.
-            crate::log::error(&format!("a synchronous call failed: {}", e.detailed()));
-            wit::ContextError::Internal(e.to_string())
-        }
-    }
-}
-
-pub(super) fn request_from_wit(r: wit::Request) -> Request {
-    Request {
-        method: r.method,
-        path: r.path,
-        query: r.query,
-        headers: r.headers,
-        body: r.body,
-        base_url: r.base_url,
-        caller: r.caller,
-    }
-}
-
-pub(super) fn response_to_wit(r: Response) -> wit::Response {
-    wit::Response {
-        status: r.status,
-        headers: r.headers,
-        body: r.body,
-    }
 }

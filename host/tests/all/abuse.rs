@@ -1,14 +1,11 @@
 //! Real abuse against the real server: floods of idle connections (from one client and from
 //! many), errors on keep-alive connections, and faults whose engine text must stay in the log.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use carshare_host::artifacts;
-use common::{Resp, Server, temp_dir};
+use crate::common::{Resp, TestComponent, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream as AsyncStream};
 
@@ -19,10 +16,10 @@ fn read_response(s: &mut TcpStream) -> Option<Resp> {
     let mut buf = [0u8; 4096];
     loop {
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = common::parse(&raw[..end + 4]);
+            let head = crate::common::parse(&raw[..end + 4]);
             let len: usize = head.header("content-length").map_or(0, |v| v.parse().unwrap());
             if raw.len() >= end + 4 + len {
-                return Some(common::parse(&raw[..end + 4 + len]));
+                return Some(crate::common::parse(&raw[..end + 4 + len]));
             }
         }
         match s.read(&mut buf) {
@@ -50,8 +47,7 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
 
 #[test]
 fn a_reply_on_a_connection_about_to_close_says_so_and_others_keep_it_open() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let mut c = TcpStream::connect(s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // A body the server reads, then refuses: the connection carries on.
@@ -99,9 +95,8 @@ fn a_reply_on_a_connection_about_to_close_says_so_and_others_keep_it_open() {
 
 #[test]
 fn fault_replies_carry_no_engine_text_and_the_log_keeps_it() {
-    let dir = temp_dir();
-    let hog = format!("hog={}", artifacts::MEMORY_HOG);
-    let s = Server::start(dir.path(), &["--context", &hog, "--memory-limit-mb", "16"]);
+    let hog = format!("hog={}", TestComponent::MemoryHog.path());
+    let s = TestServer::start(&["--context", &hog, "--memory-limit-mb", "16"]);
     let product = s.register_product("test1", 10);
     let mut bodies = Vec::new();
     let r = s.get("/hogs/eat");
@@ -111,7 +106,7 @@ fn fault_replies_carry_no_engine_text_and_the_log_keeps_it() {
     );
     bodies.push(r.body);
     // A trapping payment reaches the client through order's own error: the same rule holds.
-    let trapping = std::fs::read(artifacts::PAYMENT_TRAPPING).unwrap();
+    let trapping = std::fs::read(TestComponent::PaymentTrapping.path()).unwrap();
     let swapped = s.admin_with("PUT", "/admin/contexts/payment", &trapping);
     assert_eq!(swapped.status, 200, "{}", swapped.body);
     let r = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
@@ -123,7 +118,7 @@ fn fault_replies_carry_no_engine_text_and_the_log_keeps_it() {
         }
         assert!(body.contains("the server log has the details"), "{body}");
     }
-    let (_, log) = s.terminate();
+    let (_, log, _) = s.terminate();
     assert!(
         log.iter()
             .any(|l| l.contains("backtrace") || l.contains("wasm trap")),
@@ -159,15 +154,14 @@ async fn idle_connections(addr: SocketAddr, source: [u8; 4], n: usize) -> Vec<As
 /// How long a new client at 127.0.0.1 waits for a business answer.
 fn a_newcomer_is_served(addr: SocketAddr) -> Duration {
     let started = Instant::now();
-    let r = common::request(addr, "GET", "/orders?size=1", &[], b"");
+    let r = crate::common::request(addr, "GET", "/orders?size=1", &[], b"");
     assert_eq!(r.status, 200, "{}", r.body);
     started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_do_not_keep_a_new_client_waiting() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let idle_rss = s.rss_kib();
     let mut held = Vec::new();
     // 40 client addresses with 250 connections each: under the per-client cap.
@@ -196,8 +190,7 @@ async fn ten_thousand_idle_connections_do_not_keep_a_new_client_waiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_holding_connections_gets_its_share_and_everyone_else_is_served() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let held = idle_connections(s.addr, [127, 0, 0, 2], 1_100).await;
     assert_eq!(held.len(), 1_024, "the per-client cap");
     let addr = s.addr;
@@ -209,8 +202,7 @@ async fn one_client_holding_connections_gets_its_share_and_everyone_else_is_serv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_the_connection_limit_idle_connections_make_room() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &["--max-connections", "100"]);
+    let s = TestServer::start(&["--max-connections", "100"]);
     let mut held = Vec::new();
     for i in 0..4u8 {
         held.extend(idle_connections(s.addr, [127, 0, 0, 20 + i], 25).await);
@@ -243,7 +235,10 @@ fn product_reads(addr: SocketAddr, window: Duration) -> u64 {
                 scope.spawn(move || {
                     let mut n = 0;
                     while started.elapsed() < window {
-                        assert_eq!(common::request(addr, "GET", "/products/1", &[], b"").status, 200);
+                        assert_eq!(
+                            crate::common::request(addr, "GET", "/products/1", &[], b"").status,
+                            200
+                        );
                         n += 1;
                     }
                     n
@@ -256,9 +251,8 @@ fn product_reads(addr: SocketAddr, window: Duration) -> u64 {
 
 #[test]
 fn a_context_that_keeps_hitting_its_deadline_is_cut_off_and_the_others_go_on() {
-    let dir = temp_dir();
-    let looper = format!("looper={}", artifacts::LOOPING);
-    let s = Server::start(dir.path(), &["--context", &looper, "--call-deadline-ms", "200"]);
+    let looper = format!("looper={}", TestComponent::Looping.path());
+    let s = TestServer::start(&["--context", &looper, "--call-deadline-ms", "200"]);
     s.register_product("test1", 10);
     let addr = s.addr;
     let baseline = product_reads(addr, Duration::from_secs(2));
@@ -272,7 +266,7 @@ fn a_context_that_keeps_hitting_its_deadline_is_cut_off_and_the_others_go_on() {
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let started = Instant::now();
-                    let r = common::request(addr, "GET", "/loops/spin", &[], b"");
+                    let r = crate::common::request(addr, "GET", "/loops/spin", &[], b"");
                     statuses
                         .lock()
                         .unwrap()

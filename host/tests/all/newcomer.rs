@@ -3,16 +3,14 @@
 //! that the reference's Kubernetes deployment called, a product that is orderable the moment it
 //! is registered, and a compile cache that a second data dir shares.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use common::{Server, temp_dir};
+use crate::common::{TestServer, temp_dir};
 use serde_json::Value;
 
 /// A POST as httpie sends it: `http :8080/orders productId=1 qty=1` sends strings.
-fn httpie_post(s: &Server, path: &str, body: &str) -> common::Resp {
+fn httpie_post(s: &TestServer, path: &str, body: &str) -> crate::common::Resp {
     s.request(
         "POST",
         path,
@@ -25,7 +23,7 @@ fn httpie_post(s: &Server, path: &str, body: &str) -> common::Resp {
     )
 }
 
-fn stock(s: &Server, product: u64) -> i64 {
+fn stock(s: &TestServer, product: u64) -> i64 {
     s.get(&format!("/products/{product}")).json()["qty"]
         .as_i64()
         .unwrap()
@@ -33,8 +31,7 @@ fn stock(s: &Server, product: u64) -> i64 {
 
 #[test]
 fn the_reference_walk_works_with_every_field_sent_as_a_string() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     // The reference README's steps, as httpie sends them.
     let first = httpie_post(&s, "/products", r#"{"modelname": "test1", "qty": "100"}"#);
     assert_eq!(first.status, 201, "{}", first.body);
@@ -121,14 +118,13 @@ fn the_reference_walk_works_with_every_field_sent_as_a_string() {
 
 #[test]
 fn the_root_links_every_collection_as_spring_data_rest_does() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let r = s.get("/");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/hal+json"));
     let links = r.json()["_links"].as_object().unwrap().clone();
     let base = format!("http://{}", s.addr);
-    for collection in common::COLLECTIONS {
+    for collection in crate::common::COLLECTIONS {
         let link = &links[*collection];
         assert_eq!(
             link["href"],
@@ -163,8 +159,7 @@ fn the_root_links_every_collection_as_spring_data_rest_does() {
 
 #[test]
 fn the_probes_say_live_and_ready_and_why_not() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let live = s.get("/health/live");
     assert_eq!(live.status, 200, "{}", live.body);
     assert_eq!(live.json()["status"], "UP");
@@ -193,7 +188,7 @@ fn the_probes_say_live_and_ready_and_why_not() {
 /// checked here in-process (over a socket the listener is gone by then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_shutting_down_and_when_the_log_is_closed() {
-    use carshare_host::{Runtime, RuntimeOptions, WasmEngine, artifacts};
+    use carshare_host::{Runtime, RuntimeOptions, WasmEngine};
     let dir = temp_dir();
     let log = carshare_core::Log::open(dir.path().join("carshare.redb")).unwrap();
     let engine = WasmEngine::new(None).unwrap();
@@ -201,7 +196,7 @@ async fn readiness_fails_while_shutting_down_and_when_the_log_is_closed() {
     let r = rt.readiness();
     assert!(!r.ready);
     assert_eq!(r.reason.as_deref(), Some("no context is loaded"));
-    let (name, bytes) = artifacts::DEFAULT_CONTEXTS[1];
+    let (name, bytes) = carshare_host::DEFAULT_CONTEXTS[1];
     rt.load(name, bytes).unwrap();
     assert!(rt.readiness().ready, "{:?}", rt.readiness());
     rt.log().close();
@@ -218,8 +213,7 @@ async fn readiness_fails_while_shutting_down_and_when_the_log_is_closed() {
 
 #[test]
 fn a_product_is_orderable_the_moment_it_is_registered_even_under_load() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let busy = s.register_product("busy", 1_000_000);
     // Background load: orders on another product, so the order context's replica is always
     // behind by a few steps, as it is in production.
@@ -230,7 +224,7 @@ fn a_product_is_orderable_the_moment_it_is_registered_even_under_load() {
             let (stop, placed, addr) = (stop.clone(), placed.clone(), s.addr);
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let r = common::request(
+                    let r = crate::common::request(
                         addr,
                         "POST",
                         "/orders",
@@ -288,8 +282,7 @@ fn a_product_is_orderable_the_moment_it_is_registered_even_under_load() {
 
 #[test]
 fn a_restocked_product_is_orderable_at_once() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let p = s.register_product("rare", 1);
     s.order(p, 1);
     s.settle();
@@ -311,8 +304,7 @@ fn a_restocked_product_is_orderable_at_once() {
 
 #[test]
 fn a_stopped_product_context_does_not_stop_orders_for_known_products() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let p = s.register_product("known", 10);
     assert_eq!(s.admin("POST", "/admin/contexts/product/stop").status, 200);
     s.order(p, 2);
@@ -326,7 +318,7 @@ fn a_stopped_product_context_does_not_stop_orders_for_known_products() {
 }
 
 /// Lines of the server's startup log that say where a context's machine code came from.
-fn code_sources(s: &Server) -> Vec<&'static str> {
+fn code_sources(s: &TestServer) -> Vec<&'static str> {
     s.startup
         .iter()
         .filter(|l| l.contains("loaded context"))
@@ -348,7 +340,7 @@ fn compiled_components_are_cached_once_for_every_data_dir_of_a_user() {
     let xdg = home.path().to_str().unwrap();
     let env = [("XDG_CACHE_HOME", xdg), ("CARSHARE_CACHE_DIR", "")];
     let (first_dir, second_dir) = (temp_dir(), temp_dir());
-    let first = Server::start_env(first_dir.path(), &[], &env);
+    let first = TestServer::start_env(first_dir.path(), &[], &env);
     assert_eq!(code_sources(&first), vec!["compiled"; 5]);
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(home.path().join("carshare"))
@@ -361,7 +353,7 @@ fn compiled_components_are_cached_once_for_every_data_dir_of_a_user() {
         "no temporary left: {cached:?}"
     );
     // Another data dir of the same user loads machine code instead of compiling.
-    let second = Server::start_env(second_dir.path(), &[], &env);
+    let second = TestServer::start_env(second_dir.path(), &[], &env);
     assert_eq!(code_sources(&second), vec!["cached"; 5]);
     assert!(!second_dir.path().join("cache").exists());
     drop(second);
@@ -371,10 +363,10 @@ fn compiled_components_are_cached_once_for_every_data_dir_of_a_user() {
         ("XDG_CACHE_HOME", xdg),
         ("CARSHARE_CACHE_DIR", elsewhere.path().to_str().unwrap()),
     ];
-    drop(Server::start_env(third_dir.path(), &[], &env));
+    drop(TestServer::start_env(third_dir.path(), &[], &env));
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 5);
     let by_flag = ["--cache-dir", flag.path().to_str().unwrap()];
-    drop(Server::start_env(third_dir.path(), &by_flag, &env));
+    drop(TestServer::start_env(third_dir.path(), &by_flag, &env));
     assert_eq!(std::fs::read_dir(flag.path()).unwrap().count(), 5);
 }
 
@@ -382,8 +374,7 @@ fn compiled_components_are_cached_once_for_every_data_dir_of_a_user() {
 fn a_customer_id_sent_as_a_string_finds_its_orders() {
     // customerId travels from order into the view through events: a string accepted at the
     // edge must be stored as the number it means, or the customer's search would miss it.
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let p = s.register_product("m", 10);
     let r = httpie_post(
         &s,

@@ -2,19 +2,16 @@
 //! saga, stock that is never oversold, a read model that survives any delivery order, contexts
 //! that go down and catch up, dead letters, and the circuit breaker.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use carshare_host::artifacts;
-use common::{Server, temp_dir};
+use crate::common::{TestComponent, TestServer};
 use serde_json::Value;
 
-fn embedded(s: &Server, collection: &str) -> Vec<Value> {
+fn embedded(s: &TestServer, collection: &str) -> Vec<Value> {
     s.all(collection)
 }
 
-fn stock(s: &Server, product: u64) -> i64 {
+fn stock(s: &TestServer, product: u64) -> i64 {
     s.get(&format!("/products/{product}")).json()["qty"]
         .as_i64()
         .unwrap()
@@ -38,24 +35,23 @@ fn history(row: &Value) -> Vec<String> {
         .collect()
 }
 
-fn view(s: &Server, order: u64) -> Value {
+fn view(s: &TestServer, order: u64) -> Value {
     let r = s.get(&format!("/customerpages/search/findByOrderId?orderId={order}"));
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["_embedded"]["customerpages"][0].clone()
 }
 
 /// Everything a client can read, to compare before and after.
-fn everything(s: &Server) -> BTreeMap<&'static str, Vec<Value>> {
-    common::COLLECTIONS
+fn everything(s: &TestServer) -> BTreeMap<&'static str, Vec<Value>> {
+    crate::common::COLLECTIONS
         .iter()
         .map(|c| (*c, embedded(s, c)))
-    .collect()
+        .collect()
 }
 
 #[test]
 fn the_reference_clients_walk_rents_and_cancels_end_to_end() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 100);
     assert_eq!(product, 1);
     let order = s.order(1, 1)["id"].as_u64().unwrap();
@@ -137,8 +133,7 @@ fn the_reference_clients_walk_rents_and_cancels_end_to_end() {
 
 #[test]
 fn with_a_context_down_orders_are_still_taken_and_it_catches_up() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 50);
 
     for down in ["delivery", "product", "customerpage"] {
@@ -190,8 +185,7 @@ fn with_a_context_down_orders_are_still_taken_and_it_catches_up() {
 #[test]
 fn stock_is_never_oversold_under_concurrent_orders_and_cancellations() {
     const REGISTERED: i64 = 25;
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("scarce", REGISTERED);
     let addr = s.addr;
     std::thread::scope(|scope| {
@@ -201,7 +195,7 @@ fn stock_is_never_oversold_under_concurrent_orders_and_cancellations() {
                 for i in 0..15u64 {
                     let qty = 1 + (client + i) % 3;
                     let body = format!(r#"{{"productId":{product},"qty":{qty}}}"#);
-                    let r = common::request(addr, "POST", "/orders", &[], body.as_bytes());
+                    let r = crate::common::request(addr, "POST", "/orders", &[], body.as_bytes());
                     match r.status {
                         201 => mine.push(r.json()["id"].as_u64().unwrap()),
                         422 | 503 => {}
@@ -210,7 +204,7 @@ fn stock_is_never_oversold_under_concurrent_orders_and_cancellations() {
                     if i % 3 == 2
                         && let Some(o) = mine.pop()
                     {
-                        let r = common::request(addr, "DELETE", &format!("/orders/{o}"), &[], b"");
+                        let r = crate::common::request(addr, "DELETE", &format!("/orders/{o}"), &[], b"");
                         assert!(
                             r.status == 204 || r.status == 503,
                             "cancel: {} {}",
@@ -251,8 +245,7 @@ fn stock_is_never_oversold_under_concurrent_orders_and_cancellations() {
 
 #[test]
 fn an_order_product_cannot_serve_is_rejected_and_refunded() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("last-two", 2);
     // With product down, order's replica still says 2 left, so both orders are accepted;
     // product, when back, serves the first and rejects the second.
@@ -293,8 +286,7 @@ fn an_order_product_cannot_serve_is_rejected_and_refunded() {
 
 #[test]
 fn redelivering_handled_events_changes_nothing() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 10);
     let a = s.order(product, 2)["id"].as_u64().unwrap();
     s.order(product, 1);
@@ -330,19 +322,15 @@ fn redelivering_handled_events_changes_nothing() {
 
 #[test]
 fn a_failing_subscriber_parks_its_event_without_holding_up_the_others_and_can_be_retried() {
-    let dir = temp_dir();
-    let auditor = format!("auditor={}", artifacts::AUDITOR);
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--context",
-            &auditor,
-            "--event-attempts",
-            "3",
-            "--event-backoff-ms",
-            "5",
-        ],
-    );
+    let auditor = format!("auditor={}", TestComponent::Auditor.path());
+    let s = TestServer::start(&[
+        "--context",
+        &auditor,
+        "--event-attempts",
+        "3",
+        "--event-backoff-ms",
+        "5",
+    ]);
     let product = s.register_product("test1", 10);
     let r = s.request("PUT", "/audits/mode", &[], br#"{"failing":true}"#);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -396,20 +384,16 @@ fn a_failing_subscriber_parks_its_event_without_holding_up_the_others_and_can_be
 
 #[test]
 fn the_breaker_opens_on_a_failing_payment_answers_at_once_and_closes_after_recovery() {
-    let dir = temp_dir();
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--breaker-window",
-            "10",
-            "--breaker-min-calls",
-            "4",
-            "--breaker-open-ms",
-            "1500",
-            "--breaker-probes",
-            "2",
-        ],
-    );
+    let s = TestServer::start(&[
+        "--breaker-window",
+        "10",
+        "--breaker-min-calls",
+        "4",
+        "--breaker-open-ms",
+        "1500",
+        "--breaker-probes",
+        "2",
+    ]);
     let product = s.register_product("test1", 100);
     let body = format!(r#"{{"productId":{product},"qty":1}}"#);
     assert_eq!(s.context("payment")["breaker"]["state"], "closed");
@@ -445,8 +429,7 @@ fn the_breaker_opens_on_a_failing_payment_answers_at_once_and_closes_after_recov
 
 #[test]
 fn clients_cannot_write_what_the_server_owns() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 10);
     let order = s.order(product, 1)["id"].as_u64().unwrap();
     s.settle();
@@ -513,8 +496,7 @@ fn clients_cannot_write_what_the_server_owns() {
 
 #[test]
 fn customers_find_their_orders() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 10);
     let mut mine = Vec::new();
     for customer in [7, 8, 7] {
@@ -543,9 +525,8 @@ fn customers_find_their_orders() {
 
 #[test]
 fn a_compensation_waits_for_a_stopped_context_instead_of_being_parked() {
-    let dir = temp_dir();
     // Parking would take two quick attempts; the compensation must outlast them.
-    let s = Server::start(dir.path(), &["--event-attempts", "2", "--event-backoff-ms", "5"]);
+    let s = TestServer::start(&["--event-attempts", "2", "--event-backoff-ms", "5"]);
     let product = s.register_product("last-two", 2);
     assert_eq!(s.admin("POST", "/admin/contexts/product/stop").status, 200);
     s.order(product, 2);

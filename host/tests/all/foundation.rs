@@ -1,18 +1,15 @@
 //! The foundation's promises, shown against the real server and the real components.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use carshare_host::artifacts;
-use common::{Server, temp_dir};
+use crate::common::{DataDir, TestComponent, TestServer};
 use serde_json::Value;
 
-fn order(s: &Server, product: u64, qty: i64) -> Value {
+fn order(s: &TestServer, product: u64, qty: i64) -> Value {
     s.order(product, qty)
 }
 
-fn total(s: &Server, collection: &str) -> u64 {
+fn total(s: &TestServer, collection: &str) -> u64 {
     s.total(collection)
 }
 
@@ -20,8 +17,7 @@ const ORDER_EVENTS: &[&str] = &["Ordered", "Paid"];
 
 #[test]
 fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     s.register_product("test1", 10);
     let r = s.post("/orders", r#"{"productId":1,"qty":2,"status":"order"}"#);
     assert_eq!(r.status, 201, "{}", r.body);
@@ -71,7 +67,7 @@ fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
     });
     assert!(cached, "no {digest}-*.cwasm in {}", cache.display());
     use sha2::Digest;
-    let own: String = sha2::Sha256::digest(artifacts::DEFAULT_CONTEXTS[0].1)
+    let own: String = sha2::Sha256::digest(carshare_host::DEFAULT_CONTEXTS[0].1)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -83,11 +79,10 @@ fn an_order_takes_one_payment_and_logs_ordered_then_paid() {
 
 #[test]
 fn a_declined_payment_leaves_no_order_no_payment_and_no_event() {
-    let dir = temp_dir();
-    let s = Server::start(
-        dir.path(),
-        &["--context", &format!("payment={}", artifacts::PAYMENT_DECLINING)],
-    );
+    let s = TestServer::start(&[
+        "--context",
+        &format!("payment={}", TestComponent::PaymentDeclining.path()),
+    ]);
     s.register_product("test1", 10);
     let head = s.events().len();
     let r = s.post("/orders", r#"{"productId":1,"qty":1}"#);
@@ -102,11 +97,11 @@ fn a_declined_payment_leaves_no_order_no_payment_and_no_event() {
         head,
         "the order's and the declining payment's events were rolled back"
     );
-    s.terminate();
+    let (_, _, dir) = s.terminate();
 
     // With the real payment context back, the declined attempt left nothing behind, and the
     // next order is the log's first event.
-    let s = Server::start(dir.path(), &[]);
+    let s = dir.start(&[]);
     assert_eq!(total(&s, "/orders"), 0);
     assert_eq!(total(&s, "/payments"), 0);
     assert_eq!(s.events().len(), head);
@@ -121,11 +116,10 @@ fn a_declined_payment_leaves_no_order_no_payment_and_no_event() {
 
 #[test]
 fn a_faulting_payment_gets_a_503_and_leaves_nothing() {
-    let dir = temp_dir();
-    let s = Server::start(
-        dir.path(),
-        &["--context", &format!("payment={}", artifacts::PAYMENT_TRAPPING)],
-    );
+    let s = TestServer::start(&[
+        "--context",
+        &format!("payment={}", TestComponent::PaymentTrapping.path()),
+    ]);
     s.register_product("test1", 10);
     for _ in 0..3 {
         let r = s.post("/orders", r#"{"productId":1,"qty":1}"#);
@@ -141,8 +135,7 @@ fn a_faulting_payment_gets_a_503_and_leaves_nothing() {
 
 #[test]
 fn paid_approves_the_order_and_the_cursor_survives_a_restart() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 10);
     // With delivery stopped, the order stays at the step Paid brings it to.
     assert_eq!(s.admin("POST", "/admin/contexts/delivery/stop").status, 200);
@@ -155,11 +148,11 @@ fn paid_approves_the_order_and_the_cursor_survives_a_restart() {
     let cursor = s.context("order")["subscriber"]["cursor"].as_u64().unwrap();
     let published = s.events().len();
     assert_eq!(cursor, published as u64, "order has gone through the whole log");
-    let (clean, lines) = s.terminate();
+    let (clean, lines, dir) = s.terminate();
     assert!(clean, "SIGTERM exits cleanly");
     assert!(lines.iter().any(|l| l.contains("carshare stopped")), "{lines:?}");
 
-    let s = Server::start(dir.path(), &[]);
+    let s = dir.start(&[]);
     let ctx = s.context("order");
     assert_eq!(
         ctx["subscriber"]["cursor"], cursor,
@@ -180,8 +173,7 @@ fn paid_approves_the_order_and_the_cursor_survives_a_restart() {
 
 #[test]
 fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     for i in 1..=8 {
         s.register_product(&format!("model{i}"), 1000);
     }
@@ -193,7 +185,7 @@ fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
                     (0..10)
                         .map(|i| {
                             let body = format!(r#"{{"productId":{},"qty":{}}}"#, w + 1, i + 1);
-                            let r = common::request(addr, "POST", "/orders", &[], body.as_bytes());
+                            let r = crate::common::request(addr, "POST", "/orders", &[], body.as_bytes());
                             assert_eq!(r.status, 201, "{}", r.body);
                             r.json()["id"].as_u64().unwrap()
                         })
@@ -208,9 +200,9 @@ fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
         80,
         "ids are unique"
     );
-    s.kill();
+    let dir = s.kill();
 
-    let s = Server::start(dir.path(), &[]);
+    let s = dir.start(&[]);
     for id in &acknowledged {
         assert_eq!(s.get(&format!("/orders/{id}")).status, 200, "order {id} survived");
     }
@@ -235,8 +227,7 @@ fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
 
 #[test]
 fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     s.register_product("test1", 10);
     order(&s, 1, 1);
     s.settle();
@@ -335,8 +326,7 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
 
 #[test]
 fn collections_page_and_sort_like_spring_data_rest() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     s.register_product("test1", 10);
     let ids: Vec<u64> = [5, 1, 3]
         .into_iter()
@@ -367,8 +357,7 @@ fn collections_page_and_sort_like_spring_data_rest() {
 
 #[test]
 fn the_admin_api_needs_its_token() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     assert_eq!(s.get("/admin/events").status, 401);
     assert_eq!(
         s.request("GET", "/admin/events", &[("authorization", "Bearer wrong")], b"")
@@ -400,7 +389,7 @@ fn the_admin_api_needs_its_token() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("carshare serve"));
-    let dir = temp_dir();
+    let dir = crate::common::temp_dir();
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -422,7 +411,7 @@ fn the_admin_api_needs_its_token() {
         .unwrap()
         .parse()
         .unwrap();
-    let r = common::request(
+    let r = crate::common::request(
         addr,
         "GET",
         "/admin/events",
@@ -437,8 +426,7 @@ fn the_admin_api_needs_its_token() {
 
 #[test]
 fn a_stopped_payment_refuses_orders_with_503_and_a_started_one_takes_them_again() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     s.register_product("test1", 10);
     assert_eq!(s.admin("POST", "/admin/contexts/payment/stop").status, 200);
     let r = s.post("/orders", r#"{"productId":1,"qty":1}"#);
@@ -454,12 +442,11 @@ fn a_stopped_payment_refuses_orders_with_503_and_a_started_one_takes_them_again(
 
 #[test]
 fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 1_000_000);
     let addr = s.addr;
     let acknowledged = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
+    let dir = std::thread::scope(|scope| {
         for _ in 0..6 {
             scope.spawn(|| {
                 for _ in 0..300 {
@@ -486,7 +473,7 @@ fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
         }
         // Kill while requests and commits are in flight.
         std::thread::sleep(std::time::Duration::from_millis(300));
-        s.kill();
+        s.kill()
     });
     let acknowledged = acknowledged.into_inner().unwrap();
     assert!(
@@ -494,7 +481,7 @@ fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
         "some orders were acknowledged before the kill"
     );
 
-    let s = Server::start(dir.path(), &[]);
+    let s = dir.start(&[]);
     s.settle();
     let events = s.events_paged();
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -532,12 +519,11 @@ fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
 
 #[test]
 fn a_context_can_come_from_the_config_file() {
-    let dir = temp_dir();
+    let dir = crate::common::temp_dir();
     let config = dir.path().join("carshare.json");
-    let json =
-        serde_json::json!({ "contexts": { "payment": artifacts::PAYMENT_DECLINING }, "callDeadlineMs": 500 });
+    let json = serde_json::json!({ "contexts": { "payment": TestComponent::PaymentDeclining.path() }, "callDeadlineMs": 500 });
     std::fs::write(&config, json.to_string()).unwrap();
-    let s = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let s = DataDir::at(&dir.path().join("data")).start(&["--config", config.to_str().unwrap()]);
     assert_eq!(s.context("payment")["version"], "0.9.0-declining");
     s.register_product("test1", 10);
     assert_eq!(s.post("/orders", r#"{"productId":1,"qty":1}"#).status, 422);
@@ -545,15 +531,14 @@ fn a_context_can_come_from_the_config_file() {
 
 #[test]
 fn ctrl_c_lets_in_flight_requests_finish_and_closes_the_database() {
-    let dir = temp_dir();
-    let looper = format!("looper={}", artifacts::LOOPING);
-    let s = Server::start(dir.path(), &["--context", &looper, "--call-deadline-ms", "700"]);
+    let looper = format!("looper={}", TestComponent::Looping.path());
+    let s = TestServer::start(&["--context", &looper, "--call-deadline-ms", "700"]);
     s.register_product("test1", 10);
     let addr = s.addr;
     // A request that takes the whole deadline is in flight when Ctrl-C arrives.
-    let slow = std::thread::spawn(move || common::request(addr, "GET", "/loops/spin", &[], b""));
+    let slow = std::thread::spawn(move || crate::common::request(addr, "GET", "/loops/spin", &[], b""));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let (clean, lines) = s.interrupt();
+    let (clean, lines, dir) = s.interrupt();
     let answered = slow.join().unwrap();
     assert_eq!(
         answered.status, 500,
@@ -563,6 +548,6 @@ fn ctrl_c_lets_in_flight_requests_finish_and_closes_the_database() {
     assert!(clean, "exit status 0");
     assert!(lines.iter().any(|l| l.contains("carshare stopped")), "{lines:?}");
     // The database was closed cleanly and opens again with everything in it.
-    let s = Server::start(dir.path(), &["--context", &looper]);
+    let s = dir.start(&["--context", &looper]);
     assert_eq!(s.total("/products"), 1);
 }

@@ -1,6 +1,8 @@
-//! Test support: starts the real `carshare` binary on 127.0.0.1:0 with a temporary data dir,
-//! and talks to it over real HTTP/1.1.
-#![allow(dead_code)]
+//! The one fixture every test uses: [`TestServer`] starts the real `carshare` binary on
+//! 127.0.0.1:0 on a data directory it owns (or one handed over from a server before it, for
+//! restart tests), and talks to it over real HTTP/1.1. [`TestComponent`] names the
+//! deliberately misbehaving or alternative components `host/build.rs` built; a test component
+//! that no test uses is a compile error.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,11 +26,75 @@ pub const COLLECTIONS: &[&str] = &[
     "customerpages",
 ];
 
-/// A running server process.
-pub struct Server {
+include!(concat!(env!("OUT_DIR"), "/test_components.rs"));
+
+/// Declares [`TestComponent`] from the list `host/build.rs` generates.
+macro_rules! test_components {
+    ($(($variant:ident, $path:literal)),* $(,)?) => {
+        /// A test component built by `host/build.rs`. Every variant must be used by a test:
+        /// one that is never constructed fails the build (`dead_code` is denied here).
+        #[deny(dead_code)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum TestComponent {
+            $(
+                #[doc = concat!("`", $path, "`")]
+                $variant,
+            )*
+        }
+
+        impl TestComponent {
+            /// Where the component file is.
+            pub fn path(self) -> &'static str {
+                match self {
+                    $(TestComponent::$variant => $path,)*
+                }
+            }
+        }
+    };
+}
+
+foreach_test_component!(test_components);
+
+/// A data directory that outlives the servers started on it: a temporary one the fixture
+/// owns, or one a test owns.
+pub struct DataDir {
+    path: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+}
+
+impl DataDir {
+    /// A fresh temporary directory, removed when the last holder drops it.
+    pub fn new() -> DataDir {
+        let dir = temp_dir();
+        DataDir {
+            path: dir.path().to_path_buf(),
+            _owned: Some(dir),
+        }
+    }
+
+    /// `path`, owned by the caller.
+    pub fn at(path: &Path) -> DataDir {
+        DataDir {
+            path: path.to_path_buf(),
+            _owned: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a server on this directory.
+    pub fn start(self, extra: &[&str]) -> TestServer {
+        TestServer::launch(self, extra, &[], true)
+    }
+}
+
+/// A running server process, with the data directory it runs on.
+pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
-    pub data_dir: PathBuf,
+    dir: Option<DataDir>,
     log: mpsc::Receiver<String>,
     /// What the server logged until it was ready.
     pub startup: Vec<String>,
@@ -55,23 +121,31 @@ impl Resp {
     }
 }
 
-impl Server {
-    /// Starts the server on `data_dir` with `extra` arguments, compiled components cached in
-    /// one directory that every test shares.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-        let mut args = vec!["--cache-dir", cache.to_str().expect("a UTF-8 path")];
-        args.extend_from_slice(extra);
-        Server::start_env(data_dir, &args, &[])
+impl TestServer {
+    /// Starts the server on a fresh data directory of its own with `extra` arguments,
+    /// compiled components cached in one directory that every test shares.
+    pub fn start(extra: &[&str]) -> TestServer {
+        DataDir::new().start(extra)
     }
 
     /// Starts the server on `data_dir` with `extra` arguments and `env` added to its
     /// environment, choosing no cache directory for it.
-    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        TestServer::launch(DataDir::at(data_dir), extra, env, false)
+    }
+
+    fn launch(dir: DataDir, extra: &[&str], env: &[(&str, &str)], shared_cache: bool) -> TestServer {
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+        let mut args: Vec<&str> = Vec::new();
+        if shared_cache {
+            args.extend(["--cache-dir", cache.to_str().expect("a UTF-8 path")]);
+        }
+        args.extend_from_slice(extra);
+        let data_dir = dir.path().to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_carshare"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .arg(&data_dir)
+            .args(&args)
             .envs(env.iter().copied())
             .env("CARSHARE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
@@ -103,10 +177,10 @@ impl Server {
                 .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
             startup.push(line);
             if let Some(addr) = ready {
-                return Server {
+                return TestServer {
                     child,
                     addr,
-                    data_dir: data_dir.to_path_buf(),
+                    dir: Some(dir),
                     log: rx,
                     startup,
                 };
@@ -129,28 +203,34 @@ impl Server {
             .unwrap()
     }
 
-    /// Kills the process with SIGKILL: no shutdown code runs.
-    pub fn kill(mut self) {
+    /// Kills the process with SIGKILL (no shutdown code runs); hands back its data directory.
+    pub fn kill(mut self) -> DataDir {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.dir.take().expect("the data directory")
     }
 
-    /// Sends SIGTERM and waits; returns whether it exited successfully, and its log lines.
-    pub fn terminate(self) -> (bool, Vec<String>) {
+    /// Sends SIGTERM and waits; returns whether it exited successfully, its log lines, and
+    /// its data directory.
+    pub fn terminate(self) -> (bool, Vec<String>, DataDir) {
         self.signal("-TERM")
     }
 
-    /// Sends SIGINT (Ctrl-C) and waits, like [`Server::terminate`].
-    pub fn interrupt(self) -> (bool, Vec<String>) {
+    /// Sends SIGINT (Ctrl-C) and waits, like [`TestServer::terminate`].
+    pub fn interrupt(self) -> (bool, Vec<String>, DataDir) {
         self.signal("-INT")
     }
 
-    fn signal(mut self, signal: &str) -> (bool, Vec<String>) {
+    fn signal(mut self, signal: &str) -> (bool, Vec<String>, DataDir) {
         let pid = self.child.id().to_string();
         Command::new("kill").args([signal, &pid]).status().unwrap();
         let status = self.child.wait().unwrap();
         let lines: Vec<String> = self.log.try_iter().collect();
-        (status.success(), lines)
+        (
+            status.success(),
+            lines,
+            self.dir.take().expect("the data directory"),
+        )
     }
 
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
@@ -188,7 +268,7 @@ impl Server {
     }
 
     /// Polls `f` until it returns true or `secs` pass.
-    pub fn wait_for(&self, secs: u64, mut f: impl FnMut(&Server) -> bool) -> bool {
+    pub fn wait_for(&self, secs: u64, mut f: impl FnMut(&TestServer) -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
             if f(self) {
@@ -213,7 +293,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -275,7 +355,7 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
-impl Server {
+impl TestServer {
     /// Registers a product and waits until the order context knows it.
     pub fn register_product(&self, modelname: &str, qty: i64) -> u64 {
         let r = self.post(
@@ -330,7 +410,7 @@ impl Server {
     }
 }
 
-impl Server {
+impl TestServer {
     /// Every event in the log, however many.
     pub fn events_paged(&self) -> Vec<Value> {
         let mut all: Vec<Value> = Vec::new();

@@ -1,18 +1,15 @@
 //! Hot-swapping contexts while the system serves, and the sandbox that contains misbehaving
 //! ones, against the real server.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use carshare_host::artifacts;
-use common::{Server, TOKEN, temp_dir};
+use crate::common::{TOKEN, TestComponent, TestServer, temp_dir};
 use serde_json::Value;
 
 fn v1(name: &str) -> Vec<u8> {
-    artifacts::DEFAULT_CONTEXTS
+    carshare_host::DEFAULT_CONTEXTS
         .iter()
         .find(|(n, _)| *n == name)
         .unwrap()
@@ -22,19 +19,19 @@ fn v1(name: &str) -> Vec<u8> {
 
 fn v2(name: &str) -> Vec<u8> {
     let path = match name {
-        "order" => artifacts::ORDER_V2,
-        "payment" => artifacts::PAYMENT_V2,
-        "delivery" => artifacts::DELIVERY_V2,
+        "order" => TestComponent::OrderV2.path(),
+        "payment" => TestComponent::PaymentV2.path(),
+        "delivery" => TestComponent::DeliveryV2.path(),
         _ => unreachable!(),
     };
     std::fs::read(path).unwrap()
 }
 
-fn swap(s: &Server, name: &str, bytes: &[u8]) -> common::Resp {
+fn swap(s: &TestServer, name: &str, bytes: &[u8]) -> crate::common::Resp {
     s.admin_with("PUT", &format!("/admin/contexts/{name}"), bytes)
 }
 
-fn embedded(s: &Server, collection: &str) -> Vec<Value> {
+fn embedded(s: &TestServer, collection: &str) -> Vec<Value> {
     s.all(collection)
 }
 
@@ -51,8 +48,7 @@ fn served_by(name: &str) -> String {
 #[test]
 fn contexts_swap_back_and_forth_under_load_without_a_failed_request() {
     const STOCK: i64 = 1_000_000;
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("busy", STOCK);
     let addr = s.addr;
     let done = AtomicBool::new(false);
@@ -68,7 +64,7 @@ fn contexts_swap_back_and_forth_under_load_without_a_failed_request() {
                         break;
                     }
                     let body = format!(r#"{{"productId":{product},"qty":1}}"#);
-                    let r = common::request(addr, "POST", "/orders", &[], body.as_bytes());
+                    let r = crate::common::request(addr, "POST", "/orders", &[], body.as_bytes());
                     if r.status == 201 {
                         placed.lock().unwrap().push(r.json()["id"].as_u64().unwrap());
                         versions
@@ -157,20 +153,19 @@ fn contexts_swap_back_and_forth_under_load_without_a_failed_request() {
 
 #[test]
 fn bad_components_are_refused_and_the_running_version_goes_on() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 10);
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("order", b"not a component".to_vec(), 400, "invalid_component"),
         (
             "order",
-            std::fs::read(artifacts::PAYMENT_DECLINING).unwrap(),
+            std::fs::read(TestComponent::PaymentDeclining.path()).unwrap(),
             422,
             "wrong_context",
         ),
         (
             "order",
-            std::fs::read(artifacts::BAD_MANIFEST).unwrap(),
+            std::fs::read(TestComponent::BadManifest.path()).unwrap(),
             409,
             "route_conflict",
         ),
@@ -201,26 +196,22 @@ fn bad_components_are_refused_and_the_running_version_goes_on() {
 
 #[test]
 fn runaway_and_greedy_contexts_fail_alone_and_are_replaced() {
-    let dir = temp_dir();
-    let looper = format!("looper={}", artifacts::LOOPING);
-    let hog = format!("hog={}", artifacts::MEMORY_HOG);
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--context",
-            &looper,
-            "--context",
-            &hog,
-            "--call-deadline-ms",
-            "200",
-            "--memory-limit-mb",
-            "16",
-            "--event-attempts",
-            "2",
-            "--event-backoff-ms",
-            "5",
-        ],
-    );
+    let looper = format!("looper={}", TestComponent::Looping.path());
+    let hog = format!("hog={}", TestComponent::MemoryHog.path());
+    let s = TestServer::start(&[
+        "--context",
+        &looper,
+        "--context",
+        &hog,
+        "--call-deadline-ms",
+        "200",
+        "--memory-limit-mb",
+        "16",
+        "--event-attempts",
+        "2",
+        "--event-backoff-ms",
+        "5",
+    ]);
     let product = s.register_product("test1", 10);
     let addr = s.addr;
     std::thread::scope(|scope| {
@@ -228,7 +219,7 @@ fn runaway_and_greedy_contexts_fail_alone_and_are_replaced() {
             (0..5)
                 .map(|_| {
                     let body = format!(r#"{{"productId":{product},"qty":1}}"#);
-                    common::request(addr, "POST", "/orders", &[], body.as_bytes()).status
+                    crate::common::request(addr, "POST", "/orders", &[], body.as_bytes()).status
                 })
                 .collect::<Vec<_>>()
         });
@@ -273,8 +264,7 @@ fn runaway_and_greedy_contexts_fail_alone_and_are_replaced() {
 
 #[test]
 fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
-    let dir = temp_dir();
-    let s = Server::start(dir.path(), &[]);
+    let s = TestServer::start(&[]);
     let product = s.register_product("test1", 100);
     s.order(product, 1);
     let r = swap(&s, "order", &v2("order"));
@@ -291,11 +281,11 @@ fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
     assert_eq!(ctx["version"], "2.0.0");
     assert_eq!(ctx["canRollBack"], true);
     s.settle();
-    let (clean, _) = s.terminate();
+    let (clean, _, dir) = s.terminate();
     assert!(clean);
 
     // After a restart the swapped-in version runs, and a rollback is still possible.
-    let s = Server::start(dir.path(), &[]);
+    let s = dir.start(&[]);
     assert_eq!(s.context("order")["version"], "2.0.0");
     let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
     assert_eq!(o.status, 201);
@@ -314,9 +304,9 @@ fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
     assert!(orders.iter().all(|o| o["status"] == "Shipped"));
     assert_eq!(embedded(&s, "deliveries").len(), 4);
     assert_eq!(s.get(&format!("/products/{product}")).json()["qty"], 96);
-    let (clean, _) = s.terminate();
+    let (clean, _, dir) = s.terminate();
     assert!(clean);
-    let s = Server::start(dir.path(), &[]);
+    let s = dir.start(&[]);
     assert_eq!(
         s.context("order")["version"],
         "0.1.0",
@@ -335,16 +325,15 @@ fn cli(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_command_line_and_a_watched_directory_swap_contexts() {
-    let dir = temp_dir();
     let watched = temp_dir();
-    let s = Server::start(dir.path(), &["--watch", watched.path().to_str().unwrap()]);
+    let s = TestServer::start(&["--watch", watched.path().to_str().unwrap()]);
     let url = format!("http://{}", s.addr);
 
     let ok = cli(&[
         "contexts",
         "swap",
         "payment",
-        artifacts::PAYMENT_V2,
+        TestComponent::PaymentV2.path(),
         "--url",
         &url,
     ]);
@@ -362,7 +351,7 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
 
     // Dropping a component into the watched directory swaps it in; a broken one is refused.
     std::fs::write(watched.path().join("delivery.wasm"), b"garbage").unwrap();
-    std::fs::copy(artifacts::ORDER_V2, watched.path().join("order.wasm")).unwrap();
+    std::fs::copy(TestComponent::OrderV2.path(), watched.path().join("order.wasm")).unwrap();
     assert!(s.wait_for(20, |s| s.context("order")["version"] == "2.0.0"));
     std::thread::sleep(std::time::Duration::from_millis(600));
     assert_eq!(
@@ -375,22 +364,18 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
 
 #[test]
 fn a_rollback_from_a_faulting_version_starts_its_breaker_afresh() {
-    let dir = temp_dir();
     // A breaker that, once open, would refuse for a minute: only a reset lets orders through.
-    let s = Server::start(
-        dir.path(),
-        &[
-            "--breaker-window",
-            "10",
-            "--breaker-min-calls",
-            "4",
-            "--breaker-open-ms",
-            "60000",
-        ],
-    );
+    let s = TestServer::start(&[
+        "--breaker-window",
+        "10",
+        "--breaker-min-calls",
+        "4",
+        "--breaker-open-ms",
+        "60000",
+    ]);
     let product = s.register_product("test1", 100);
     let body = format!(r#"{{"productId":{product},"qty":1}}"#);
-    let trapping = std::fs::read(artifacts::PAYMENT_TRAPPING).unwrap();
+    let trapping = std::fs::read(TestComponent::PaymentTrapping.path()).unwrap();
     assert_eq!(swap(&s, "payment", &trapping).status, 200);
     for _ in 0..4 {
         let r = s.post("/orders", &body);

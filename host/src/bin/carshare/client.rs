@@ -7,12 +7,12 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::{ContextsAction, ContextsCommand};
+use crate::cli::{ContextsAction, ContextsArgs};
 
 /// Runs the command; returns the server's answer (pretty JSON) or an error to print.
-pub async fn run(cmd: ContextsCommand, token: Option<String>) -> Result<String, String> {
-    let authority = cmd
-        .url
+pub async fn run(cmd: &ContextsArgs, token: Option<String>) -> Result<String, String> {
+    let url = cmd.url.trim_end_matches('/');
+    let authority = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("--url must be http://host:port, not {}", cmd.url))?
         .trim_end_matches('/')

@@ -1,0 +1,145 @@
+//! The command line, with clap: `carshare serve`, `carshare contexts ...`,
+//! `carshare completions SHELL`, `--version`. Every option of `serve` can also come from a
+//! `CARSHARE_*` variable or the config file; `settings.rs` merges them under one rule.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The car-sharing business as one runtime of WebAssembly bounded contexts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "carshare",
+    version,
+    about,
+    after_help = "Start the whole system with `carshare serve`; `carshare serve --help` lists its options.\n\
+                  Each option of serve may also be given as a CARSHARE_* environment variable \
+                  (shown with each option) or as a camelCase key of the JSON config file; \
+                  the command line wins over the environment, the environment over the file."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the whole system over HTTP.
+    Serve(Box<ServeArgs>),
+    /// Talk to a running server's admin API (the token comes from CARSHARE_ADMIN_TOKEN).
+    Contexts(ContextsArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `carshare serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// JSON config file (camelCase keys, e.g. {"listen": "0.0.0.0:8080", "maxInstances": 32})
+    #[arg(long, env = "CARSHARE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve HTTP on [default: 127.0.0.1:8080]
+    #[arg(long, env = "CARSHARE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where the database lives [default: ./carshare-data]
+    #[arg(long, env = "CARSHARE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Compiled-component cache, shared by every data dir [default: $XDG_CACHE_HOME/carshare,
+    /// else ~/.cache/carshare]
+    #[arg(long, env = "CARSHARE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Run context NAME from FILE (a .wasm component) instead of the built-in one; repeatable
+    #[arg(
+        long = "context",
+        env = "CARSHARE_CONTEXTS",
+        value_name = "NAME=FILE",
+        value_delimiter = ','
+    )]
+    pub contexts: Vec<String>,
+    /// Swap a context in when DIR/<context>.wasm changes
+    #[arg(long, env = "CARSHARE_WATCH", value_name = "DIR")]
+    pub watch: Option<PathBuf>,
+    /// CPU time one call into a context may take, in ms [default: 1000]
+    #[arg(long, env = "CARSHARE_CALL_DEADLINE_MS", value_name = "N")]
+    pub call_deadline_ms: Option<u64>,
+    /// Memory one context instance may use, in MiB [default: 64]
+    #[arg(long, env = "CARSHARE_MEMORY_LIMIT_MB", value_name = "N")]
+    pub memory_limit_mb: Option<u64>,
+    /// Instances of one context alive at once [default: 64]
+    #[arg(long, env = "CARSHARE_MAX_INSTANCES", value_name = "N")]
+    pub max_instances: Option<u64>,
+    /// Largest request body, in bytes [default: 1048576]
+    #[arg(long, env = "CARSHARE_MAX_BODY_BYTES", value_name = "N")]
+    pub max_body_bytes: Option<u64>,
+    /// Connections open at once; idle ones are closed early near the limit [default: what the
+    /// open-file limit allows, at most 100000]
+    #[arg(long, env = "CARSHARE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u64>,
+    /// Connections open at once from one client address [default: 1024]
+    #[arg(long, env = "CARSHARE_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub max_connections_per_client: Option<u64>,
+    /// Attempts before a failing event is parked as a dead letter [default: 5]
+    #[arg(long, env = "CARSHARE_EVENT_ATTEMPTS", value_name = "N")]
+    pub event_attempts: Option<u64>,
+    /// Wait after an event's first failure, doubling each time, in ms [default: 50]
+    #[arg(long, env = "CARSHARE_EVENT_BACKOFF_MS", value_name = "N")]
+    pub event_backoff_ms: Option<u64>,
+    /// Calls the circuit breaker remembers [default: 100]
+    #[arg(long, env = "CARSHARE_BREAKER_WINDOW", value_name = "N")]
+    pub breaker_window: Option<u64>,
+    /// Calls before the failure rate counts [default: 20]
+    #[arg(long, env = "CARSHARE_BREAKER_MIN_CALLS", value_name = "N")]
+    pub breaker_min_calls: Option<u64>,
+    /// Failure rate, in percent, that opens the breaker [default: 50]
+    #[arg(long, env = "CARSHARE_BREAKER_FAILURE_RATE", value_name = "P")]
+    pub breaker_failure_rate: Option<u64>,
+    /// How long an open breaker refuses calls, in ms [default: 30000]
+    #[arg(long, env = "CARSHARE_BREAKER_OPEN_MS", value_name = "N")]
+    pub breaker_open_ms: Option<u64>,
+    /// Calls let through when half-open [default: 10]
+    #[arg(long, env = "CARSHARE_BREAKER_PROBES", value_name = "N")]
+    pub breaker_probes: Option<u64>,
+    /// Synchronous calls in flight per context [default: 25]
+    #[arg(long, env = "CARSHARE_BREAKER_MAX_CONCURRENT", value_name = "N")]
+    pub breaker_max_concurrent: Option<u64>,
+}
+
+/// `carshare contexts ...`.
+#[derive(Debug, Args)]
+pub struct ContextsArgs {
+    /// The server
+    #[arg(
+        long,
+        global = true,
+        env = "CARSHARE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ContextsAction,
+}
+
+/// What `carshare contexts` does.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ContextsAction {
+    /// List the contexts with their versions, cursors and breakers.
+    List,
+    /// Swap context NAME to the component in FILE.
+    Swap {
+        /// The context.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Roll context NAME back to the version before its last swap.
+    Rollback {
+        /// The context.
+        name: String,
+    },
+}

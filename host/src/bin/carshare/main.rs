@@ -1,0 +1,121 @@
+//! The `carshare` binary: the command line (`cli`), where the server's settings come from
+//! (`settings`), and the admin client (`client`). Everything else is the `carshare_host`
+//! library; this file only dispatches.
+
+mod cli;
+mod client;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use cli::{Cli, Command, ContextsArgs};
+
+fn main() -> ExitCode {
+    forget_empty_variables();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let sub = matches.subcommand_matches("serve").expect("the serve subcommand");
+            match settings::config(&args, sub) {
+                Ok(config) => serve(config),
+                Err(e) => {
+                    eprintln!("carshare: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Contexts(args) => contexts(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "carshare", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// An empty `CARSHARE_*` variable counts as unset (as `CARSHARE_CACHE_DIR=` in a shell means
+/// "no cache dir of my own"), rather than as an empty value clap would refuse.
+fn forget_empty_variables() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| k.to_string_lossy().starts_with("CARSHARE_") && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        // SAFETY: called first thing in main, before any other thread exists that could read
+        // the environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::remove_var(k)
+        };
+    }
+}
+
+fn serve(config: carshare_host::Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carshare: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match carshare_host::start(config).await {
+            Ok(server) => {
+                server.run(shutdown_signal()).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("carshare: could not start: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `carshare contexts ...`: one request to a running server.
+fn contexts(args: &ContextsArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carshare: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
+    match rt.block_on(client::run(args, token)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("carshare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

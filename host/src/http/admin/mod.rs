@@ -1,0 +1,108 @@
+//! The operator API under `/admin`, behind a bearer token (`auth.rs`): the event log, the
+//! contexts (stopping, starting, swapping, rolling back, moving a cursor), and the dead
+//! letters. Requests arrive here parsed into an [`AdminRoute`].
+
+mod route;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use serde_json::{Value, json};
+
+pub(super) use route::AdminRoute;
+
+use super::auth::Authorized;
+use super::error::ApiError;
+use crate::runtime::Runtime;
+
+/// Events returned at most per call.
+const MAX_LIMIT: usize = 1000;
+
+pub(super) async fn handle(
+    _authorized: Authorized,
+    runtime: &Runtime,
+    route: AdminRoute,
+    query: &str,
+    body: &Bytes,
+) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
+    let body = match route {
+        AdminRoute::Events => events(runtime, query)?,
+        AdminRoute::Contexts => json!({ "contexts": runtime.contexts()? }),
+        AdminRoute::SetRunning { name, running } => {
+            if !runtime.set_running(&name, running) {
+                return Err(ApiError::no_context(&name));
+            }
+            json!({ "name": name, "state": if running { "running" } else { "stopped" } })
+        }
+        AdminRoute::Swap { name } => {
+            let (rt, bytes) = (runtime.clone(), body.clone());
+            let swapped = tokio::task::spawn_blocking(move || rt.swap(&name, &bytes))
+                .await
+                .map_err(|_| ApiError::task_failed("swap"))?;
+            json!(swapped?)
+        }
+        AdminRoute::Rollback { name } => {
+            let rt = runtime.clone();
+            let swapped = tokio::task::spawn_blocking(move || rt.rollback(&name))
+                .await
+                .map_err(|_| ApiError::task_failed("rollback"))?;
+            json!(swapped?)
+        }
+        AdminRoute::Cursor { name } => {
+            let seq = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+                .ok_or_else(|| ApiError::bad_request("the body must be {\"seq\": <non-negative integer>}"))?;
+            match runtime.set_cursor(&name, seq).await {
+                Ok(true) => json!({ "name": name, "cursor": seq.min(runtime.log().head()) }),
+                Ok(false) => return Err(ApiError::no_context(&name)),
+                Err(e) => return Err(ApiError::cursor_not_moved(e)),
+            }
+        }
+        AdminRoute::DeadLetters => {
+            let letters = runtime.log().snapshot()?.dead_letters(None)?;
+            json!({ "deadLetters": letters })
+        }
+        AdminRoute::RetryDeadLetter { subscriber, seq } => {
+            let seq: u64 = seq
+                .parse()
+                .map_err(|_| ApiError::no_dead_letter(&subscriber, &seq))?;
+            runtime
+                .retry_dead_letter(&subscriber, seq)
+                .await
+                .map_err(|e| ApiError::retry_failed(&subscriber, seq, e))?;
+            json!({ "subscriber": subscriber, "seq": seq, "retried": true })
+        }
+    };
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
+    let mut after = 0u64;
+    let mut limit = 100usize;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "after" => {
+                after = v
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("after must be a non-negative integer"))?;
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| ApiError::bad_request("limit must be an integer from 1 to 1000"))?;
+            }
+            _ => {}
+        }
+    }
+    let log = runtime.log();
+    let events = log.events_after(after, limit)?;
+    let next = events.last().map(|e| e.seq).unwrap_or(after);
+    Ok(json!({ "events": events, "head": log.head(), "next": next }))
+}

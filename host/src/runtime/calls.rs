@@ -1,0 +1,145 @@
+//! Synchronous calls from one context into another, inside the caller's unit, through the
+//! callee's circuit breaker and bulkhead; and each context's share of the wasm executors.
+//! The runtime reaches `wasm/` only as a [`Calls`] implementation, so the sandbox never sees
+//! the runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use carshare_core::{Breaker, Rejected, Ticket, Unit};
+
+use super::{Inner, Runtime};
+use crate::types::{CallError, DomainError, Request, Response};
+use crate::wasm::{Calls, Plugin};
+
+impl Calls for Inner {
+    fn call(
+        self: Arc<Self>,
+        name: &str,
+        request: Request,
+        unit: Unit,
+        depth: u32,
+    ) -> (Unit, Result<Response, CallError>) {
+        Runtime { inner: self }.call_context(name, request, unit, depth)
+    }
+}
+
+impl Runtime {
+    /// Where the contexts' synchronous calls go.
+    pub(super) fn calls(&self) -> Arc<dyn Calls> {
+        self.inner.clone()
+    }
+
+    /// A synchronous call from one context into another, inside the caller's unit, through
+    /// the callee's circuit breaker and bulkhead.
+    fn call_context(
+        &self,
+        name: &str,
+        request: Request,
+        unit: Unit,
+        depth: u32,
+    ) -> (Unit, Result<Response, CallError>) {
+        let breaker = self.breaker(name);
+        let ticket = match breaker.try_start(Instant::now()) {
+            Ok(ticket) => ticket,
+            Err(r) => return (unit, Err(refused(name, r))),
+        };
+        // Reported however the call ends; a panic unwinding through here counts as a failure.
+        let mut outcome = Outcome::new(&breaker, ticket);
+        let (unit, result) = match self.resolve(name, depth) {
+            Ok(plugin) => plugin.handle_request(self.calls(), request, unit, depth),
+            Err(e) => (unit, Err(e)),
+        };
+        outcome.ok = !counts_as_failure(&result);
+        drop(outcome);
+        (unit, result)
+    }
+
+    /// `name`'s share of the executors, made on first use; it outlives swaps.
+    pub(super) fn share(&self, name: &str) -> Arc<tokio::sync::Semaphore> {
+        let per_context = self.inner.options.max_concurrent_per_context.max(1);
+        self.inner
+            .shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_context)))
+            .clone()
+    }
+
+    /// The breaker in front of `name`, made on first use; it outlives swaps (which reset it).
+    pub(super) fn breaker(&self, name: &str) -> Arc<Breaker> {
+        self.inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Breaker::new(self.inner.options.breaker.clone())))
+            .clone()
+    }
+
+    /// The running plugin of `name`, if it may be called at `depth`.
+    pub(super) fn resolve(&self, name: &str, depth: u32) -> Result<Arc<Plugin>, CallError> {
+        if depth > self.inner.options.max_call_depth {
+            return Err(CallError::TooDeep(name.to_string()));
+        }
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| CallError::NoSuchContext(name.to_string()))?;
+        if !slot.running.load(Ordering::Acquire) {
+            return Err(CallError::Stopped(name.to_string()));
+        }
+        Ok(slot.current())
+    }
+}
+
+/// A started call's report to its breaker, made when dropped.
+pub(super) struct Outcome<'a> {
+    breaker: &'a Breaker,
+    ticket: Option<Ticket>,
+    /// Whether the call went well; false until the caller says so.
+    pub ok: bool,
+}
+
+impl<'a> Outcome<'a> {
+    pub(super) fn new(breaker: &'a Breaker, ticket: Ticket) -> Self {
+        Outcome {
+            breaker,
+            ticket: Some(ticket),
+            ok: false,
+        }
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.finish(ticket, self.ok, Instant::now());
+        }
+    }
+}
+
+/// What a caller is told when `name`'s breaker refuses a call or request.
+pub(super) fn refused(name: &str, r: Rejected) -> CallError {
+    let reason = match r {
+        Rejected::Open(left) => format!("its circuit is open for {} ms more", left.as_millis()),
+        Rejected::Probing => "its circuit is half-open and every probe call is taken".to_string(),
+        Rejected::Full => "its bulkhead is full".to_string(),
+    };
+    CallError::CircuitOpen {
+        context: name.to_string(),
+        reason,
+    }
+}
+
+/// Whether a call's outcome counts against the callee's breaker: faults and unavailability do;
+/// a domain answer (even a refusal) means the callee is working.
+fn counts_as_failure(result: &Result<Response, CallError>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(CallError::Domain(DomainError::Unavailable(_) | DomainError::Internal(_))) => true,
+        Err(CallError::Domain(_)) => false,
+        Err(_) => true,
+    }
+}

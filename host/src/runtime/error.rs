@@ -1,0 +1,62 @@
+//! Why the runtime did not serve a request, or did not load, swap or roll back a context.
+//! Both are mapped to HTTP statuses once, in `http/error.rs`.
+
+use carshare_core::StorageError;
+
+use crate::routes::RouteError;
+use crate::types::CallError;
+use crate::wasm::LoadError;
+
+/// Why a request got no response from a context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No context serves the path.
+    #[error("no context serves {0}")]
+    NoRoute(String),
+    /// The routed context failed or refused (see [`CallError`]).
+    #[error(transparent)]
+    Call(CallError),
+    /// The database failed; nothing was committed.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// The request kept conflicting with concurrent commits; nothing was committed.
+    #[error("the request kept conflicting with concurrent changes")]
+    Contention,
+    /// The runtime is shutting down; nothing was committed.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a context could not be loaded, swapped or rolled back. In every case nothing changed:
+/// the version that ran before goes on serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadContextError {
+    /// The component itself is unusable.
+    #[error(transparent)]
+    Load(LoadError),
+    /// Its routes collide or are malformed.
+    #[error(transparent)]
+    Route(RouteError),
+    /// A context of that name is already loaded.
+    #[error("a context named {0} is already loaded")]
+    AlreadyLoaded(String),
+    /// No context of that name is loaded.
+    #[error("no context named {0}")]
+    NoSuchContext(String),
+    /// The component says it is another context.
+    #[error("the component is the {found} context, not {expected}")]
+    WrongContext {
+        /// The context it was given for.
+        expected: String,
+        /// What its manifest says.
+        found: String,
+    },
+    /// There is no earlier version to roll back to.
+    #[error("{0} has no earlier version to roll back to")]
+    NoPrevious(String),
+    /// The swap could not be recorded on disk.
+    #[error("the swap could not be recorded: {0}")]
+    Persist(String),
+}

@@ -1,0 +1,241 @@
+//! The assembled system: the log, the loaded contexts, the route table and the dispatcher.
+//!
+//! A client request flows through [`Runtime::handle`] (`request.rs`): route → a unit of work
+//! begins → the routed context serves the request on a blocking thread (wasm runs
+//! synchronously, and WASI's sync shims must not run on an async worker) → any synchronous call
+//! it makes runs in the same unit, through the callee's breaker (`calls.rs`) → the unit commits
+//! (group commit) → the response goes out. A unit that lost a race with a concurrent commit is
+//! run again from scratch. Committed events reach subscribing contexts through the core's
+//! dispatcher (`subscriber.rs`). Contexts are loaded, swapped and rolled back in `swap.rs`, and
+//! stopped, started, inspected and replayed by operators in `operator.rs`.
+
+mod calls;
+mod error;
+mod operator;
+mod request;
+mod subscriber;
+mod swap;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use carshare_core::{Breaker, BreakerConfig, Dispatcher, Log, RetryPolicy};
+use serde::Serialize;
+
+pub use error::{LoadContextError, RequestError};
+pub use operator::ContextInfo;
+pub use request::Served;
+pub use swap::Swapped;
+
+use crate::components::ComponentStore;
+use crate::routes::RouteTable;
+use crate::wasm::{Limits, Plugin, WasmEngine};
+
+/// How the runtime behaves.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Sandbox limits for every context.
+    pub limits: Limits,
+    /// How failing events are retried before they are parked.
+    pub retry: RetryPolicy,
+    /// The deepest chain of synchronous calls allowed.
+    pub max_call_depth: u32,
+    /// Requests executing wasm at once; more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// Requests of one context executing wasm at once (its share of the executors).
+    pub max_concurrent_per_context: usize,
+    /// How often a request that lost a race with a concurrent commit is run again.
+    pub conflict_retries: u32,
+    /// The circuit breaker and bulkhead in front of every context called synchronously.
+    pub breaker: BreakerConfig,
+    /// Sandbox limits of particular contexts, instead of `limits`.
+    pub context_limits: BTreeMap<String, Limits>,
+    /// Where swapped-in components are kept so a swap survives a restart (none: not kept).
+    pub component_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            max_call_depth: 8,
+            max_concurrent_requests: 16,
+            max_concurrent_per_context: 4,
+            conflict_retries: 16,
+            breaker: BreakerConfig::default(),
+            context_limits: BTreeMap::new(),
+            component_dir: None,
+        }
+    }
+}
+
+/// What the readiness probe reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// Whether to send traffic here.
+    pub ready: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+    /// `open` or `closed`: whether the log takes commits.
+    pub log: &'static str,
+    /// Each loaded context: `running` or `stopped`.
+    pub contexts: BTreeMap<String, &'static str>,
+}
+
+/// One loaded context.
+struct Slot {
+    plugin: RwLock<Arc<Plugin>>,
+    /// What a rollback restores: the component that ran before the last swap.
+    previous: Mutex<Option<Arc<[u8]>>>,
+    running: AtomicBool,
+}
+
+impl Slot {
+    fn current(&self) -> Arc<Plugin> {
+        self.plugin.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn state(&self) -> &'static str {
+        if self.running.load(Ordering::Acquire) {
+            "running"
+        } else {
+            "stopped"
+        }
+    }
+}
+
+/// The runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Log,
+    engine: Arc<WasmEngine>,
+    options: RuntimeOptions,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    routes: RwLock<RouteTable>,
+    dispatcher: Dispatcher,
+    executors: tokio::sync::Semaphore,
+    /// One breaker per called context, made on first use. A std mutex: held for a map look-up.
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Each context's share of `executors`, made on first use.
+    shares: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    components: Option<ComponentStore>,
+    /// One swap at a time: a swap reads the current version and replaces it.
+    swapping: Mutex<()>,
+    /// Set once shutdown begins: readiness probes fail from then on.
+    draining: AtomicBool,
+}
+
+impl Runtime {
+    /// A runtime over `log` with no contexts yet. Must be called inside a tokio runtime.
+    pub fn new(log: Log, engine: Arc<WasmEngine>, options: RuntimeOptions) -> std::io::Result<Runtime> {
+        let components = options
+            .component_dir
+            .as_deref()
+            .map(ComponentStore::open)
+            .transpose()?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                components,
+                swapping: Mutex::new(()),
+                draining: AtomicBool::new(false),
+                dispatcher: Dispatcher::new(log.clone(), options.retry.clone()),
+                executors: tokio::sync::Semaphore::new(options.max_concurrent_requests.max(1)),
+                log,
+                engine,
+                options,
+                slots: RwLock::new(BTreeMap::new()),
+                routes: RwLock::new(RouteTable::default()),
+                breakers: Mutex::new(HashMap::new()),
+                shares: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Every route with the context serving it, in path order.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .routes()
+            .into_iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect()
+    }
+
+    /// Whether the runtime should be sent traffic, and why not. A context an operator stopped
+    /// does not make it unready: that is a deliberate, partial outage (its callers get 503),
+    /// and taking the whole process out of service for it would turn it into a total one.
+    pub fn readiness(&self) -> Readiness {
+        let contexts: BTreeMap<String, &'static str> = self
+            .inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.state()))
+            .collect();
+        let log_open = self.inner.log.is_open();
+        let failure = self.inner.log.storage_failure();
+        let reason = if self.inner.draining.load(Ordering::Acquire) {
+            Some("the server is shutting down".to_string())
+        } else if !log_open {
+            Some("the event log is closed or its commit writer has stopped".to_string())
+        } else if let Some(e) = failure {
+            Some(format!("the event log cannot commit: {e}"))
+        } else if contexts.is_empty() {
+            Some("no context is loaded".to_string())
+        } else {
+            None
+        };
+        Readiness {
+            ready: reason.is_none(),
+            reason,
+            log: if log_open { "open" } else { "closed" },
+            contexts,
+        }
+    }
+
+    /// Marks the runtime as going away: readiness fails from now on, so load balancers stop
+    /// sending traffic while in-flight requests finish. [`Runtime::shutdown`] does it too.
+    pub fn begin_shutdown(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Stops delivering events (each subscriber finishes its step) and closes the log.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        self.inner.executors.close();
+        for share in self
+            .inner
+            .shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            share.close();
+        }
+        self.inner.dispatcher.shutdown().await;
+        self.inner.log.close();
+    }
+}

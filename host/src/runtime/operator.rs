@@ -1,0 +1,107 @@
+//! What an operator does to a running system: stop and start a context, see every context
+//! with its version, cursor, breaker and instances, retry a dead letter, move a cursor.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use carshare_core::{BreakerStatus, CommitError, RetryError, StorageError, SubscriberStatus};
+use serde::Serialize;
+
+use super::{Runtime, Slot};
+
+/// What an operator sees of a context.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextInfo {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the component.
+    pub digest: String,
+    /// When it was loaded.
+    pub loaded_at: String,
+    /// `running` or `stopped`.
+    pub state: &'static str,
+    /// Routes.
+    pub routes: Vec<String>,
+    /// Subscriptions.
+    pub subscriptions: Vec<String>,
+    /// Live instances.
+    pub instances: usize,
+    /// Its event cursor, lag and any failing event, if it subscribes.
+    pub subscriber: Option<SubscriberStatus>,
+    /// The circuit breaker in front of synchronous calls into it.
+    pub breaker: BreakerStatus,
+    /// Whether a rollback is possible.
+    pub can_roll_back: bool,
+}
+
+impl Runtime {
+    /// Stops or starts a context: a stopped context answers no request or call (callers get
+    /// "unavailable") and receives no event; its cursor stays where it is, and it catches up
+    /// when started. Returns false for an unknown context.
+    pub fn set_running(&self, name: &str, running: bool) -> bool {
+        let Some(slot) = self.slot(name) else {
+            return false;
+        };
+        slot.running.store(running, Ordering::Release);
+        self.inner.dispatcher.set_running(name, running);
+        crate::log::info(&format!(
+            "context {name} {}",
+            if running { "started" } else { "stopped" }
+        ));
+        true
+    }
+
+    /// Every loaded context, by name.
+    pub fn contexts(&self) -> Result<Vec<ContextInfo>, StorageError> {
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .map(|(name, slot)| {
+                let p = slot.current();
+                let m = p.manifest();
+                Ok(ContextInfo {
+                    version: m.version.clone(),
+                    digest: p.digest().to_string(),
+                    loaded_at: p.loaded_at().to_string(),
+                    state: if slot.running.load(Ordering::Acquire) {
+                        "running"
+                    } else {
+                        "stopped"
+                    },
+                    routes: m.routes.clone(),
+                    subscriptions: m.subscriptions.clone(),
+                    instances: p.instances(),
+                    subscriber: self.inner.dispatcher.status(&name)?,
+                    breaker: self.breaker(&name).status(Instant::now()),
+                    can_roll_back: slot.previous.lock().unwrap_or_else(|p| p.into_inner()).is_some(),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// Has `name` handle its dead letter `seq` again (see [`Dispatcher::retry_dead_letter`]).
+    pub async fn retry_dead_letter(&self, name: &str, seq: u64) -> Result<(), RetryError> {
+        self.inner.dispatcher.retry_dead_letter(name, seq).await
+    }
+
+    /// Moves `name`'s event cursor to `to` (see [`Dispatcher::set_cursor`]). Returns false for
+    /// an unknown context.
+    pub async fn set_cursor(&self, name: &str, to: u64) -> Result<bool, CommitError> {
+        if self.slot(name).is_none() {
+            return Ok(false);
+        }
+        self.inner.dispatcher.set_cursor(name, to).await.map(|_| true)
+    }
+}

@@ -1,0 +1,89 @@
+//! A client request as one unit of work: routed, run in the context's share of the wasm
+//! executors and through its breaker, committed, and run again from scratch if it lost a race
+//! with a concurrent commit.
+
+use std::time::Instant;
+
+use carshare_core::CommitError;
+
+use super::calls::{Outcome, refused};
+use super::{RequestError, Runtime};
+use crate::types::{CallError, Request, Response};
+
+/// A request the runtime served.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The context's response.
+    pub response: Response,
+    /// The context that served it.
+    pub context: String,
+    /// Its version.
+    pub version: String,
+}
+
+impl Runtime {
+    /// Serves a client request: routes it, runs it as one unit of work, commits, answers.
+    pub async fn handle(&self, request: Request) -> Result<Served, RequestError> {
+        let name = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(&request.path)
+            .map(str::to_string)
+            .ok_or_else(|| RequestError::NoRoute(request.path.clone()))?;
+        // A context's requests wait for its own share of the executors first: a context that
+        // is slow or spinning queues its own requests, never the other contexts'.
+        let share = self.share(&name);
+        let breaker = self.breaker(&name);
+        for _ in 0..=self.inner.options.conflict_retries {
+            let _share = share.acquire().await.map_err(|_| RequestError::ShuttingDown)?;
+            let permit = self
+                .inner
+                .executors
+                .acquire()
+                .await
+                .map_err(|_| RequestError::ShuttingDown)?;
+            // The breaker in front of the context counts its faults (deadline hits, traps):
+            // a context that keeps faulting is answered at once instead of burning CPU.
+            let ticket = breaker
+                .try_start(Instant::now())
+                .map_err(|r| RequestError::Call(refused(&name, r)))?;
+            let mut outcome = Outcome::new(&breaker, ticket);
+            let rt = self.clone();
+            let (req, ctx) = (request.clone(), name.clone());
+            let ran = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
+                let plugin = rt.resolve(&ctx, 0).map_err(RequestError::Call)?;
+                let unit = rt.inner.log.begin().map_err(RequestError::Storage)?;
+                let (unit, result) = plugin.handle_request(rt.calls(), req, unit, 0);
+                Ok((unit, result, plugin.manifest().version.clone()))
+            })
+            .await
+            .map_err(|_| {
+                RequestError::Call(CallError::Fault {
+                    context: name.clone(),
+                    message: "the host panicked while it ran".into(),
+                    detail: String::new(),
+                })
+            })?;
+            drop(permit);
+            let (unit, result, version) = ran?;
+            outcome.ok = !matches!(result, Err(CallError::Fault { .. }));
+            drop(outcome);
+            let response = result.map_err(RequestError::Call)?;
+            match self.inner.log.commit(unit).await {
+                Ok(_) => {
+                    return Ok(Served {
+                        response,
+                        context: name,
+                        version,
+                    });
+                }
+                Err(CommitError::Conflict) => continue,
+                Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
+                Err(_) => return Err(RequestError::ShuttingDown),
+            }
+        }
+        Err(RequestError::Contention)
+    }
+}

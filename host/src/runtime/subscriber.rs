@@ -1,0 +1,102 @@
+//! A context as a subscriber of the core's dispatcher: each dispatcher step is pinned to the
+//! version of the context current when it starts, and a handler's failure is told apart as
+//! transient (a dependency is down: wait) or not (retry, then park as a dead letter).
+
+use std::sync::{Arc, Weak};
+
+use carshare_core::{Event, EventHandler, HandlerError, Unit};
+
+use super::{Inner, Runtime, Slot};
+use crate::types::{CallError, DomainError};
+use crate::wasm::Plugin;
+
+/// A context as a subscriber of the dispatcher. Holds the runtime weakly: the dispatcher lives
+/// inside the runtime.
+pub(super) struct Subscriber {
+    pub runtime: Weak<Inner>,
+    pub name: String,
+}
+
+impl Subscriber {
+    fn runtime(&self) -> Option<(Runtime, Arc<Slot>)> {
+        let rt = Runtime {
+            inner: self.runtime.upgrade()?,
+        };
+        let slot = rt.slot(&self.name)?;
+        Some((rt, slot))
+    }
+}
+
+/// A subscriber fixed to one version of its context for one dispatcher step.
+struct Pinned {
+    runtime: Runtime,
+    plugin: Arc<Plugin>,
+}
+
+impl EventHandler for Pinned {
+    fn wants(&self, event_type: &str) -> bool {
+        self.plugin
+            .manifest()
+            .subscriptions
+            .iter()
+            .any(|s| s == event_type)
+    }
+
+    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
+        let (unit, r) = self.plugin.handle_event(self.runtime.calls(), event, unit);
+        let r = r.map_err(|e| match e {
+            // A dependency that is down or shedding load: wait for it, never park.
+            CallError::Domain(DomainError::Unavailable(_))
+            | CallError::Stopped(_)
+            | CallError::Busy(_)
+            | CallError::NoSuchContext(_)
+            | CallError::CircuitOpen { .. } => HandlerError::transient(e),
+            // Dead letters are the operator's: they keep the engine's detail.
+            e => HandlerError::new(e.detailed()),
+        });
+        (unit, r)
+    }
+}
+
+impl EventHandler for Subscriber {
+    /// Without a runtime (it is being dropped), every event is "wanted" and then fails
+    /// transiently in `handle`: the cursor must never move past events nobody handled.
+    fn wants(&self, event_type: &str) -> bool {
+        match self.runtime() {
+            Some((_, slot)) => slot
+                .current()
+                .manifest()
+                .subscriptions
+                .iter()
+                .any(|s| s == event_type),
+            None => true,
+        }
+    }
+
+    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
+        match self.pin() {
+            Some(pinned) => pinned.handle(unit, event),
+            None => (unit, Err(HandlerError::transient("the runtime is shutting down"))),
+        }
+    }
+
+    fn pin(&self) -> Option<Arc<dyn EventHandler>> {
+        let (runtime, slot) = self.runtime()?;
+        Some(Arc::new(Pinned {
+            plugin: slot.current(),
+            runtime,
+        }))
+    }
+
+    fn on_failure(&self, event: &Event, error: &HandlerError, attempt: u32, parked: bool) {
+        let what = if parked {
+            "parked as a dead letter"
+        } else {
+            "will retry"
+        };
+        crate::log::warn(&format!(
+            "{} failed on {} #{} (attempt {attempt}, {what}): {}",
+            self.name, event.event_type, event.seq, error.message
+        ));
+    }
+}

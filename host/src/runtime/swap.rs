@@ -1,0 +1,218 @@
+//! Loading a context, and replacing its code while it serves: swap and rollback. A new
+//! version is checked in full before anything changes (it compiles, implements the world,
+//! says it is the context it replaces, and grabs no other context's route); then one pointer
+//! swap sends new requests and event steps to it, while those in flight finish on the old one.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::subscriber::Subscriber;
+use super::{LoadContextError, Runtime, Slot};
+use crate::components::Stored;
+use crate::wasm::{Limits, Plugin};
+
+/// What a swap or rollback did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Swapped {
+    /// The context.
+    pub name: String,
+    /// The version now serving.
+    pub version: String,
+    /// The version it replaced (what a rollback restores).
+    pub previous_version: String,
+    /// SHA-256 of the component now serving.
+    pub digest: String,
+    /// When it was loaded.
+    pub loaded_at: String,
+    /// From the call to the new version serving, in milliseconds (compiling or loading from
+    /// the cache, checking, instantiating, persisting, switching).
+    pub millis: f64,
+}
+
+impl Runtime {
+    fn limits_for(&self, name: &str) -> Limits {
+        self.inner
+            .options
+            .context_limits
+            .get(name)
+            .unwrap_or(&self.inner.options.limits)
+            .clone()
+    }
+
+    /// The components swapped in earlier, kept across restarts: name → (current, previous).
+    pub fn swapped_components(&self) -> std::io::Result<BTreeMap<String, Stored>> {
+        let Some(store) = &self.inner.components else {
+            return Ok(BTreeMap::new());
+        };
+        let mut out = BTreeMap::new();
+        for name in store.names()? {
+            if let Some(found) = store.load(&name)? {
+                out.insert(name, found);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the code of context `name` with the component `bytes`, while it serves.
+    ///
+    /// The component is compiled (or loaded from the cache), instantiated and checked first:
+    /// it must implement the world, say it is `name`, and serve no route of another context.
+    /// Only then, in one step, new requests and event steps go to it; requests and steps in
+    /// flight finish on the version they started on. The event cursor belongs to the context,
+    /// not the version, so the new version continues exactly where the old one was. The old
+    /// version is kept for [`Runtime::rollback`], and the swap is recorded so that it survives
+    /// a restart.
+    pub fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
+        let started = Instant::now();
+        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        self.swap_locked(name, bytes, started)
+    }
+
+    /// Restores the version that ran before the last swap (the same way a swap installs one);
+    /// rolling back twice returns to where it started.
+    pub fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
+        let started = Instant::now();
+        // Held from reading the previous version to installing it, so two rollbacks at once
+        // cannot both install the same version and lose the other.
+        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
+        let previous = slot
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| LoadContextError::NoPrevious(name.to_string()))?;
+        self.swap_locked(name, &previous, started)
+    }
+
+    /// [`Runtime::swap`], with the swap lock held by the caller.
+    fn swap_locked(&self, name: &str, bytes: &[u8], started: Instant) -> Result<Swapped, LoadContextError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
+        let plugin =
+            Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
+        if plugin.manifest().name != name {
+            return Err(LoadContextError::WrongContext {
+                expected: name.to_string(),
+                found: plugin.manifest().name.clone(),
+            });
+        }
+        self.install(name, &slot, Arc::new(plugin), started)
+    }
+
+    fn install(
+        &self,
+        name: &str,
+        slot: &Slot,
+        new: Arc<Plugin>,
+        started: Instant,
+    ) -> Result<Swapped, LoadContextError> {
+        let old = slot.current();
+        let routes = new.manifest().routes.clone();
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(name, &routes)
+            .map_err(LoadContextError::Route)?;
+        // Recorded before it takes effect: if recording fails, nothing has changed.
+        if let Some(store) = &self.inner.components {
+            store
+                .save(name, new.bytes(), Some(old.bytes()))
+                .map_err(|e| LoadContextError::Persist(e.to_string()))?;
+        }
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(name, &routes)
+            .map_err(LoadContextError::Route)?;
+        *slot.plugin.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        *slot.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.bytes().clone());
+        // A breaker opened by the old version must not keep refusing calls to the new one
+        // (after a rollback from a faulting version, above all).
+        self.breaker(name).reset();
+        let swapped = Swapped {
+            name: name.to_string(),
+            version: new.manifest().version.clone(),
+            previous_version: old.manifest().version.clone(),
+            digest: new.digest().to_string(),
+            loaded_at: new.loaded_at().to_string(),
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        crate::log::info(&format!(
+            "swapped context {name}: {} -> {} in {:.1} ms",
+            swapped.previous_version, swapped.version, swapped.millis
+        ));
+        Ok(swapped)
+    }
+
+    /// Makes `previous` what a rollback of `name` restores (after a restart, from disk).
+    pub fn set_previous(&self, name: &str, previous: Vec<u8>) -> bool {
+        match self.slot(name) {
+            Some(slot) => {
+                *slot.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(previous));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Loads context `name` from component bytes, routes its collections and subscribes it
+    /// from its durable cursor.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(), LoadContextError> {
+        let plugin =
+            Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
+        let m = plugin.manifest().clone();
+        let code = if plugin.code_from_cache() {
+            "cached"
+        } else {
+            "compiled"
+        };
+        if m.name != name {
+            return Err(LoadContextError::WrongContext {
+                expected: name.to_string(),
+                found: m.name,
+            });
+        }
+        let mut slots = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
+        if slots.contains_key(&m.name) {
+            return Err(LoadContextError::AlreadyLoaded(m.name));
+        }
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(&m.name, &m.routes)
+            .map_err(LoadContextError::Route)?;
+        slots.insert(
+            m.name.clone(),
+            Arc::new(Slot {
+                plugin: RwLock::new(Arc::new(plugin)),
+                previous: Mutex::new(None),
+                running: AtomicBool::new(true),
+            }),
+        );
+        drop(slots);
+        let subscriber = Subscriber {
+            runtime: Arc::downgrade(&self.inner),
+            name: m.name.clone(),
+        };
+        self.inner
+            .dispatcher
+            .subscribe(&m.name, Arc::new(subscriber), true);
+        crate::log::info(&format!(
+            "loaded context {} {} (routes {:?}, subscribes {:?}, machine code {code})",
+            m.name, m.version, m.routes, m.subscriptions
+        ));
+        Ok(())
+    }
+}

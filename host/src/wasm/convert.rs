@@ -1,0 +1,69 @@
+//! Conversions between the WIT-generated types and the host's own ([`Request`], [`Response`],
+//! [`DomainError`], [`CallError`]), so that nothing outside `wasm/` sees a generated name.
+
+use super::bindings::carshare::context::types as wit;
+use crate::types::{CallError, DomainError, Request, Response};
+
+pub(super) fn from_wit(e: wit::ContextError) -> DomainError {
+    match e {
+        wit::ContextError::BadRequest(m) => DomainError::BadRequest(m),
+        wit::ContextError::Forbidden(m) => DomainError::Forbidden(m),
+        wit::ContextError::NotFound(m) => DomainError::NotFound(m),
+        wit::ContextError::MethodNotAllowed(m) => DomainError::MethodNotAllowed(m),
+        wit::ContextError::Conflict(m) => DomainError::Conflict(m),
+        wit::ContextError::Refused(m) => DomainError::Refused(m),
+        wit::ContextError::Unavailable(m) => DomainError::Unavailable(m),
+        wit::ContextError::Internal(m) => DomainError::Internal(m),
+    }
+}
+
+fn to_wit(e: DomainError) -> wit::ContextError {
+    match e {
+        DomainError::BadRequest(m) => wit::ContextError::BadRequest(m),
+        DomainError::Forbidden(m) => wit::ContextError::Forbidden(m),
+        DomainError::NotFound(m) => wit::ContextError::NotFound(m),
+        DomainError::MethodNotAllowed(m) => wit::ContextError::MethodNotAllowed(m),
+        DomainError::Conflict(m) => wit::ContextError::Conflict(m),
+        DomainError::Refused(m) => wit::ContextError::Refused(m),
+        DomainError::Unavailable(m) => wit::ContextError::Unavailable(m),
+        DomainError::Internal(m) => wit::ContextError::Internal(m),
+    }
+}
+
+/// What a calling context sees when its call fails: the callee's domain error as it was;
+/// a callee that is stopped, busy or missing as `unavailable`; a callee's fault as `internal`.
+pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
+    match e {
+        CallError::Domain(d) => to_wit(d),
+        e @ (CallError::NoSuchContext(_)
+        | CallError::Stopped(_)
+        | CallError::Busy(_)
+        | CallError::CircuitOpen { .. }) => wit::ContextError::Unavailable(e.to_string()),
+        e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
+            // The caller may pass the text on to its client: it gets the words, the log the
+            // engine's detail.
+            crate::log::error(&format!("a synchronous call failed: {}", e.detailed()));
+            wit::ContextError::Internal(e.to_string())
+        }
+    }
+}
+
+pub(super) fn request_from_wit(r: wit::Request) -> Request {
+    Request {
+        method: r.method,
+        path: r.path,
+        query: r.query,
+        headers: r.headers,
+        body: r.body,
+        base_url: r.base_url,
+        caller: r.caller,
+    }
+}
+
+pub(super) fn response_to_wit(r: Response) -> wit::Response {
+    wit::Response {
+        status: r.status,
+        headers: r.headers,
+        body: r.body,
+    }
+}

@@ -1,0 +1,18 @@
+//! Every integration test of the host, as one test binary (one link of wasmtime instead of
+//! one per file): each module starts the real `carshare` binary through the shared fixture in
+//! `common` and talks to it over HTTP.
+//!
+//! - `foundation`: atomic units, durability across kills and restarts, 4xx errors, the admin
+//!   token, configuration.
+//! - `business`: the rent and cancel flows, stock, sagas, dead letters, the breaker.
+//! - `swap`: hot swap and rollback under load, the sandbox limits.
+//! - `newcomer`: the reference clients' walk, the API root, probes, the compile cache.
+//! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
+
+mod common;
+
+mod abuse;
+mod business;
+mod foundation;
+mod newcomer;
+mod swap;
