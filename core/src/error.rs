@@ -8,7 +8,8 @@ use std::fmt;
 pub struct StorageError(String);
 
 impl StorageError {
-    pub(crate) fn new(e: impl fmt::Display) -> Self {
+    /// A storage error saying `e` (for replicators and storage backends of embedders).
+    pub fn new(e: impl fmt::Display) -> Self {
         StorageError(e.to_string())
     }
 }

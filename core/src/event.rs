@@ -38,3 +38,19 @@ pub struct Event {
     /// The payload, a JSON object.
     pub payload: Value,
 }
+
+impl Event {
+    /// `new` as the log stores it: numbered `seq`, identified by the log's id and `seq`, and
+    /// stamped with its unit's commit time.
+    pub(crate) fn numbered(new: &NewEvent, seq: u64, log_id: u64, timestamp: &str) -> Event {
+        Event {
+            seq,
+            event_id: format!("{log_id:016x}-{seq:016x}"),
+            event_type: new.event_type.clone(),
+            timestamp: timestamp.to_string(),
+            source: new.source.clone(),
+            key: new.key.clone(),
+            payload: new.payload.clone(),
+        }
+    }
+}

@@ -23,7 +23,8 @@
 //!
 //! Modules, in the order of that flow: `unit` (with `changes`, the change set it hands on, and
 //! `ids`, the id sequences), `writer`, `log`, `store` (the tables and [`Snapshot`]), `dead`
-//! (dead letters beside their table), `dispatch`, `breaker`.
+//! (dead letters beside their table), `dispatch`, `breaker`. `replicate` is the seam for a
+//! second storage backend: a [`Replicator`] sees each commit batch before it commits locally.
 
 mod breaker;
 mod changes;
@@ -33,6 +34,7 @@ mod error;
 mod event;
 mod ids;
 mod log;
+mod replicate;
 mod store;
 mod time;
 mod unit;
@@ -45,7 +47,8 @@ pub use crate::dispatch::{
 };
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};
-pub use crate::log::Log;
+pub use crate::log::{Log, LogBuilder};
+pub use crate::replicate::{Batch, Replicator};
 pub use crate::store::Snapshot;
 pub use crate::time::{now_millis, rfc3339_utc};
 pub use crate::unit::{Savepoint, Unit};

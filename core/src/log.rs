@@ -12,9 +12,34 @@ use tokio::sync::{oneshot, watch};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::IdSequences;
+use crate::replicate::Replicator;
 use crate::store::{self, Snapshot};
 use crate::unit::Unit;
 use crate::writer::{Committed, Pending, Writer};
+
+/// How to open a [`Log`].
+#[derive(Default)]
+pub struct LogBuilder {
+    replicator: Option<Box<dyn Replicator>>,
+}
+
+impl LogBuilder {
+    /// Every commit batch goes through `replicator` before it commits locally.
+    pub fn replicator(mut self, replicator: impl Replicator) -> Self {
+        self.replicator = Some(Box::new(replicator));
+        self
+    }
+
+    /// Opens the log in `path` (a redb file, created if missing).
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Log, StorageError> {
+        Log::start(Database::create(path.as_ref())?, self.replicator)
+    }
+
+    /// Opens the log on `backend`.
+    pub fn open_backend(self, backend: impl StorageBackend) -> Result<Log, StorageError> {
+        Log::start(Database::builder().create_with_backend(backend)?, self.replicator)
+    }
+}
 
 /// The durable log of events and the context state they commit with. Cheap to clone; the
 /// database closes when [`Log::close`] is called or the last clone is dropped.
@@ -35,22 +60,28 @@ struct Inner {
 impl Log {
     /// Opens the log in `path` (a redb file, created if missing).
     pub fn open(path: impl AsRef<Path>) -> Result<Log, StorageError> {
-        Log::start(Database::create(path.as_ref())?)
+        LogBuilder::default().open(path)
     }
 
     /// Opens the log on `backend`: redb's in-memory backend for a log that lives as long as
     /// the process, or any other storage (tests inject faults this way).
     pub fn open_backend(backend: impl StorageBackend) -> Result<Log, StorageError> {
-        Log::start(Database::builder().create_with_backend(backend)?)
+        LogBuilder::default().open_backend(backend)
     }
 
-    fn start(db: Database) -> Result<Log, StorageError> {
+    /// A log with more than the defaults (a [`Replicator`]).
+    pub fn builder() -> LogBuilder {
+        LogBuilder::default()
+    }
+
+    fn start(db: Database, replicator: Option<Box<dyn Replicator>>) -> Result<Log, StorageError> {
         let store::Opened { log_id, last_seq } = store::open(&db)?;
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(last_seq);
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
+            replicator,
             failure: failure.clone(),
             db: db.clone(),
             log_id,

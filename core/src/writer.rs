@@ -20,6 +20,7 @@ use crate::dead::{self, DEAD};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::{self, COUNTERS};
+use crate::replicate::{Batch, Replicator};
 use crate::store::{self, CURSORS, EVENTS, STATE};
 
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
@@ -46,6 +47,8 @@ pub(crate) struct Writer {
     pub head: watch::Sender<u64>,
     /// The storage error of the last batch, if it failed; cleared by the next that commits.
     pub failure: Arc<Mutex<Option<StorageError>>>,
+    /// Sees every batch before it commits locally, and may refuse it.
+    pub replicator: Option<Box<dyn Replicator>>,
 }
 
 /// The tables a batch writes, open in its transaction.
@@ -98,11 +101,12 @@ impl Writer {
         }
     }
 
-    /// Applies the batch in one transaction. Returns each unit's outcome and the next free
-    /// sequence number, or an error if the transaction as a whole failed.
+    /// Applies the batch in one transaction, has the replicator (if any) accept it, and
+    /// commits. Returns each unit's outcome and the next free sequence number, or an error if
+    /// the batch as a whole failed (then nothing of it is written).
     #[allow(clippy::type_complexity)]
     fn apply(
-        &self,
+        &mut self,
         batch: &[Pending],
         millis: u64,
     ) -> Result<(Vec<Result<Committed, CommitError>>, u64), StorageError> {
@@ -130,6 +134,20 @@ impl Writer {
                 }));
             }
         }
+        if let Some(replicator) = self.replicator.as_mut() {
+            let units = batch
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|(p, o)| o.as_ref().ok().map(|c| (&p.changes, c.seqs.clone())))
+                .collect();
+            let record = Batch {
+                log_id: self.log_id,
+                timestamp: &timestamp,
+                units,
+            };
+            // Refused: the transaction is dropped unwritten, and the sequence is not advanced.
+            replicator.replicate(&record)?;
+        }
         txn.commit()?;
         Ok((outcomes, next_seq))
     }
@@ -150,15 +168,7 @@ impl Writer {
             };
         }
         for e in &c.events {
-            let event = Event {
-                seq: next_seq,
-                event_id: format!("{:016x}-{:016x}", self.log_id, next_seq),
-                event_type: e.event_type.clone(),
-                timestamp: timestamp.to_string(),
-                source: e.source.clone(),
-                key: e.key.clone(),
-                payload: e.payload.clone(),
-            };
+            let event = Event::numbered(e, next_seq, self.log_id, timestamp);
             t.events
                 .insert(next_seq, serde_json::to_vec(&event)?.as_slice())?;
             next_seq += 1;
