@@ -143,10 +143,13 @@ fn a_batch_that_fails_in_storage_fails_every_unit_and_leaves_nothing() {
     assert_eq!(c.seqs, 4..5);
 }
 
+/// What a replicator saw of each batch: its event seqs and the keys it wrote.
+type Seen = Arc<std::sync::Mutex<Vec<(Vec<u64>, Vec<String>)>>>;
+
 /// Records what it is handed, and refuses batches while `refuse` is set.
 struct Recording {
     refuse: Arc<AtomicBool>,
-    seen: Arc<std::sync::Mutex<Vec<(Vec<u64>, Vec<String>)>>>,
+    seen: Seen,
 }
 
 impl Replicator for Recording {
@@ -169,7 +172,7 @@ fn io_error(what: &str) -> carshare_core::StorageError {
 fn a_batch_the_replicator_refuses_fails_whole_and_the_log_goes_on_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let refuse = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen: Seen = Arc::default();
     let log = Log::builder()
         .replicator(Recording {
             refuse: refuse.clone(),
