@@ -1,167 +1,305 @@
-//! carshare-load: a small, bounded HTTP load generator for carshare.
+//! carshare-load: an HTTP load generator for carshare (and for `carshare-ceiling`).
 //!
-//! `carshare-load [--url http://127.0.0.1:8080] [--connections 32] [--requests 20000]
-//!  [--seconds 30] [--path /orders] [--body '{"productId":1,"qty":1}']`
+//! Closed loop (the default): `--connections` keep-alive connections each send a request as
+//! soon as the previous one is answered, until `--requests` are done or `--seconds` pass.
+//! Open loop (`--rate N`): requests are due at a constant N per second whatever the server
+//! does, spread over the connections, and each latency is measured from the moment its request
+//! was due, so time spent queueing behind a slow server counts (no coordinated omission).
 //!
-//! Opens keep-alive connections, POSTs the body to the path until the request count or the
-//! time is used up (whichever comes first), and prints throughput, the status counts and
-//! latency percentiles. It only targets the URL it is given; use loopback addresses.
+//! `{n}` in the body is replaced by the request's number. With `--wait-caught-up`, after the
+//! load it polls the admin API (token from CARSHARE_ADMIN_TOKEN) until every running
+//! subscriber has handled every event, and says how long that took. The last line is a
+//! summary for scripts: `result requests=.. seconds=.. rps=.. p50_ms=.. p99_ms=.. ...`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 
+#[derive(Parser, Clone)]
+#[command(about = "Load for carshare: closed loop, or open loop at a constant rate")]
 struct Args {
-    host: String,
+    /// The server (loopback addresses only: this is a load generator)
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Keep-alive connections
+    #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Requests to send at most (closed loop)
+    #[arg(long, default_value_t = 20_000)]
     requests: usize,
+    /// Seconds to run at most
+    #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Open loop: requests due per second
+    #[arg(long)]
+    rate: Option<u64>,
+    /// HTTP method
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// Path
+    #[arg(long, default_value = "/orders")]
     path: String,
+    /// Body; `{n}` is replaced by the request's number
+    #[arg(long, default_value = r#"{"productId":1,"qty":1}"#)]
     body: String,
+    /// After the load, wait until every subscriber has caught up, and say how long it took
+    #[arg(long)]
+    wait_caught_up: bool,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        host: "127.0.0.1:8080".into(),
-        connections: 32,
-        requests: 20_000,
-        seconds: 30,
-        path: "/orders".into(),
-        body: r#"{"productId":1,"qty":1}"#.into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = |v: &str| v.parse::<usize>().map_err(|_| format!("{flag} needs a number"));
-        match flag.as_str() {
-            "--url" => a.host = v.trim_start_matches("http://").trim_end_matches('/').to_string(),
-            "--connections" => a.connections = num(&v)?.max(1),
-            "--requests" => a.requests = num(&v)?,
-            "--seconds" => a.seconds = num(&v)? as u64,
-            "--path" => a.path = v,
-            "--body" => a.body = v,
-            _ => return Err(format!("unknown option {flag}")),
+/// What one connection saw.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    statuses: BTreeMap<u16, usize>,
+    errors: usize,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
         }
+        self.errors += other.errors;
     }
-    Ok(a)
 }
 
-#[tokio::main]
-async fn main() {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("carshare-load: {e}");
-            std::process::exit(2);
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let per_conn = args.requests.div_ceil(args.connections);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..args.connections)
-        .map(|_| {
-            let (host, path, body) = (args.host.clone(), args.path.clone(), args.body.clone());
-            tokio::spawn(async move { worker(&host, &path, &body, per_conn, deadline).await })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
-    let mut errors = 0usize;
-    for t in tasks {
-        match t.await {
-            Ok(r) => {
-                latencies.extend(r.0);
-                for (k, v) in r.1 {
-                    *statuses.entry(k).or_default() += v;
-                }
-                errors += r.2;
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    println!(
-        "requests: {} in {elapsed:.2}s = {:.0} req/s",
-        latencies.len(),
-        latencies.len() as f64 / elapsed
-    );
-    println!("statuses: {statuses:?}, connection errors: {errors}");
-    println!(
-        "latency p50 {:?} p90 {:?} p99 {:?} max {:?}",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        latencies.last().copied().unwrap_or_default()
-    );
+/// One keep-alive connection, reconnected after an error.
+struct Conn {
+    host: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
-async fn worker(
-    host: &str,
-    path: &str,
-    body: &str,
-    n: usize,
-    deadline: Instant,
-) -> (Vec<Duration>, BTreeMap<u16, usize>, usize) {
-    let mut lat = Vec::with_capacity(n);
-    let mut statuses = BTreeMap::new();
-    let mut errors = 0;
-    let mut sender = None;
-    let mut done = 0;
-    while done < n && Instant::now() < deadline {
-        if sender.is_none() {
-            match TcpStream::connect(host).await {
+impl Conn {
+    async fn send(&mut self, args: &Args, n: u64, tally: &mut Tally, started: Instant) {
+        if self.sender.is_none() {
+            match TcpStream::connect(&self.host).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     match http1::handshake(TokioIo::new(s)).await {
                         Ok((tx, conn)) => {
                             tokio::spawn(conn);
-                            sender = Some(tx);
+                            self.sender = Some(tx);
                         }
                         Err(_) => {
-                            errors += 1;
-                            continue;
+                            tally.errors += 1;
+                            return;
                         }
                     }
                 }
                 Err(_) => {
-                    errors += 1;
+                    tally.errors += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
+                    return;
                 }
             }
         }
-        let tx = sender.as_mut().expect("connected above");
-        let req = hyper::Request::post(path)
-            .header("host", host)
+        let body = args.body.replace("{n}", &n.to_string());
+        let req = hyper::Request::builder()
+            .method(args.method.as_str())
+            .uri(args.path.as_str())
+            .header("host", &self.host)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .expect("valid request");
-        let t = Instant::now();
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid request");
+        let tx = self.sender.as_mut().expect("connected above");
         match tx.send_request(req).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let _ = resp.into_body().collect().await;
-                lat.push(t.elapsed());
-                *statuses.entry(status).or_insert(0) += 1;
-                done += 1;
+                tally.latencies.push(started.elapsed());
+                *tally.statuses.entry(status).or_insert(0) += 1;
             }
             Err(_) => {
-                errors += 1;
-                sender = None;
+                tally.errors += 1;
+                self.sender = None;
             }
         }
     }
-    (lat, statuses, errors)
+}
+
+/// Each connection sends its next request when the last is answered.
+async fn closed_loop(args: Arc<Args>, host: String) -> Tally {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let per_conn = args.requests.div_ceil(args.connections.max(1));
+    let tasks: Vec<_> = (0..args.connections.max(1))
+        .map(|c| {
+            let (args, host) = (args.clone(), host.clone());
+            tokio::spawn(async move {
+                let mut conn = Conn { host, sender: None };
+                let mut tally = Tally::default();
+                let mut i = 0;
+                while i < per_conn && Instant::now() < deadline {
+                    let n = (c * per_conn + i) as u64;
+                    conn.send(&args, n, &mut tally, Instant::now()).await;
+                    i += 1;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut all = Tally::default();
+    for t in tasks {
+        match t.await {
+            Ok(tally) => all.merge(tally),
+            Err(_) => all.errors += 1,
+        }
+    }
+    all
+}
+
+/// Requests fall due at a constant rate; free connections take them in order. A request
+/// waiting for a connection waits on the clock: its latency runs from when it was due.
+async fn open_loop(args: Arc<Args>, host: String, rate: u64) -> Tally {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let rx = Arc::new(Mutex::new(rx));
+    let tasks: Vec<_> = (0..args.connections.max(1))
+        .map(|_| {
+            let (args, host, rx) = (args.clone(), host.clone(), rx.clone());
+            tokio::spawn(async move {
+                let mut conn = Conn { host, sender: None };
+                let mut tally = Tally::default();
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((n, due)) = next else {
+                        return tally;
+                    };
+                    conn.send(&args, n, &mut tally, due).await;
+                }
+            })
+        })
+        .collect();
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let total = (rate * args.seconds).min(args.requests as u64);
+    for n in 0..total {
+        let due = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due).await;
+        if tx.send((n, due.into_std())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let mut all = Tally::default();
+    for t in tasks {
+        match t.await {
+            Ok(tally) => all.merge(tally),
+            Err(_) => all.errors += 1,
+        }
+    }
+    all
+}
+
+/// Polls the admin API until no running subscriber lags; how long that took.
+async fn caught_up(host: &str) -> Result<Duration, String> {
+    let token = std::env::var("CARSHARE_ADMIN_TOKEN").map_err(|_| "set CARSHARE_ADMIN_TOKEN")?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let stream = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+        let (mut tx, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/admin/contexts")
+            .header("host", host)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let lagging = v["contexts"]
+            .as_array()
+            .ok_or("no contexts in the admin answer")?
+            .iter()
+            .any(|c| c["state"] == "running" && c["subscriber"]["lag"].as_u64().unwrap_or(0) > 0);
+        if !lagging {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("subscribers did not catch up within 120 s".into())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Arc::new(Args::parse());
+    let host = args
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let start = Instant::now();
+    let mut tally = match args.rate {
+        Some(rate) => open_loop(args.clone(), host.clone(), rate).await,
+        None => closed_loop(args.clone(), host.clone()).await,
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    tally.latencies.sort();
+    let lat = &tally.latencies;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let rps = lat.len() as f64 / elapsed;
+    let mode = match args.rate {
+        Some(r) => format!("open loop at {r}/s, latency from when each request was due"),
+        None => format!("closed loop, {} connections", args.connections),
+    };
+    println!("{mode}");
+    println!("requests: {} in {elapsed:.2}s = {rps:.0} req/s", lat.len());
+    println!(
+        "statuses: {:?}, connection errors: {}",
+        tally.statuses, tally.errors
+    );
+    println!(
+        "latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(pct(0.5)),
+        ms(pct(0.9)),
+        ms(pct(0.99)),
+        ms(lat.last().copied().unwrap_or_default())
+    );
+    let mut summary = format!(
+        "result requests={} seconds={elapsed:.3} rps={rps:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={}",
+        lat.len(),
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+        tally.errors
+    );
+    for (status, n) in &tally.statuses {
+        summary.push_str(&format!(" status_{status}={n}"));
+    }
+    if args.wait_caught_up {
+        match caught_up(&host).await {
+            Ok(d) => {
+                println!(
+                    "every subscriber caught up {:.2} s after the load",
+                    d.as_secs_f64()
+                );
+                summary.push_str(&format!(" caught_up_s={:.3}", d.as_secs_f64()));
+            }
+            Err(e) => {
+                eprintln!("carshare-load: {e}");
+                summary.push_str(" caught_up_s=never");
+            }
+        }
+    }
+    println!("{summary}");
 }

@@ -37,7 +37,9 @@ impl Runtime {
         let share = self.share(&name);
         let breaker = self.breaker(&name);
         for _ in 0..=self.inner.options.conflict_retries {
-            let _share = share.acquire().await.map_err(|_| RequestError::ShuttingDown)?;
+            // Both permits cover running wasm only, never the wait for the commit: a context's
+            // share bounds its CPU, not how many of its units may be committing at once.
+            let share_permit = share.acquire().await.map_err(|_| RequestError::ShuttingDown)?;
             let permit = self
                 .inner
                 .executors
@@ -67,6 +69,7 @@ impl Runtime {
                 })
             })?;
             drop(permit);
+            drop(share_permit);
             let (unit, result, version) = ran?;
             outcome.ok = !matches!(result, Err(CallError::Fault { .. }));
             drop(outcome);

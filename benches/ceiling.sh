@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The throughput comparison of the README: carshare-ceiling (hyper + one reused wasm call + a
+# redb group commit per request: what this machine allows for this kind of work) and carshare
+# (POST /orders through the whole system) under the same load from carshare-load, back to back
+# in one run, and the ratio between them. Also carshare's resident memory idle and at peak, and
+# how long its subscribers took to catch up after the load.
+#
+#   benches/ceiling.sh                      # 64 connections, up to 100,000 requests or 20 s each
+#   CONNECTIONS=32 SECONDS=10 benches/ceiling.sh
+#   CARSHARE=/path/to/other/carshare benches/ceiling.sh   # compare another build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+connections=${CONNECTIONS:-64}
+requests=${REQUESTS:-100000}
+seconds=${SECONDS_EACH:-20}
+cargo build --release -q -p carshare-host -p carshare-benches --bins
+carshare=${CARSHARE:-target/release/carshare}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Starts "$@" with its stderr in $work/$name.log and waits for its "ready on http://ADDR" line.
+start() {
+    local name=$1; shift
+    "$@" 2>"$work/$name.log" &
+    pids+=($!)
+    for _ in $(seq 1 600); do
+        addr=$(grep -o 'ready on http://[^ ]*' "$work/$name.log" | head -1 | sed 's|ready on http://||') || true
+        [ -n "${addr:-}" ] && return 0
+        sleep 0.05
+    done
+    echo "$name did not start:"; cat "$work/$name.log"; exit 1
+}
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
+load() { target/release/carshare-load --connections "$connections" --requests "$requests" --seconds "$seconds" "$@"; }
+
+echo "== carshare-ceiling"
+start ceiling target/release/carshare-ceiling --listen 127.0.0.1:0 --data-dir "$work/ceiling"
+ceiling_out=$(load --url "http://$addr" --path /records --body '{"productId":1,"qty":1,"status":"order"}')
+echo "$ceiling_out" | grep -v '^result'
+ceiling=$(grep '^result' <<<"$ceiling_out")
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+echo "== carshare: POST /orders through the whole system"
+export CARSHARE_ADMIN_TOKEN=bench
+start carshare "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/carshare" --cache-dir "$work/cache"
+server=${pids[-1]}
+target/release/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
+    --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+sleep 1
+idle=$(rss_kib "$server" VmRSS)
+carshare_out=$(load --url "http://$addr" --body '{"productId":1,"qty":1,"status":"order"}' --wait-caught-up)
+echo "$carshare_out" | grep -v '^result'
+run=$(grep '^result' <<<"$carshare_out")
+peak=$(rss_kib "$server" VmHWM)
+
+c_rps=$(field rps "$ceiling"); o_rps=$(field rps "$run")
+echo
+echo "ceiling : $c_rps req/s, p99 $(field p99_ms "$ceiling") ms"
+echo "carshare: $o_rps orders/s, p99 $(field p99_ms "$run") ms, every subscriber caught up $(field caught_up_s "$run") s after; RSS $((idle / 1024)) MiB idle, $((peak / 1024)) MiB peak"
+echo "ratio   : $(( 100 * o_rps / c_rps )) % of the ceiling"
