@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use carshare_core::{BreakerConfig, RetryPolicy};
 
-use crate::wasm::Limits;
+use crate::wasm::{InstanceAllocator, Limits};
 
 /// Everything `carshare serve` needs.
 #[derive(Debug, Clone)]
@@ -38,6 +38,8 @@ pub struct Config {
     pub context_limits: BTreeMap<String, Limits>,
     /// A directory whose `<context>.wasm` files are swapped in when they change.
     pub watch: Option<PathBuf>,
+    /// How wasm instances get their memory.
+    pub instance_allocator: InstanceAllocator,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             context_limits: BTreeMap::new(),
             watch: None,
+            instance_allocator: InstanceAllocator::default(),
         }
     }
 }

@@ -40,7 +40,8 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| crate::config::default_cache_dir(&config.data_dir));
-    let engine = WasmEngine::new(Some(&cache)).map_err(|e| err("cannot start wasmtime", &e))?;
+    let engine = WasmEngine::with_allocator(Some(&cache), config.instance_allocator)
+        .map_err(|e| err("cannot start wasmtime", &e))?;
     let options = RuntimeOptions {
         limits: config.limits.clone(),
         retry: config.retry.clone(),

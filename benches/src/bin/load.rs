@@ -130,16 +130,20 @@ impl Conn {
 /// Each connection sends its next request when the last is answered.
 async fn closed_loop(args: Arc<Args>, host: String) -> Tally {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let per_conn = args.requests.div_ceil(args.connections.max(1));
-    let tasks: Vec<_> = (0..args.connections.max(1))
+    let connections = args.connections.max(1);
+    // Exactly `requests` in all: the first `requests % connections` connections send one more.
+    let share = |c: usize| args.requests / connections + usize::from(c < args.requests % connections);
+    let tasks: Vec<_> = (0..connections)
         .map(|c| {
             let (args, host) = (args.clone(), host.clone());
+            let first: usize = (0..c).map(share).sum();
+            let mine = share(c);
             tokio::spawn(async move {
                 let mut conn = Conn { host, sender: None };
                 let mut tally = Tally::default();
                 let mut i = 0;
-                while i < per_conn && Instant::now() < deadline {
-                    let n = (c * per_conn + i) as u64;
+                while i < mine && Instant::now() < deadline {
+                    let n = (first + i) as u64;
                     conn.send(&args, n, &mut tally, Instant::now()).await;
                     i += 1;
                 }

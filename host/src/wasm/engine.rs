@@ -27,6 +27,18 @@ pub struct Compiled {
     pub cached: bool,
 }
 
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstanceAllocator {
+    /// From a pool reserved at start (the default): instantiation is fast and memory is reused,
+    /// but the pool reserves terabytes of address space up front.
+    #[default]
+    Pooling,
+    /// From the system, one instance at a time: for places that limit virtual address space
+    /// (`ulimit -v`, strict overcommit, valgrind).
+    OnDemand,
+}
+
 /// The engine, its linker and the compile cache.
 pub struct WasmEngine {
     pub(super) engine: Engine,
@@ -39,17 +51,27 @@ impl WasmEngine {
     /// An engine with epoch interruption and the pooling allocator; compiled components are
     /// cached in `cache_dir` when given.
     pub fn new(cache_dir: Option<&Path>) -> wasmtime::Result<Arc<Self>> {
+        WasmEngine::with_allocator(cache_dir, InstanceAllocator::Pooling)
+    }
+
+    /// [`WasmEngine::new`] with instances allocated as `allocator` says.
+    pub fn with_allocator(
+        cache_dir: Option<&Path>,
+        allocator: InstanceAllocator,
+    ) -> wasmtime::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(1000)
-            .total_core_instances(6000)
-            .total_memories(1000)
-            .total_tables(3000)
-            .max_memory_size(1 << 30)
-            .max_memories_per_module(1)
-            .max_tables_per_module(1);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if allocator == InstanceAllocator::Pooling {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(1000)
+                .total_core_instances(6000)
+                .total_memories(1000)
+                .total_tables(3000)
+                .max_memory_size(1 << 30)
+                .max_memories_per_module(1)
+                .max_tables_per_module(1);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use carshare_core::Unit;
 
-pub use engine::WasmEngine;
+pub use engine::{InstanceAllocator, WasmEngine};
 pub use plugin::{Limits, LoadError, Manifest, Plugin};
 
 use crate::types::{CallError, Request, Response};

@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Swap a context in when DIR/<context>.wasm changes
     #[arg(long, env = "CARSHARE_WATCH", value_name = "DIR")]
     pub watch: Option<PathBuf>,
+    /// How wasm instances get memory: a pool reserved at start, or on demand where virtual
+    /// address space is limited (ulimit -v, valgrind) [default: pooling]
+    #[arg(long, env = "CARSHARE_INSTANCE_ALLOCATOR", value_name = "KIND")]
+    pub instance_allocator: Option<Allocator>,
     /// CPU time one call into a context may take, in ms [default: 1000]
     #[arg(long, env = "CARSHARE_CALL_DEADLINE_MS", value_name = "N")]
     pub call_deadline_ms: Option<u64>,
@@ -142,4 +146,23 @@ pub enum ContextsAction {
         /// The context.
         name: String,
     },
+}
+
+/// `--instance-allocator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocator {
+    /// A pool reserved at start.
+    Pooling,
+    /// From the system, instance by instance.
+    OnDemand,
+}
+
+impl From<Allocator> for carshare_host::InstanceAllocator {
+    fn from(a: Allocator) -> Self {
+        match a {
+            Allocator::Pooling => carshare_host::InstanceAllocator::Pooling,
+            Allocator::OnDemand => carshare_host::InstanceAllocator::OnDemand,
+        }
+    }
 }

@@ -12,7 +12,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
 
-use crate::cli::ServeArgs;
+use crate::cli::{Allocator, ServeArgs};
 
 /// Why the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,7 @@ struct FileConfig {
     #[serde(default)]
     contexts: BTreeMap<String, PathBuf>,
     watch: Option<PathBuf>,
+    instance_allocator: Option<Allocator>,
     call_deadline_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
     max_instances: Option<u64>,
@@ -185,6 +186,9 @@ pub fn config(args: &ServeArgs, matches: &ArgMatches) -> Result<Config, Settings
     }
     c.cache_dir = args.cache_dir.clone().or(file.cache_dir);
     c.watch = args.watch.clone().or(file.watch);
+    if let Some(a) = args.instance_allocator.or(file.instance_allocator) {
+        c.instance_allocator = a.into();
+    }
     // The token only ever comes from the environment or the file: on a command line, every
     // user of the machine could read it.
     c.admin_token = std::env::var("CARSHARE_ADMIN_TOKEN")

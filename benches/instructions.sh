@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Instructions per order, counted by valgrind's callgrind: repeatable on a noisy machine, where
+# timings are not. carshare runs under callgrind twice on fresh data dirs: once taking ORDERS
+# orders (and letting every subscriber catch up), once taking none; the difference divided by
+# ORDERS is what one order costs the whole system (HTTP, both contexts' calls, the commit, the
+# four subscribers' handlers and their commits). The callgrind profile of the first run is left
+# in target/callgrind.orders.out for callgrind_annotate. Under valgrind the instance pool cannot
+# reserve its address space, so instances are allocated on demand (they are reused from call to
+# call either way, so a call costs the same).
+#
+#   benches/instructions.sh            # 2,000 orders
+#   ORDERS=500 benches/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+orders=${ORDERS:-2000}
+cargo build --release -q -p carshare-host -p carshare-benches --bins
+carshare=${CARSHARE:-target/release/carshare}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export CARSHARE_ADMIN_TOKEN=bench
+# A warm compile cache, so that neither run compiles components.
+"$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/warm" --cache-dir "$work/cache" 2>"$work/warm.log" &
+warm=$!
+for _ in $(seq 1 200); do grep -q 'ready on' "$work/warm.log" && break; sleep 0.05; done
+kill "$warm"; wait "$warm" 2>/dev/null || true
+
+# Runs carshare under callgrind, takes $1 orders, and prints the instructions counted.
+count() {
+    local n=$1 out="$work/callgrind.$1.out"
+    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$out" \
+        "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/data-$n" --cache-dir "$work/cache" \
+        --instance-allocator on-demand \
+        2>"$work/server-$n.log" &
+    local pid=$!
+    local addr=""
+    for _ in $(seq 1 1200); do
+        addr=$(grep -o 'ready on http://[^ ]*' "$work/server-$n.log" | head -1 | sed 's|ready on http://||') || true
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$work/server-$n.log"; exit 1; }
+    target/release/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
+        --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+    target/release/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \
+        --requests 1 --wait-caught-up >/dev/null
+    if [ "$n" -gt 0 ]; then
+        target/release/carshare-load --url "http://$addr" --connections 8 --requests "$n" --seconds 3600 \
+            --body '{"productId":1,"qty":1}' --wait-caught-up | grep -E '^(requests|statuses|every)' >&2
+    fi
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    [ "$n" -gt 0 ] && cp "$out" target/callgrind.orders.out
+    callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
+}
+with=$(count "$orders")
+without=$(count 0)
+echo "instructions: $with with $orders orders, $without with none"
+echo "instructions per order: $(( (with - without) / orders ))"
