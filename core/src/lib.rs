@@ -36,6 +36,7 @@ mod ids;
 mod log;
 mod replicate;
 mod store;
+mod tail;
 mod time;
 mod unit;
 mod writer;

@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::ids::IdSequences;
 use crate::replicate::Replicator;
 use crate::store::{self, Snapshot};
+use crate::tail::Tail;
 use crate::unit::Unit;
 use crate::writer::{Committed, Pending, Writer};
 
@@ -51,6 +52,7 @@ pub struct Log {
 struct Inner {
     db: Arc<Database>,
     ids: Arc<IdSequences>,
+    tail: Arc<Tail>,
     tx: RwLock<Option<Sender<Pending>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<u64>,
@@ -80,7 +82,9 @@ impl Log {
         let (head_tx, head) = watch::channel(last_seq);
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
+        let tail = Arc::new(Tail::default());
         let writer = Writer {
+            tail: tail.clone(),
             replicator,
             failure: failure.clone(),
             db: db.clone(),
@@ -96,6 +100,7 @@ impl Log {
         Ok(Log {
             inner: Arc::new(Inner {
                 ids: Arc::new(IdSequences::new(db.clone())),
+                tail,
                 db,
                 tx: RwLock::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
@@ -107,7 +112,14 @@ impl Log {
 
     /// Starts a unit of work on the newest committed state.
     pub fn begin(&self) -> Result<Unit, StorageError> {
-        Ok(Unit::new(self.snapshot()?, self.inner.ids.clone()))
+        // The head is read first: every event up to it is committed, so the snapshot holds it.
+        let visible = self.head();
+        Ok(Unit::new(
+            self.snapshot()?,
+            visible,
+            self.inner.ids.clone(),
+            self.inner.tail.clone(),
+        ))
     }
 
     /// A read-only view of the newest committed state.

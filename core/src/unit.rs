@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::changes::{ChangeSet, CursorMove, ScanRead, SequenceKey, StateKey};
 use crate::dead::{DeadLetter, DeadWrite};
@@ -17,6 +18,7 @@ use crate::error::StorageError;
 use crate::event::{Event, NewEvent};
 use crate::ids::IdSequences;
 use crate::store::Snapshot;
+use crate::tail::Tail;
 
 /// A point to roll a unit back to.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +31,12 @@ pub struct Savepoint {
 /// with [`crate::Log::commit`]; dropping it aborts it.
 pub struct Unit {
     snapshot: Snapshot,
+    /// The head when the unit began: every event up to it is in the snapshot.
+    visible: u64,
     ids_source: Arc<IdSequences>,
+    tail: Arc<Tail>,
+    /// (correlation id, causation id) given to the events it publishes from now on.
+    cause: (Option<String>, Option<String>),
     reads: HashMap<StateKey, Option<Vec<u8>>>,
     scans: Vec<ScanRead>,
     writes: HashMap<StateKey, Option<Vec<u8>>>,
@@ -41,10 +48,18 @@ pub struct Unit {
 }
 
 impl Unit {
-    pub(crate) fn new(snapshot: Snapshot, ids_source: Arc<IdSequences>) -> Self {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        visible: u64,
+        ids_source: Arc<IdSequences>,
+        tail: Arc<Tail>,
+    ) -> Self {
         Unit {
             snapshot,
+            visible,
             ids_source,
+            tail,
+            cause: (None, None),
             reads: HashMap::new(),
             scans: Vec::new(),
             writes: HashMap::new(),
@@ -131,12 +146,43 @@ impl Unit {
 
     /// Publishes an event; it is committed with the unit, or not at all.
     pub fn publish(&mut self, source: &str, event_type: &str, key: Option<String>, payload: Value) {
+        let raw = serde_json::value::to_raw_value(&payload).expect("a JSON value serializes");
+        self.publish_raw(source, event_type, key, raw);
+    }
+
+    /// [`Unit::publish`] with the payload as the JSON text it was written as (which the caller
+    /// has checked is an object).
+    pub fn publish_raw(
+        &mut self,
+        source: &str,
+        event_type: &str,
+        key: Option<String>,
+        payload: Box<RawValue>,
+    ) {
         self.events.push(NewEvent {
             source: source.to_string(),
             event_type: event_type.to_string(),
             key,
             payload,
+            correlation_id: self.cause.0.clone(),
+            causation_id: self.cause.1.clone(),
         });
+    }
+
+    /// From now on, events this unit publishes were set off by `correlation` (the request
+    /// that started the chain) and directly caused by `causation` (a request or an event).
+    pub fn set_cause(&mut self, correlation: Option<String>, causation: Option<String>) {
+        self.cause = (correlation, causation);
+    }
+
+    /// From now on, events this unit publishes were caused by handling `event`: they keep its
+    /// correlation id (or start one with its id) and name it as their cause.
+    pub fn caused_by(&mut self, event: &Event) {
+        let correlation = event
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| event.event_id.clone());
+        self.set_cause(Some(correlation), Some(event.event_id.clone()));
     }
 
     /// The events published so far in this unit, in order.
@@ -159,9 +205,18 @@ impl Unit {
         });
     }
 
-    /// Up to `limit` events after `after`, from the unit's snapshot.
-    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StorageError> {
-        self.snapshot.events_after(after, limit)
+    /// Up to `limit` events after `after` that the unit's snapshot holds: from the events
+    /// kept in memory when they are there, else from the database.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Event>>, StorageError> {
+        if let Some(events) = self.tail.after(after, self.visible, limit) {
+            return Ok(events);
+        }
+        Ok(self
+            .snapshot
+            .events_after(after, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// Parks `event` for `subscriber` as a dead letter.

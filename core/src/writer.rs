@@ -22,6 +22,7 @@ use crate::event::Event;
 use crate::ids::{self, COUNTERS};
 use crate::replicate::{Batch, Replicator};
 use crate::store::{self, CURSORS, EVENTS, STATE};
+use crate::tail::Tail;
 
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
 const MAX_BATCH: usize = 2048;
@@ -49,6 +50,8 @@ pub(crate) struct Writer {
     pub failure: Arc<Mutex<Option<StorageError>>>,
     /// Sees every batch before it commits locally, and may refuse it.
     pub replicator: Option<Box<dyn Replicator>>,
+    /// Where committed events are kept for the subscribers close behind.
+    pub tail: Arc<Tail>,
 }
 
 /// The tables a batch writes, open in its transaction.
@@ -79,10 +82,11 @@ impl Writer {
         let millis = crate::time::now_millis().max(self.last_millis);
         let start_seq = self.next_seq;
         match self.apply(&batch, millis) {
-            Ok((outcomes, next_seq)) => {
+            Ok((outcomes, next_seq, events)) => {
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 self.next_seq = next_seq;
                 self.last_millis = millis;
+                self.tail.push(events);
                 // The head moves before anyone hears of the commit: a committer that reads the
                 // head (or waits for a subscriber to reach it) sees its own events counted.
                 if next_seq != start_seq {
@@ -109,11 +113,12 @@ impl Writer {
         &mut self,
         batch: &[Pending],
         millis: u64,
-    ) -> Result<(Vec<Result<Committed, CommitError>>, u64), StorageError> {
+    ) -> Result<(Vec<Result<Committed, CommitError>>, u64, Vec<Arc<Event>>), StorageError> {
         let timestamp = crate::time::rfc3339_utc(millis);
         let txn = self.db.begin_write()?;
         let mut next_seq = self.next_seq;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut committed = Vec::new();
         {
             let mut t = Tables {
                 state: txn.open_table(STATE)?,
@@ -128,7 +133,7 @@ impl Writer {
                     continue;
                 }
                 let first = next_seq;
-                next_seq = self.write(&p.changes, &mut t, next_seq, &timestamp)?;
+                next_seq = self.write(&p.changes, &mut t, next_seq, &timestamp, &mut committed)?;
                 outcomes.push(Ok(Committed {
                     seqs: first..next_seq,
                 }));
@@ -149,7 +154,7 @@ impl Writer {
             replicator.replicate(&record)?;
         }
         txn.commit()?;
-        Ok((outcomes, next_seq))
+        Ok((outcomes, next_seq, committed))
     }
 
     /// Applies one unit's effects, numbering its events from `next_seq`; returns the next free
@@ -160,6 +165,7 @@ impl Writer {
         t: &mut Tables<'_>,
         mut next_seq: u64,
         timestamp: &str,
+        committed: &mut Vec<Arc<Event>>,
     ) -> Result<u64, StorageError> {
         for ((ctx, key), v) in &c.writes {
             match v {
@@ -171,6 +177,7 @@ impl Writer {
             let event = Event::numbered(e, next_seq, self.log_id, timestamp);
             t.events
                 .insert(next_seq, serde_json::to_vec(&event)?.as_slice())?;
+            committed.push(Arc::new(event));
             next_seq += 1;
         }
         for m in &c.cursors {

@@ -187,7 +187,7 @@ impl EventHandler for Counter {
         // Write first, then fail: the dispatcher must undo the write.
         let n = unit.get("counter", "n").unwrap().map(|v| v[0]).unwrap_or(0);
         unit.set("counter", "n", vec![n + 1]);
-        if event.payload["poison"] == true {
+        if event.payload_value()["poison"] == true {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             return (unit, Err(HandlerError::new("poisoned")));
         }

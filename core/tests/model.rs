@@ -112,7 +112,7 @@ async fn concurrent_units_are_serializable_in_log_order() {
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e.seq, i as u64 + 1, "seed {seed}: gap-free");
             let reads: BTreeMap<String, Option<u64>> =
-                serde_json::from_value(e.payload["reads"].clone()).unwrap();
+                serde_json::from_value(e.payload_value()["reads"].clone()).unwrap();
             for (k, seen) in reads {
                 assert_eq!(
                     model.get(&k).copied(),
@@ -121,7 +121,8 @@ async fn concurrent_units_are_serializable_in_log_order() {
                     e.seq
                 );
             }
-            let writes: BTreeMap<String, u64> = serde_json::from_value(e.payload["writes"].clone()).unwrap();
+            let writes: BTreeMap<String, u64> =
+                serde_json::from_value(e.payload_value()["writes"].clone()).unwrap();
             model.extend(writes);
         }
         let mut snap = log.begin().unwrap();

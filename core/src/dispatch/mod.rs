@@ -139,6 +139,8 @@ impl Dispatcher {
                 .and_then(|s| s.dead_letter(&sub, seq))
                 .map_err(RetryError::Storage)?;
             let letter = letter.ok_or(RetryError::NotFound)?;
+            let mut unit = unit;
+            unit.caused_by(&letter.event);
             let (mut unit, result) = handler.handle(unit, &letter.event);
             result.map_err(RetryError::Failed)?;
             unit.unpark(&sub, seq);

@@ -153,7 +153,7 @@ struct Applied {
     unit: Unit,
     from: u64,
     done: u64,
-    failed: Option<(Event, HandlerError)>,
+    failed: Option<(Arc<Event>, HandlerError)>,
 }
 
 /// Applies up to `batch` events after the cursor in one unit, stopping before the first that
@@ -178,6 +178,7 @@ fn apply_batch(
     for event in events {
         if handler.wants(&event.event_type) {
             let sp = unit.savepoint();
+            unit.caused_by(&event);
             let (back, result) = handler.handle(unit, &event);
             unit = back;
             if let Err(e) = result {

@@ -36,7 +36,7 @@ impl state::Host for InstanceState {
 
 impl events::Host for InstanceState {
     fn publish(&mut self, event_type: String, key: Option<String>, payload: String) -> wasmtime::Result<()> {
-        self.own()?.publish(&event_type, key, &payload)
+        self.own()?.publish(&event_type, key, payload)
     }
 }
 

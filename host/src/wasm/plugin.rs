@@ -236,7 +236,7 @@ impl Plugin {
             source: event.source.clone(),
             key: event.key.clone(),
             timestamp: event.timestamp.clone(),
-            payload: event.payload.to_string(),
+            payload: event.payload.get().to_string(),
         };
         let (unit, r) = self.with_instance(calls, unit, 0, |inst| {
             inst.bindings.call_handle_event(&mut inst.store, &ev)
