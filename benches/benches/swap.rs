@@ -24,7 +24,7 @@ fn swap(c: &mut Criterion) {
             b.iter(|| {
                 let bytes = if next_is_v2 { &v2 } else { &v1 };
                 next_is_v2 = !next_is_v2;
-                runtime.swap("order", bytes).unwrap();
+                rt.block_on(runtime.swap("order", bytes)).unwrap();
                 let served = rt
                     .block_on(runtime.handle(Request::new("GET", "/orders?size=1", "http://b")))
                     .unwrap();

@@ -29,7 +29,7 @@ pub fn runtime(rt: &tokio::runtime::Runtime, dir: &Path, cache: bool) -> Runtime
         };
         let runtime = Runtime::new(log, engine, options).expect("a runtime");
         for (name, bytes) in DEFAULT_CONTEXTS {
-            runtime.load(name, bytes).expect("a built-in context loads");
+            runtime.load(name, bytes).await.expect("a built-in context loads");
         }
         runtime
     })

@@ -44,7 +44,7 @@ mod writer;
 pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket};
 pub use crate::dead::DeadLetter;
 pub use crate::dispatch::{
-    Dispatcher, EventHandler, Failing, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
+    Dispatcher, EventHandler, Failing, Handled, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
 };
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use carshare_core::{CommitError, Dispatcher, Event, EventHandler, HandlerError, Log, RetryPolicy, Unit};
+use carshare_core::{CommitError, Dispatcher, Event, EventHandler, Handled, HandlerError, Log, RetryPolicy, Unit};
 use serde_json::json;
 
 fn open() -> (tempfile::TempDir, Log) {
@@ -183,7 +183,13 @@ impl EventHandler for Counter {
         event_type == "Ordered"
     }
 
-    fn handle(&self, mut unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
+    fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
+        Box::pin(std::future::ready(self.count(unit, event)))
+    }
+}
+
+impl Counter {
+    fn count(&self, mut unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
         // Write first, then fail: the dispatcher must undo the write.
         let n = unit.get("counter", "n").unwrap().map(|v| v[0]).unwrap_or(0);
         unit.set("counter", "n", vec![n + 1]);
@@ -299,13 +305,15 @@ impl EventHandler for Flaky {
         event_type == "Ordered"
     }
 
-    fn handle(&self, mut unit: Unit, _event: &Event) -> (Unit, Result<(), HandlerError>) {
-        if self.failures_left.load(Ordering::SeqCst) > 0 {
-            self.failures_left.fetch_sub(1, Ordering::SeqCst);
-            return (unit, Err(HandlerError::transient("a dependency is down")));
-        }
-        unit.set("flaky", "done", vec![1]);
-        (unit, Ok(()))
+    fn handle<'a>(&'a self, mut unit: Unit, _event: &'a Event) -> Handled<'a> {
+        Box::pin(async move {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return (unit, Err(HandlerError::transient("a dependency is down")));
+            }
+            unit.set("flaky", "done", vec![1]);
+            (unit, Ok(()))
+        })
     }
 }
 

@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = WasmEngine::new(Some(&dir.path().join("cache")))?;
     let runtime = Runtime::new(log, engine, RuntimeOptions::default())?;
     for (name, component) in DEFAULT_CONTEXTS {
-        runtime.load(name, component)?;
+        runtime.load(name, component).await?;
     }
     let app = App {
         runtime: runtime.clone(),

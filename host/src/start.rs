@@ -73,7 +73,7 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
         sources.push((name.clone(), bytes, None));
     }
     for (name, bytes, previous) in sources {
-        if let Err(e) = runtime.load(&name, &bytes) {
+        if let Err(e) = runtime.load(&name, &bytes).await {
             // Contexts loaded so far have started their subscribers: stop them cleanly.
             runtime.shutdown().await;
             return Err(err(&format!("cannot load context {name}"), &e));

@@ -68,16 +68,20 @@ pub async fn watch(dir: PathBuf, runtime: Runtime) {
             }
             pending.remove(&name);
             applied.insert(name.clone(), stamp);
-            let rt = runtime.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                rt.swap(&name, &bytes).map_err(|e| format!("{name}: {e}"))
-            })
-            .await;
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => crate::log::warn(&format!("watch: refused {e}; the running version goes on")),
-                Err(e) => crate::log::error(&format!("watch: swap task failed: {e}")),
+            let read = path.clone();
+            let read = tokio::task::spawn_blocking(move || std::fs::read(read))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let result = match read {
+                Ok(bytes) => runtime
+                    .swap(&name, &bytes)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{name}: {e}")),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            };
+            if let Err(e) = result {
+                crate::log::warn(&format!("watch: refused {e}; the running version goes on"));
             }
         }
     }

@@ -2,6 +2,8 @@
 //! ([`HandlerError`]) and retried ([`RetryPolicy`]), and what an operator sees of it
 //! ([`SubscriberStatus`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +13,18 @@ use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::unit::Unit;
 
+/// What handling one event comes back with: the unit, and whether the event was applied.
+pub type Handled<'a> = Pin<Box<dyn Future<Output = (Unit, Result<(), HandlerError>)> + Send + 'a>>;
+
 /// A subscribing context, as the dispatcher sees it.
 pub trait EventHandler: Send + Sync + 'static {
     /// Whether the subscriber wants events of this type (others only move its cursor).
     fn wants(&self, event_type: &str) -> bool;
     /// Applies one event inside `unit` and hands the unit back. The unit moves (rather than
     /// being borrowed) so that the handler can place it where its sandbox reaches it for the
-    /// length of the call. An error undoes whatever the handler did in the unit.
-    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>);
+    /// length of the call. An error undoes whatever the handler did in the unit. It runs on
+    /// the async runtime's workers: it must not block them for long.
+    fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a>;
     /// Told of every failed attempt (for logging); `parked` is true on the last one.
     fn on_failure(&self, _event: &Event, _error: &HandlerError, _attempt: u32, _parked: bool) {}
 

@@ -15,16 +15,19 @@ mod handler;
 mod worker;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
 
 use tokio::sync::watch;
 
-pub use handler::{EventHandler, Failing, HandlerError, RetryError, RetryPolicy, SubscriberStatus};
+pub use handler::{EventHandler, Failing, Handled, HandlerError, RetryError, RetryPolicy, SubscriberStatus};
 use worker::Worker;
 
 use crate::error::{CommitError, StorageError};
 use crate::log::Log;
-use crate::unit::Unit;
+
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Run {
@@ -130,24 +133,22 @@ impl Dispatcher {
             .get(name)
             .map(|s| s.handler.clone())
             .ok_or(RetryError::NotFound)?;
-        let log = self.log.clone();
-        let sub = name.to_string();
-        let unit = tokio::task::spawn_blocking(move || -> Result<Unit, RetryError> {
-            let unit = log.begin().map_err(RetryError::Storage)?;
-            let letter = log
-                .snapshot()
-                .and_then(|s| s.dead_letter(&sub, seq))
-                .map_err(RetryError::Storage)?;
-            let letter = letter.ok_or(RetryError::NotFound)?;
-            let mut unit = unit;
-            unit.caused_by(&letter.event);
-            let (mut unit, result) = handler.handle(unit, &letter.event);
-            result.map_err(RetryError::Failed)?;
-            unit.unpark(&sub, seq);
-            Ok(unit)
-        })
-        .await
-        .map_err(|_| RetryError::Failed(HandlerError::new("the handler panicked")))??;
+        let letter = self
+            .log
+            .snapshot()
+            .and_then(|s| s.dead_letter(name, seq))
+            .map_err(RetryError::Storage)?
+            .ok_or(RetryError::NotFound)?;
+        let mut unit = self.log.begin().map_err(RetryError::Storage)?;
+        unit.caused_by(&letter.event);
+        // A panicking handler fails the retry; it does not take the dispatcher down.
+        let handled = AssertUnwindSafe(handler.handle(unit, &letter.event))
+            .catch_unwind()
+            .await;
+        let (mut unit, result) =
+            handled.map_err(|_| RetryError::Failed(HandlerError::new("the handler panicked")))?;
+        result.map_err(RetryError::Failed)?;
+        unit.unpark(name, seq);
         self.log.commit(unit).await.map_err(RetryError::Commit)?;
         Ok(())
     }

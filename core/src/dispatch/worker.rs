@@ -2,8 +2,11 @@
 //! unit of work that moves the cursor past them; a failing event is retried with backoff and
 //! parked as a dead letter after the last attempt.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use tokio::sync::watch;
 
@@ -73,11 +76,11 @@ impl Worker {
     }
 
     async fn step(&mut self, attempts: &mut (u64, u32)) -> Step {
-        let handler = self.handler.clone();
-        let name = self.name.clone();
-        let batch = self.batch;
-        let log = self.log.clone();
-        let applied = tokio::task::spawn_blocking(move || apply_batch(&log, &*handler, &name, batch)).await;
+        // A panicking handler fails the step (which is retried after a backoff); it does not
+        // end the subscriber's task.
+        let applied = AssertUnwindSafe(apply_batch(&self.log, &*self.handler, &self.name, self.batch))
+            .catch_unwind()
+            .await;
         let Applied {
             mut unit,
             from,
@@ -159,7 +162,7 @@ struct Applied {
 /// Applies up to `batch` events after the cursor in one unit, stopping before the first that
 /// fails. The cursor is not moved: the step decides where to. Returns `None` when there is
 /// nothing after the cursor.
-fn apply_batch(
+async fn apply_batch(
     log: &Log,
     handler: &dyn EventHandler,
     name: &str,
@@ -179,7 +182,7 @@ fn apply_batch(
         if handler.wants(&event.event_type) {
             let sp = unit.savepoint();
             unit.caused_by(&event);
-            let (back, result) = handler.handle(unit, &event);
+            let (back, result) = handler.handle(unit, &event).await;
             unit = back;
             if let Err(e) = result {
                 unit.rollback_to(sp);

@@ -135,12 +135,6 @@ impl ApiError {
         )
     }
 
-    /// 500: an operator task (a swap, a rollback) panicked.
-    pub(super) fn task_failed(what: &str) -> Self {
-        crate::log::error(&format!("the {what} task panicked"));
-        ApiError::new(500, "internal", format!("the {what} task failed"))
-    }
-
     /// An operator's cursor move that did not go through.
     pub(super) fn cursor_not_moved(e: CommitError) -> Self {
         match e {

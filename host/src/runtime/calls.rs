@@ -11,17 +11,15 @@ use carshare_core::{Breaker, Rejected, Ticket, Unit};
 
 use super::{Inner, Runtime};
 use crate::types::{CallError, DomainError, Request, Response};
-use crate::wasm::{Calls, Plugin};
+use crate::wasm::{CallFuture, Calls, Plugin};
 
 impl Calls for Inner {
-    fn call(
-        self: Arc<Self>,
-        name: &str,
-        request: Request,
-        unit: Unit,
-        depth: u32,
-    ) -> (Unit, Result<Response, CallError>) {
-        Runtime { inner: self }.call_context(name, request, unit, depth)
+    fn call<'a>(self: Arc<Self>, name: &'a str, request: Request, unit: Unit, depth: u32) -> CallFuture<'a> {
+        Box::pin(async move {
+            Runtime { inner: self }
+                .call_context(name, request, unit, depth)
+                .await
+        })
     }
 }
 
@@ -33,7 +31,7 @@ impl Runtime {
 
     /// A synchronous call from one context into another, inside the caller's unit, through
     /// the callee's circuit breaker and bulkhead.
-    fn call_context(
+    async fn call_context(
         &self,
         name: &str,
         request: Request,
@@ -48,7 +46,7 @@ impl Runtime {
         // Reported however the call ends; a panic unwinding through here counts as a failure.
         let mut outcome = Outcome::new(&breaker, ticket);
         let (unit, result) = match self.resolve(name, depth) {
-            Ok(plugin) => plugin.handle_request(self.calls(), request, unit, depth),
+            Ok(plugin) => plugin.handle_request(self.calls(), request, unit, depth).await,
             Err(e) => (unit, Err(e)),
         };
         outcome.ok = !counts_as_failure(&result);

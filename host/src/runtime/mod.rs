@@ -125,8 +125,9 @@ struct Inner {
     /// Each context's share of `executors`, made on first use.
     shares: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     components: Option<ComponentStore>,
-    /// One swap at a time: a swap reads the current version and replaces it.
-    swapping: Mutex<()>,
+    /// One swap at a time: a swap reads the current version and replaces it. A tokio mutex:
+    /// it is held while the new version compiles and starts.
+    swapping: tokio::sync::Mutex<()>,
     /// Set once shutdown begins: readiness probes fail from then on.
     draining: AtomicBool,
 }
@@ -142,7 +143,7 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(Inner {
                 components,
-                swapping: Mutex::new(()),
+                swapping: tokio::sync::Mutex::new(()),
                 draining: AtomicBool::new(false),
                 dispatcher: Dispatcher::new(log.clone(), options.retry.clone()),
                 executors: tokio::sync::Semaphore::new(options.max_concurrent_requests.max(1)),

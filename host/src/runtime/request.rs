@@ -2,9 +2,11 @@
 //! executors and through its breaker, committed, and run again from scratch if it lost a race
 //! with a concurrent commit.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use carshare_core::CommitError;
+use carshare_core::{CommitError, Unit};
+use futures_util::FutureExt;
 
 use super::calls::{Outcome, refused};
 use super::{RequestError, Runtime};
@@ -52,22 +54,18 @@ impl Runtime {
                 .try_start(Instant::now())
                 .map_err(|r| RequestError::Call(refused(&name, r)))?;
             let mut outcome = Outcome::new(&breaker, ticket);
-            let rt = self.clone();
-            let (req, ctx) = (request.clone(), name.clone());
-            let ran = tokio::task::spawn_blocking(move || -> Result<_, RequestError> {
-                let plugin = rt.resolve(&ctx, 0).map_err(RequestError::Call)?;
-                let unit = rt.inner.log.begin().map_err(RequestError::Storage)?;
-                let (unit, result) = plugin.handle_request(rt.calls(), req, unit, 0);
-                Ok((unit, result, plugin.manifest().version.clone()))
-            })
-            .await
-            .map_err(|_| {
-                RequestError::Call(CallError::Fault {
-                    context: name.clone(),
-                    message: "the host panicked while it ran".into(),
-                    detail: String::new(),
-                })
-            })?;
+            // Wasm runs right here on the async worker, as a fiber that yields at every epoch
+            // tick. A panic in it (or in the host code it calls) fails this request alone.
+            let ran = AssertUnwindSafe(self.run_request(&name, request.clone()))
+                .catch_unwind()
+                .await
+                .map_err(|_| {
+                    RequestError::Call(CallError::Fault {
+                        context: name.clone(),
+                        message: "the host panicked while it ran".into(),
+                        detail: String::new(),
+                    })
+                })?;
             drop(permit);
             drop(share_permit);
             let (unit, result, version) = ran?;
@@ -88,5 +86,17 @@ impl Runtime {
             }
         }
         Err(RequestError::Contention)
+    }
+
+    /// Runs `request` in the context `name` inside a new unit of work.
+    async fn run_request(
+        &self,
+        name: &str,
+        request: Request,
+    ) -> Result<(Unit, Result<Response, CallError>, String), RequestError> {
+        let plugin = self.resolve(name, 0).map_err(RequestError::Call)?;
+        let unit = self.inner.log.begin().map_err(RequestError::Storage)?;
+        let (unit, result) = plugin.handle_request(self.calls(), request, unit, 0).await;
+        Ok((unit, result, plugin.manifest().version.clone()))
     }
 }

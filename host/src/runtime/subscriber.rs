@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Weak};
 
-use carshare_core::{Event, EventHandler, HandlerError, Unit};
+use carshare_core::{Event, EventHandler, Handled, HandlerError, Unit};
 
 use super::{Inner, Runtime, Slot};
 use crate::types::{CallError, DomainError};
@@ -42,19 +42,24 @@ impl EventHandler for Pinned {
             .any(|s| s == event_type)
     }
 
-    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
-        let (unit, r) = self.plugin.handle_event(self.runtime.calls(), event, unit);
-        let r = r.map_err(|e| match e {
-            // A dependency that is down or shedding load: wait for it, never park.
-            CallError::Domain(DomainError::Unavailable(_))
-            | CallError::Stopped(_)
-            | CallError::Busy(_)
-            | CallError::NoSuchContext(_)
-            | CallError::CircuitOpen { .. } => HandlerError::transient(e),
-            // Dead letters are the operator's: they keep the engine's detail.
-            e => HandlerError::new(e.detailed()),
-        });
-        (unit, r)
+    fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
+        Box::pin(async move {
+            let (unit, r) = self
+                .plugin
+                .handle_event(self.runtime.calls(), event, unit)
+                .await;
+            let r = r.map_err(|e| match e {
+                // A dependency that is down or shedding load: wait for it, never park.
+                CallError::Domain(DomainError::Unavailable(_))
+                | CallError::Stopped(_)
+                | CallError::Busy(_)
+                | CallError::NoSuchContext(_)
+                | CallError::CircuitOpen { .. } => HandlerError::transient(e),
+                // Dead letters are the operator's: they keep the engine's detail.
+                e => HandlerError::new(e.detailed()),
+            });
+            (unit, r)
+        })
     }
 }
 
@@ -73,11 +78,13 @@ impl EventHandler for Subscriber {
         }
     }
 
-    fn handle(&self, unit: Unit, event: &Event) -> (Unit, Result<(), HandlerError>) {
-        match self.pin() {
-            Some(pinned) => pinned.handle(unit, event),
-            None => (unit, Err(HandlerError::transient("the runtime is shutting down"))),
-        }
+    fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
+        Box::pin(async move {
+            match self.pin() {
+                Some(pinned) => pinned.handle(unit, event).await,
+                None => (unit, Err(HandlerError::transient("the runtime is shutting down"))),
+            }
+        })
     }
 
     fn pin(&self) -> Option<Arc<dyn EventHandler>> {

@@ -67,19 +67,19 @@ impl Runtime {
     /// not the version, so the new version continues exactly where the old one was. The old
     /// version is kept for [`Runtime::rollback`], and the swap is recorded so that it survives
     /// a restart.
-    pub fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
+    pub async fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
         let started = Instant::now();
-        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
-        self.swap_locked(name, bytes, started)
+        let _one_at_a_time = self.inner.swapping.lock().await;
+        self.swap_locked(name, Arc::from(bytes), started).await
     }
 
     /// Restores the version that ran before the last swap (the same way a swap installs one);
     /// rolling back twice returns to where it started.
-    pub fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
+    pub async fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
         let started = Instant::now();
         // Held from reading the previous version to installing it, so two rollbacks at once
         // cannot both install the same version and lose the other.
-        let _one_at_a_time = self.inner.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.inner.swapping.lock().await;
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
@@ -89,26 +89,27 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| LoadContextError::NoPrevious(name.to_string()))?;
-        self.swap_locked(name, &previous, started)
+        self.swap_locked(name, previous, started).await
     }
 
     /// [`Runtime::swap`], with the swap lock held by the caller.
-    fn swap_locked(&self, name: &str, bytes: &[u8], started: Instant) -> Result<Swapped, LoadContextError> {
+    async fn swap_locked(&self, name: &str, bytes: Arc<[u8]>, started: Instant) -> Result<Swapped, LoadContextError> {
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
-        let plugin =
-            Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
+        let plugin = Plugin::load(&self.inner.engine, bytes, self.limits_for(name))
+            .await
+            .map_err(LoadContextError::Load)?;
         if plugin.manifest().name != name {
             return Err(LoadContextError::WrongContext {
                 expected: name.to_string(),
                 found: plugin.manifest().name.clone(),
             });
         }
-        self.install(name, &slot, Arc::new(plugin), started)
+        self.install(name, &slot, Arc::new(plugin), started).await
     }
 
-    fn install(
+    async fn install(
         &self,
         name: &str,
         slot: &Slot,
@@ -123,10 +124,13 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .check(name, &routes)
             .map_err(LoadContextError::Route)?;
-        // Recorded before it takes effect: if recording fails, nothing has changed.
-        if let Some(store) = &self.inner.components {
-            store
-                .save(name, new.bytes(), Some(old.bytes()))
+        // Recorded before it takes effect: if recording fails, nothing has changed. Writing
+        // and syncing the files blocks, so it runs on a blocking thread.
+        if let Some(store) = self.inner.components.clone() {
+            let (n, current, previous) = (name.to_string(), new.bytes().clone(), old.bytes().clone());
+            tokio::task::spawn_blocking(move || store.save(&n, &current, Some(&previous)))
+                .await
+                .map_err(|e| LoadContextError::Persist(e.to_string()))?
                 .map_err(|e| LoadContextError::Persist(e.to_string()))?;
         }
         self.inner
@@ -168,9 +172,10 @@ impl Runtime {
 
     /// Loads context `name` from component bytes, routes its collections and subscribes it
     /// from its durable cursor.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(), LoadContextError> {
-        let plugin =
-            Plugin::load(&self.inner.engine, bytes, self.limits_for(name)).map_err(LoadContextError::Load)?;
+    pub async fn load(&self, name: &str, bytes: &[u8]) -> Result<(), LoadContextError> {
+        let plugin = Plugin::load(&self.inner.engine, Arc::from(bytes), self.limits_for(name))
+            .await
+            .map_err(LoadContextError::Load)?;
         let m = plugin.manifest().clone();
         let code = if plugin.code_from_cache() {
             "cached"

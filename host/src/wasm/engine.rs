@@ -61,6 +61,8 @@ impl WasmEngine {
     ) -> wasmtime::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Calls run on fibers; a synchronous call chain nests them, so they get room.
+        config.async_stack_size(4 << 20);
         if allocator == InstanceAllocator::Pooling {
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(1000)
@@ -74,7 +76,7 @@ impl WasmEngine {
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         BoundedContext::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)?;
 
         let ticker = engine.weak();

@@ -41,7 +41,7 @@ impl events::Host for InstanceState {
 }
 
 impl calls::Host for InstanceState {
-    fn call(
+    async fn call(
         &mut self,
         context: String,
         mut request: types::Request,
@@ -52,10 +52,10 @@ impl calls::Host for InstanceState {
             .take()
             .ok_or_else(|| wasmtime::format_err!("call outside of a call"))?;
         let savepoint = unit.savepoint();
-        let (mut unit, result) =
-            calls
-                .clone()
-                .call(&context, convert::request_from_wit(request), unit, depth + 1);
+        let (mut unit, result) = calls
+            .clone()
+            .call(&context, convert::request_from_wit(request), unit, depth + 1)
+            .await;
         if result.is_err() {
             unit.rollback_to(savepoint);
         }

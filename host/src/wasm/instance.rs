@@ -21,6 +21,9 @@ pub struct InstanceState {
     pub limits: StoreLimits,
     /// Present only while the instance is serving a call.
     pub scope: Option<Scope>,
+    /// Epoch ticks the current call may still run before it is interrupted; at each tick
+    /// short of that it yields to the other tasks of its worker.
+    pub ticks_left: u64,
 }
 
 /// The call an instance is serving.
@@ -48,6 +51,7 @@ impl InstanceState {
             table: ResourceTable::new(),
             limits,
             scope: None,
+            ticks_left: 0,
         }
     }
 

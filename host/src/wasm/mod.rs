@@ -10,27 +10,28 @@ mod convert;
 mod engine;
 mod imports;
 mod instance;
+mod manifest;
 mod own_state;
 mod plugin;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use carshare_core::Unit;
 
 pub use engine::{InstanceAllocator, WasmEngine};
-pub use plugin::{Limits, LoadError, Manifest, Plugin};
+pub use manifest::{Limits, LoadError, Manifest};
+pub use plugin::Plugin;
 
 use crate::types::{CallError, Request, Response};
+
+/// What a synchronous call comes back with: the unit, and the callee's answer.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = (Unit, Result<Response, CallError>)> + Send + 'a>>;
 
 /// Where a context's synchronous calls (the `calls.call` import) go: the embedder runs the
 /// callee inside the caller's unit and hands the unit back. The runtime implements it.
 pub trait Calls: Send + Sync {
     /// Calls context `name` with `request` at call depth `depth`, inside `unit`.
-    fn call(
-        self: Arc<Self>,
-        name: &str,
-        request: Request,
-        unit: Unit,
-        depth: u32,
-    ) -> (Unit, Result<Response, CallError>);
+    fn call<'a>(self: Arc<Self>, name: &'a str, request: Request, unit: Unit, depth: u32) -> CallFuture<'a>;
 }

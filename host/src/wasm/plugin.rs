@@ -1,13 +1,16 @@
 //! A loaded context: its compiled component, its `InstancePre`, its manifest, and a pool of
 //! instances that are reused from call to call (instantiated on demand up to a cap, never per
 //! request). An instance that faults is discarded, never returned to the pool.
+//!
+//! A call runs as a fiber on the caller's async worker. Its deadline is counted in epoch
+//! ticks: at each tick it yields to the worker's other tasks, and once its ticks are used up
+//! it is interrupted (a fault).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use carshare_core::{Event, Unit};
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::Calls;
 use super::bindings::carshare::context::types as wit;
@@ -15,56 +18,8 @@ use super::bindings::{BoundedContext, BoundedContextPre};
 use super::convert;
 use super::engine::{EPOCH_TICK, WasmEngine};
 use super::instance::{InstanceState, Scope};
+use super::manifest::{Limits, LoadError, Manifest, check_manifest};
 use crate::types::{CallError, Request, Response};
-
-/// Sandbox limits of one context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// CPU time one call may take before it is interrupted.
-    pub call_deadline: Duration,
-    /// Bytes of linear memory one instance may grow to.
-    pub memory_bytes: usize,
-    /// Instances of the context alive at once.
-    pub max_instances: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            call_deadline: Duration::from_secs(1),
-            memory_bytes: 64 << 20,
-            max_instances: 64,
-        }
-    }
-}
-
-/// What a context says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Manifest {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// HTTP collections.
-    pub routes: Vec<String>,
-    /// Event types.
-    pub subscriptions: Vec<String>,
-}
-
-/// Why a component could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// Not a valid component, or it does not implement the `bounded-context` world.
-    #[error("not a bounded-context component: {0}")]
-    Invalid(String),
-    /// Instantiating it or asking its manifest failed.
-    #[error("the component failed to start: {0}")]
-    Failed(String),
-    /// Its manifest makes no sense.
-    #[error("bad manifest: {0}")]
-    BadManifest(String),
-}
 
 struct Instance {
     store: Store<InstanceState>,
@@ -107,10 +62,13 @@ pub struct Plugin {
 
 impl Plugin {
     /// Compiles (or loads from cache) and checks `bytes`: it must implement the world, start,
-    /// and declare a sensible manifest.
-    pub fn load(engine: &Arc<WasmEngine>, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
-        let compiled = engine
-            .compile(bytes)
+    /// and declare a sensible manifest. Compiling is CPU-heavy, so it runs on a blocking
+    /// thread.
+    pub async fn load(engine: &Arc<WasmEngine>, bytes: Arc<[u8]>, limits: Limits) -> Result<Plugin, LoadError> {
+        let (e, b) = (engine.clone(), bytes.clone());
+        let compiled = tokio::task::spawn_blocking(move || e.compile(&b))
+            .await
+            .map_err(|e| LoadError::Failed(format!("the compile task failed: {e}")))?
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let pre = engine
             .linker
@@ -118,7 +76,7 @@ impl Plugin {
             .and_then(BoundedContextPre::new)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut plugin = Plugin {
-            bytes: Arc::from(bytes),
+            bytes,
             manifest: Manifest {
                 name: String::new(),
                 version: String::new(),
@@ -137,11 +95,13 @@ impl Plugin {
         };
         let mut first = plugin
             .instantiate(LiveSlot::take(&plugin.live).0)
+            .await
             .map_err(|e| LoadError::Failed(format!("{e:#}")))?;
-        first.store.set_epoch_deadline(plugin.deadline_ticks());
+        plugin.start_call(&mut first);
         let m = first
             .bindings
             .call_manifest(&mut first.store)
+            .await
             .map_err(|e| LoadError::Failed(format!("{e:#}")))?;
         let manifest = Manifest {
             name: m.name,
@@ -192,7 +152,7 @@ impl Plugin {
     }
 
     /// Serves `request` inside `unit`. The unit is handed back whatever happens.
-    pub fn handle_request(
+    pub async fn handle_request(
         &self,
         calls: Arc<dyn Calls>,
         request: Request,
@@ -208,9 +168,12 @@ impl Plugin {
             base_url: request.base_url,
             caller: request.caller,
         };
-        let (unit, r) = self.with_instance(calls, unit, depth, |inst| {
-            inst.bindings.call_handle_request(&mut inst.store, &req)
-        });
+        let mut inst = match self.enter(calls, unit, depth).await {
+            Ok(inst) => inst,
+            Err((unit, e)) => return (unit, Err(e)),
+        };
+        let result = inst.bindings.call_handle_request(&mut inst.store, &req).await;
+        let (unit, r) = self.leave(inst, result);
         let r = r.and_then(|r| {
             r.map(|r| Response {
                 status: r.status,
@@ -223,12 +186,7 @@ impl Plugin {
     }
 
     /// Applies `event` inside `unit`.
-    pub fn handle_event(
-        &self,
-        calls: Arc<dyn Calls>,
-        event: &Event,
-        unit: Unit,
-    ) -> (Unit, Result<(), CallError>) {
+    pub async fn handle_event(&self, calls: Arc<dyn Calls>, event: &Event, unit: Unit) -> (Unit, Result<(), CallError>) {
         let ev = wit::Event {
             seq: event.seq,
             id: event.event_id.clone(),
@@ -238,30 +196,33 @@ impl Plugin {
             timestamp: event.timestamp.clone(),
             payload: event.payload.get().to_string(),
         };
-        let (unit, r) = self.with_instance(calls, unit, 0, |inst| {
-            inst.bindings.call_handle_event(&mut inst.store, &ev)
-        });
+        let mut inst = match self.enter(calls, unit, 0).await {
+            Ok(inst) => inst,
+            Err((unit, e)) => return (unit, Err(e)),
+        };
+        let result = inst.bindings.call_handle_event(&mut inst.store, &ev).await;
+        let (unit, r) = self.leave(inst, result);
         (
             unit,
             r.and_then(|r| r.map_err(|e| CallError::Domain(convert::from_wit(e)))),
         )
     }
 
-    /// Runs `f` on a pooled instance with `unit` in its scope, and takes the unit back.
-    fn with_instance<T>(
-        &self,
-        calls: Arc<dyn Calls>,
-        unit: Unit,
-        depth: u32,
-        f: impl FnOnce(&mut Instance) -> wasmtime::Result<T>,
-    ) -> (Unit, Result<T, CallError>) {
-        let mut inst = match self.acquire() {
+    /// A pooled instance with `unit` in its scope and a fresh deadline; on failure the unit
+    /// comes back with the error.
+    async fn enter(&self, calls: Arc<dyn Calls>, unit: Unit, depth: u32) -> Result<Instance, (Unit, CallError)> {
+        let mut inst = match self.acquire().await {
             Ok(i) => i,
-            Err(e) => return (unit, Err(e)),
+            Err(e) => return Err((unit, e)),
         };
         inst.store.data_mut().scope = Some(Scope { unit, calls, depth });
-        inst.store.set_epoch_deadline(self.deadline_ticks());
-        let result = f(&mut inst);
+        self.start_call(&mut inst);
+        Ok(inst)
+    }
+
+    /// Takes the unit back from `inst` after its call, and returns the instance to the pool,
+    /// or drops it if the call faulted (it may be in any state).
+    fn leave<T>(&self, mut inst: Instance, result: wasmtime::Result<T>) -> (Unit, Result<T, CallError>) {
         let scope = inst
             .store
             .data_mut()
@@ -274,7 +235,6 @@ impl Plugin {
                 (scope.unit, Ok(v))
             }
             Err(e) => {
-                // A trapped instance may be in any state: drop it; the pool makes a new one.
                 drop(inst);
                 let message = match e.downcast_ref::<Trap>() {
                     Some(Trap::Interrupt) => {
@@ -294,7 +254,7 @@ impl Plugin {
         }
     }
 
-    fn acquire(&self) -> Result<Instance, CallError> {
+    async fn acquire(&self) -> Result<Instance, CallError> {
         if let Some(i) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(i);
         }
@@ -302,7 +262,7 @@ impl Plugin {
         if before >= self.limits.max_instances {
             return Err(CallError::Busy(self.name.to_string()));
         }
-        self.instantiate(slot).map_err(|e| CallError::Fault {
+        self.instantiate(slot).await.map_err(|e| CallError::Fault {
             context: self.name.to_string(),
             message: "it could not be instantiated (the server log has the details)".into(),
             detail: format!("{e:#}"),
@@ -313,8 +273,9 @@ impl Plugin {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
     }
 
-    /// A new instance, counted by `slot`.
-    fn instantiate(&self, slot: LiveSlot) -> wasmtime::Result<Instance> {
+    /// A new instance, counted by `slot`. At each epoch tick a call yields; once its ticks
+    /// are used up, it is interrupted.
+    async fn instantiate(&self, slot: LiveSlot) -> wasmtime::Result<Instance> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(64)
@@ -322,8 +283,17 @@ impl Plugin {
             .build();
         let mut store = Store::new(&self.engine.engine, InstanceState::new(self.name.clone(), limits));
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self.pre.instantiate(&mut store)?;
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if state.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.data_mut().ticks_left = self.deadline_ticks();
+        store.set_epoch_deadline(1);
+        let bindings = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,
             bindings,
@@ -331,28 +301,13 @@ impl Plugin {
         })
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+    /// Gives the call about to run on `inst` its whole deadline.
+    fn start_call(&self, inst: &mut Instance) {
+        inst.store.data_mut().ticks_left = self.deadline_ticks();
+        inst.store.set_epoch_deadline(1);
     }
-}
 
-fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
-    let valid_name = !m.name.is_empty()
-        && m.name.len() <= 64
-        && m.name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !valid_name {
-        return Err(LoadError::BadManifest(format!(
-            "context name {:?} must be 1-64 of a-z, 0-9, -",
-            m.name
-        )));
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
-    if m.version.is_empty() || m.version.len() > 64 {
-        return Err(LoadError::BadManifest("version must be 1-64 bytes".into()));
-    }
-    if m.subscriptions.iter().any(|s| s.is_empty() || s.len() > 128) {
-        return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
-    }
-    Ok(())
 }

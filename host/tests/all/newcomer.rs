@@ -197,7 +197,7 @@ async fn readiness_fails_while_shutting_down_and_when_the_log_is_closed() {
     assert!(!r.ready);
     assert_eq!(r.reason.as_deref(), Some("no context is loaded"));
     let (name, bytes) = carshare_host::DEFAULT_CONTEXTS[1];
-    rt.load(name, bytes).unwrap();
+    rt.load(name, bytes).await.unwrap();
     assert!(rt.readiness().ready, "{:?}", rt.readiness());
     rt.log().close();
     let r = rt.readiness();

@@ -34,20 +34,8 @@ pub(super) async fn handle(
             }
             json!({ "name": name, "state": if running { "running" } else { "stopped" } })
         }
-        AdminRoute::Swap { name } => {
-            let (rt, bytes) = (runtime.clone(), body.clone());
-            let swapped = tokio::task::spawn_blocking(move || rt.swap(&name, &bytes))
-                .await
-                .map_err(|_| ApiError::task_failed("swap"))?;
-            json!(swapped?)
-        }
-        AdminRoute::Rollback { name } => {
-            let rt = runtime.clone();
-            let swapped = tokio::task::spawn_blocking(move || rt.rollback(&name))
-                .await
-                .map_err(|_| ApiError::task_failed("rollback"))?;
-            json!(swapped?)
-        }
+        AdminRoute::Swap { name } => json!(runtime.swap(&name, body).await?),
+        AdminRoute::Rollback { name } => json!(runtime.rollback(&name).await?),
         AdminRoute::Cursor { name } => {
             let seq = serde_json::from_slice::<Value>(body)
                 .ok()
