@@ -4,6 +4,7 @@
 
 use crate::dead::DeadWrite;
 use crate::event::NewEvent;
+use crate::index::IndexKey;
 
 /// A key of some context's state: (context, key).
 pub(crate) type StateKey = (String, String);
@@ -11,11 +12,14 @@ pub(crate) type StateKey = (String, String);
 /// An id sequence: (context, sequence name).
 pub(crate) type SequenceKey = (String, String);
 
-/// A prefix scan the unit based decisions on, checked again at commit.
+/// A prefix scan the unit based decisions on, checked again at commit: up to `limit` rows
+/// (none: all) of keys starting with `prefix`, after `after` if given.
 #[derive(Debug)]
 pub(crate) struct ScanRead {
     pub context: String,
     pub prefix: String,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
     pub rows: Vec<(String, Vec<u8>)>,
 }
 
@@ -36,6 +40,8 @@ pub(crate) struct ChangeSet {
     pub scans: Vec<ScanRead>,
     /// State written (`None` deletes).
     pub writes: Vec<(StateKey, Option<Vec<u8>>)>,
+    /// Index entries put (`true`) or deleted (`false`).
+    pub index: Vec<(IndexKey, bool)>,
     /// Events published, in order.
     pub events: Vec<NewEvent>,
     /// Cursor moves.

@@ -64,6 +64,15 @@ impl Batch<'_> {
         })
     }
 
+    /// Its index writes: (context, index, term, id, put), `put` false for a delete.
+    pub fn index_writes(&self) -> impl Iterator<Item = (&str, &str, &[u8], u64, bool)> + '_ {
+        self.units.iter().flat_map(|(changes, _)| {
+            changes.index.iter().map(|((ctx, index, term, id), put)| {
+                (ctx.as_str(), index.as_str(), term.as_slice(), *id, *put)
+            })
+        })
+    }
+
     /// Its cursor moves: (subscriber, new position).
     pub fn cursors(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
         self.units

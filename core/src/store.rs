@@ -13,6 +13,7 @@ use crate::dead::{self, DEAD, DeadLetter};
 use crate::error::StorageError;
 use crate::event::Event;
 use crate::ids::COUNTERS;
+use crate::index::{self, IDX, IDX_COUNTS, PageQuery};
 
 /// Each context's key-value state: (context, key) → value.
 pub(crate) const STATE: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("state");
@@ -20,8 +21,13 @@ pub(crate) const STATE: TableDefinition<'static, (&str, &str), &[u8]> = TableDef
 pub(crate) const EVENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("events");
 /// Subscriber cursors: subscriber → sequence number of the last event it is done with.
 pub(crate) const CURSORS: TableDefinition<'static, &str, u64> = TableDefinition::new("cursors");
-/// Facts about the log itself: its random id.
+/// Facts about the log itself: its random id, and the format of the file.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+
+/// The file's format: 2 has the index tables. A file of format 1 (or without one) that holds
+/// events was written before collections were indexed, and is refused: its entities are in
+/// no index, so listings would silently miss them.
+const FORMAT: u64 = 2;
 
 /// What [`open`] finds in a database.
 pub(crate) struct Opened {
@@ -41,7 +47,27 @@ pub(crate) fn open(db: &Database) -> Result<Opened, StorageError> {
         txn.open_table(COUNTERS)?;
         txn.open_table(DEAD)?;
         txn.open_table(EVENTS)?;
+        txn.open_table(IDX)?;
+        txn.open_table(IDX_COUNTS)?;
+        let has_events = txn.open_table(EVENTS)?.last()?.is_some();
         let mut meta = txn.open_table(META)?;
+        let format = meta
+            .get("format")?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes));
+        match format {
+            Some(FORMAT) => {}
+            None if !has_events => {
+                meta.insert("format", FORMAT.to_be_bytes().as_slice())?;
+            }
+            found => {
+                return Err(StorageError::new(format!(
+                    "the database is in format {} and this carshare reads format {FORMAT}: it was \
+                     written by an earlier version, whose collections have no indexes; serve it \
+                     with that version, or start this one on a new data directory",
+                    found.unwrap_or(1)
+                )));
+            }
+        }
         let existing = meta.get("log_id")?.map(|v| v.value().to_vec());
         log_id = match existing {
             Some(bytes) if bytes.len() == 8 => u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])),
@@ -78,12 +104,51 @@ pub struct Snapshot {
     state: Option<ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>,
 }
 
+/// The page [`Snapshot::index_page`] asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexPage<'a> {
+    /// The context whose index it is.
+    pub context: &'a str,
+    /// The index.
+    pub index: &'a str,
+    /// Only entries with this term, if given.
+    pub term: Option<&'a [u8]>,
+    /// Entries skipped first.
+    pub offset: u64,
+    /// Ids returned at most.
+    pub limit: usize,
+    /// From the last entry backwards.
+    pub descending: bool,
+}
+
 impl Snapshot {
     pub(crate) fn new(db: &Database) -> Result<Self, StorageError> {
         Ok(Snapshot {
             txn: db.begin_read()?,
             state: None,
         })
+    }
+
+    /// How many entries `index` of `context` holds (with `term` only, if given): one read.
+    pub fn index_count(&self, context: &str, index: &str, term: Option<&[u8]>) -> Result<u64, StorageError> {
+        let counts = self.txn.open_table(IDX_COUNTS)?;
+        index::count(&counts, context, index, term)
+    }
+
+    /// The ids of one page of an index, in (term, id) order or the reverse: at the cost of the
+    /// page, whatever the index holds.
+    pub fn index_page(&self, page: IndexPage<'_>) -> Result<Vec<u64>, StorageError> {
+        let entries = self.txn.open_table(IDX)?;
+        let counts = self.txn.open_table(IDX_COUNTS)?;
+        let q = PageQuery {
+            context: page.context,
+            index: page.index,
+            term: page.term,
+            offset: page.offset,
+            limit: page.limit,
+            descending: page.descending,
+        };
+        index::page(&entries, &counts, &q)
     }
 
     fn state(&mut self) -> Result<&ReadOnlyTable<(&'static str, &'static str), &'static [u8]>, StorageError> {
@@ -101,7 +166,20 @@ impl Snapshot {
     /// Every (key, value) of `context` whose key starts with `prefix`, in key order.
     pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let table = self.state()?;
-        scan_prefix(table, context, prefix)
+        scan_prefix(table, context, prefix, None, None)
+    }
+
+    /// Up to `limit` (key, value) of `context` whose key starts with `prefix` and comes after
+    /// `after` (if given), in key order.
+    pub fn scan_from(
+        &mut self,
+        context: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let table = self.state()?;
+        scan_prefix(table, context, prefix, after, Some(limit))
     }
 
     /// The cursor of `subscriber` (0 if it never handled anything).
@@ -141,14 +219,24 @@ impl Snapshot {
     }
 }
 
-/// The prefix scan both snapshots and the writer's validation use, so they cannot disagree.
+/// The prefix scan both snapshots and the writer's validation use, so they cannot disagree:
+/// up to `limit` rows (all, if none) of keys starting with `prefix`, after `after` if given.
 pub(crate) fn scan_prefix(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     context: &str,
     prefix: &str,
+    after: Option<&str>,
+    limit: Option<usize>,
 ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
     let mut out = Vec::new();
-    for row in table.range((context, prefix)..)? {
+    let rows = match after {
+        Some(a) if a >= prefix => table.range((Bound::Excluded((context, a)), Bound::Unbounded))?,
+        _ => table.range((context, prefix)..)?,
+    };
+    for row in rows {
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
         let (k, v) = row?;
         let (ctx, key) = k.value();
         if ctx != context || !key.starts_with(prefix) {

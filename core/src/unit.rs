@@ -17,13 +17,15 @@ use crate::dead::{DeadLetter, DeadWrite};
 use crate::error::StorageError;
 use crate::event::{Event, NewEvent};
 use crate::ids::IdSequences;
-use crate::store::Snapshot;
+use crate::index::IndexKey;
+use crate::store::{IndexPage, Snapshot};
 use crate::tail::Tail;
 
 /// A point to roll a unit back to.
 #[derive(Debug, Clone, Copy)]
 pub struct Savepoint {
     undo: usize,
+    index_undo: usize,
     events: usize,
 }
 
@@ -41,6 +43,9 @@ pub struct Unit {
     scans: Vec<ScanRead>,
     writes: HashMap<StateKey, Option<Vec<u8>>>,
     undo: Vec<(StateKey, Option<Option<Vec<u8>>>)>,
+    /// Index writes: entry → put (`true`) or delete; the last write of an entry wins.
+    index: HashMap<IndexKey, bool>,
+    index_undo: Vec<(IndexKey, Option<bool>)>,
     events: Vec<NewEvent>,
     cursors: Vec<CursorMove>,
     dead: Vec<DeadWrite>,
@@ -64,6 +69,8 @@ impl Unit {
             scans: Vec::new(),
             writes: HashMap::new(),
             undo: Vec::new(),
+            index: HashMap::new(),
+            index_undo: Vec::new(),
             events: Vec::new(),
             cursors: Vec::new(),
             dead: Vec::new(),
@@ -114,9 +121,41 @@ impl Unit {
     /// unit's own writes applied.
     pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let rows = self.snapshot.scan(context, prefix)?;
+        Ok(self.record_scan(context, prefix, None, None, rows))
+    }
+
+    /// Up to `limit` (key, value) of `context` whose key starts with `prefix` and comes after
+    /// `after` (if given), in key order, as the snapshot holds them, with the unit's own
+    /// writes to those keys applied. Checked at commit like [`Unit::scan`].
+    pub fn scan_from(
+        &mut self,
+        context: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let rows = self.snapshot.scan_from(context, prefix, after, limit)?;
+        Ok(self.record_scan(context, prefix, after, Some(limit), rows))
+    }
+
+    fn record_scan(
+        &mut self,
+        context: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+        rows: Vec<(String, Vec<u8>)>,
+    ) -> Vec<(String, Vec<u8>)> {
         let mut merged: std::collections::BTreeMap<String, Vec<u8>> = rows.iter().cloned().collect();
+        // The unit's own writes, within what the scan covers (with a limit, the scan covers
+        // the keys up to the last row it returned).
+        let last = limit.and(rows.last().map(|(k, _)| k.clone()));
         for ((ctx, key), v) in &self.writes {
-            if ctx == context && key.starts_with(prefix) {
+            let covered = ctx == context
+                && key.starts_with(prefix)
+                && after.is_none_or(|a| key.as_str() > a)
+                && last.as_ref().is_none_or(|l| key <= l);
+            if covered {
                 match v {
                     Some(v) => merged.insert(key.clone(), v.clone()),
                     None => merged.remove(key),
@@ -126,9 +165,40 @@ impl Unit {
         self.scans.push(ScanRead {
             context: context.to_string(),
             prefix: prefix.to_string(),
+            after: after.map(str::to_string),
+            limit,
             rows,
         });
-        Ok(merged.into_iter().collect())
+        merged.into_iter().collect()
+    }
+
+    /// Puts entity `id` under `term` in `context`'s ordered index `index` (committed with the
+    /// unit). Putting an entry that is there already changes nothing.
+    pub fn index_put(&mut self, context: &str, index: &str, term: &[u8], id: u64) {
+        self.index_write(context, index, term, id, true);
+    }
+
+    /// Deletes entity `id` under `term` from `context`'s index `index`.
+    pub fn index_delete(&mut self, context: &str, index: &str, term: &[u8], id: u64) {
+        self.index_write(context, index, term, id, false);
+    }
+
+    fn index_write(&mut self, context: &str, index: &str, term: &[u8], id: u64, put: bool) {
+        let k = (context.to_string(), index.to_string(), term.to_vec(), id);
+        let before = self.index.insert(k.clone(), put);
+        self.index_undo.push((k, before));
+    }
+
+    /// How many entries `context`'s index `index` holds (with `term` only, if given), as the
+    /// unit's snapshot has it: without the unit's own index writes, and not checked at commit.
+    pub fn index_count(&self, context: &str, index: &str, term: Option<&[u8]>) -> Result<u64, StorageError> {
+        self.snapshot.index_count(context, index, term)
+    }
+
+    /// One page of `context`'s index, as the unit's snapshot has it (see
+    /// [`Unit::index_count`]).
+    pub fn index_page(&self, page: IndexPage<'_>) -> Result<Vec<u64>, StorageError> {
+        self.snapshot.index_page(page)
     }
 
     /// A new id from `context`'s sequence `name`: unique and increasing, never handed out twice,
@@ -242,6 +312,7 @@ impl Unit {
     pub fn savepoint(&self) -> Savepoint {
         Savepoint {
             undo: self.undo.len(),
+            index_undo: self.index_undo.len(),
             events: self.events.len(),
         }
     }
@@ -256,6 +327,13 @@ impl Unit {
                 None => self.writes.remove(&k),
             };
         }
+        while self.index_undo.len() > sp.index_undo {
+            let (k, before) = self.index_undo.pop().expect("len checked");
+            match before {
+                Some(put) => self.index.insert(k, put),
+                None => self.index.remove(&k),
+            };
+        }
         self.events.truncate(sp.events);
     }
 
@@ -264,6 +342,7 @@ impl Unit {
         // Ids handed out count as a write: their sequence must be stored, or an id a client
         // was given could be handed out again after a crash.
         self.writes.is_empty()
+            && self.index.is_empty()
             && self.events.is_empty()
             && self.cursors.is_empty()
             && self.dead.is_empty()
@@ -276,6 +355,7 @@ impl Unit {
             reads: self.reads.into_iter().collect(),
             scans: self.scans,
             writes: self.writes.into_iter().collect(),
+            index: self.index.into_iter().collect(),
             events: self.events,
             cursors: self.cursors,
             dead: self.dead,

@@ -20,6 +20,7 @@ use crate::dead::{self, DEAD};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::{self, COUNTERS};
+use crate::index::{self, CountDeltas, IDX, IDX_COUNTS};
 use crate::replicate::{Batch, Replicator};
 use crate::store::{self, CURSORS, EVENTS, STATE};
 use crate::tail::Tail;
@@ -61,6 +62,10 @@ struct Tables<'txn> {
     cursors: Table<'txn, &'static str, u64>,
     counters: Table<'txn, (&'static str, &'static str), u64>,
     dead: Table<'txn, (&'static str, u64), &'static [u8]>,
+    index: Table<'txn, (&'static str, &'static str, &'static [u8], u64), ()>,
+    index_counts: Table<'txn, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    /// How the batch moves the index counts, written once at its end.
+    deltas: CountDeltas,
 }
 
 impl Writer {
@@ -126,6 +131,9 @@ impl Writer {
                 cursors: txn.open_table(CURSORS)?,
                 counters: txn.open_table(COUNTERS)?,
                 dead: txn.open_table(DEAD)?,
+                index: txn.open_table(IDX)?,
+                index_counts: txn.open_table(IDX_COUNTS)?,
+                deltas: CountDeltas::default(),
             };
             for p in batch {
                 if !still_valid(&p.changes, &t)? {
@@ -138,6 +146,8 @@ impl Writer {
                     seqs: first..next_seq,
                 }));
             }
+            let deltas = std::mem::take(&mut t.deltas);
+            deltas.write(&mut t.index_counts)?;
         }
         if let Some(replicator) = self.replicator.as_mut() {
             let units = batch
@@ -172,6 +182,9 @@ impl Writer {
                 Some(v) => t.state.insert((ctx.as_str(), key.as_str()), v.as_slice())?,
                 None => t.state.remove((ctx.as_str(), key.as_str()))?,
             };
+        }
+        for (key, put) in &c.index {
+            index::apply(&mut t.index, &mut t.deltas, key, *put)?;
         }
         for e in &c.events {
             let event = Event::numbered(e, next_seq, self.log_id, timestamp);
@@ -208,7 +221,14 @@ fn still_valid(c: &ChangeSet, t: &Tables<'_>) -> Result<bool, StorageError> {
         }
     }
     for scan in &c.scans {
-        if store::scan_prefix(&t.state, &scan.context, &scan.prefix)? != scan.rows {
+        let now = store::scan_prefix(
+            &t.state,
+            &scan.context,
+            &scan.prefix,
+            scan.after.as_deref(),
+            scan.limit,
+        )?;
+        if now != scan.rows {
             return Ok(false);
         }
     }

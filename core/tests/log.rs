@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use carshare_core::{CommitError, Dispatcher, Event, EventHandler, Handled, HandlerError, Log, RetryPolicy, Unit};
+use carshare_core::{
+    CommitError, Dispatcher, Event, EventHandler, Handled, HandlerError, Log, RetryPolicy, Unit,
+};
 use serde_json::json;
 
 fn open() -> (tempfile::TempDir, Log) {

@@ -28,7 +28,6 @@ use worker::Worker;
 use crate::error::{CommitError, StorageError};
 use crate::log::Log;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Run {
     Running,

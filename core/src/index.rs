@@ -1,0 +1,265 @@
+//! Ordered secondary indexes with counts, so that a context lists, counts and pages through
+//! millions of entities at the cost of one page, never of the whole collection.
+//!
+//! An index of a context holds entries (term, id): the term is whatever the context sorts or
+//! searches by (encoded so that byte order is value order; the empty term for "by id"), the id
+//! is the entity's. Entries live in [`IDX`], in (term, id) order. Beside them, [`IDX_COUNTS`]
+//! keeps how many entries each term has and how many fall into each bucket of 256, 65,536 and
+//! 16,777,216 consecutive ids of a term, plus the index's total. Those counts let a page at any
+//! offset be found by walking at most a few hundred counts per level and then 256 entries,
+//! whatever the index holds; the total is one read.
+//!
+//! Only the commit writer changes the tables: it applies each unit's index writes, and adds up
+//! how the counts move over the whole batch before writing them once.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use redb::{ReadableTable, Table, TableDefinition};
+
+use crate::error::StorageError;
+
+/// Index entries: (context, index, term, id) → nothing.
+pub(crate) const IDX: TableDefinition<'static, (&str, &str, &[u8], u64), ()> = TableDefinition::new("index");
+/// Index counts: (context, index, level, term, bucket) → entries. Level 0 counts a term
+/// (bucket 0), levels 1–3 count buckets of `id >> 8·level` within a term, and [`TOTAL`]
+/// counts the whole index (empty term, bucket 0).
+pub(crate) const IDX_COUNTS: TableDefinition<'static, (&str, &str, u8, &[u8], u64), u64> =
+    TableDefinition::new("index_counts");
+
+/// The level of an index's total.
+const TOTAL: u8 = 255;
+/// Bucket levels, finest last: level `l` groups the ids that share `id >> (8 * l)`.
+const LEVELS: [u8; 3] = [3, 2, 1];
+
+/// One index write of a unit: put (`true`) or delete (`false`) the entry.
+pub(crate) type IndexKey = (String, String, Vec<u8>, u64);
+
+/// How a batch moves the counts, added up before they are written.
+#[derive(Default)]
+pub(crate) struct CountDeltas(HashMap<(String, String, u8, Vec<u8>, u64), i64>);
+
+impl CountDeltas {
+    fn add(&mut self, (ctx, index, term, id): &IndexKey, delta: i64) {
+        let mut bump = |level: u8, term: &[u8], bucket: u64| {
+            *self
+                .0
+                .entry((ctx.clone(), index.clone(), level, term.to_vec(), bucket))
+                .or_default() += delta;
+        };
+        bump(0, term, 0);
+        for level in LEVELS {
+            bump(level, term, id >> (8 * u32::from(level)));
+        }
+        bump(TOTAL, &[], 0);
+    }
+
+    /// Writes the counts, dropping those that fall to zero.
+    pub(crate) fn write(
+        self,
+        counts: &mut Table<'_, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    ) -> Result<(), StorageError> {
+        for ((ctx, index, level, term, bucket), delta) in self.0 {
+            if delta == 0 {
+                continue;
+            }
+            let key = (ctx.as_str(), index.as_str(), level, term.as_slice(), bucket);
+            let now = counts.get(key)?.map(|v| v.value()).unwrap_or(0);
+            let next = (now as i64 + delta).max(0) as u64;
+            if next == 0 {
+                counts.remove(key)?;
+            } else {
+                counts.insert(key, next)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies one index write, counting it in `deltas` if it changed anything (putting an entry
+/// that is there, or deleting one that is not, changes nothing).
+pub(crate) fn apply(
+    entries: &mut Table<'_, (&'static str, &'static str, &'static [u8], u64), ()>,
+    deltas: &mut CountDeltas,
+    key: &IndexKey,
+    put: bool,
+) -> Result<(), StorageError> {
+    let (ctx, index, term, id) = key;
+    let k = (ctx.as_str(), index.as_str(), term.as_slice(), *id);
+    if put {
+        if entries.insert(k, ())?.is_none() {
+            deltas.add(key, 1);
+        }
+    } else if entries.remove(k)?.is_some() {
+        deltas.add(key, -1);
+    }
+    Ok(())
+}
+
+/// How many entries `index` of `context` holds, with `term` only if given.
+pub(crate) fn count(
+    counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    context: &str,
+    index: &str,
+    term: Option<&[u8]>,
+) -> Result<u64, StorageError> {
+    let key = match term {
+        Some(t) => (context, index, 0, t, 0),
+        None => (context, index, TOTAL, &[][..], 0),
+    };
+    Ok(counts.get(key)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// A page of an index: the ids of up to `limit` entries of `index` (with `term` only, if
+/// given), in (term, id) order or the reverse, after the first `offset`.
+pub(crate) struct PageQuery<'a> {
+    pub context: &'a str,
+    pub index: &'a str,
+    pub term: Option<&'a [u8]>,
+    pub offset: u64,
+    pub limit: usize,
+    pub descending: bool,
+}
+
+/// The ids of the page `q` asks for.
+pub(crate) fn page(
+    entries: &impl ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
+    counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    q: &PageQuery<'_>,
+) -> Result<Vec<u64>, StorageError> {
+    if q.limit == 0 {
+        return Ok(Vec::new());
+    }
+    // Which term the page starts in, and how far into it.
+    let (term, offset) = match q.term {
+        Some(t) => (t.to_vec(), q.offset),
+        None => match term_at(counts, q)? {
+            Some(found) => found,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let Some(start) = id_at(entries, counts, q, &term, offset)? else {
+        return Ok(Vec::new());
+    };
+    // From there, entries in order: within the term, or on through the following terms.
+    let (ctx, index) = (q.context, q.index);
+    let mut out = Vec::with_capacity(q.limit);
+    let same = |c: &str, i: &str, t: &[u8]| c == ctx && i == index && (q.term.is_none() || t == term);
+    if q.descending {
+        let from = (ctx, index, &[][..], 0);
+        for row in entries.range(from..=(ctx, index, term.as_slice(), start))?.rev() {
+            let (key, _) = row?;
+            let (c, i, t, id) = key.value();
+            if !same(c, i, t) || out.len() == q.limit {
+                break;
+            }
+            out.push(id);
+        }
+    } else {
+        for row in entries.range((ctx, index, term.as_slice(), start)..)? {
+            let (key, _) = row?;
+            let (c, i, t, id) = key.value();
+            if !same(c, i, t) || out.len() == q.limit {
+                break;
+            }
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The term holding entry number `q.offset` of the whole index (in the page's direction), and
+/// the offset within it; `None` past the end.
+fn term_at(
+    counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    q: &PageQuery<'_>,
+) -> Result<Option<(Vec<u8>, u64)>, StorageError> {
+    let (ctx, index) = (q.context, q.index);
+    let range = counts.range((ctx, index, 0, &[][..], 0)..(ctx, index, 1, &[][..], 0))?;
+    let mut left = q.offset;
+    let mut step =
+        |row: Result<(redb::AccessGuard<'_, _>, redb::AccessGuard<'_, u64>), redb::StorageError>| {
+            let (k, v) = row?;
+            let (_, _, _, term, _): (&str, &str, u8, &[u8], u64) = k.value();
+            let n = v.value();
+            if left < n {
+                return Ok::<_, StorageError>(Some((term.to_vec(), left)));
+            }
+            left -= n;
+            Ok(None)
+        };
+    if q.descending {
+        for row in range.rev() {
+            if let Some(found) = step(row)? {
+                return Ok(Some(found));
+            }
+        }
+    } else {
+        for row in range {
+            if let Some(found) = step(row)? {
+                return Ok(Some(found));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The id of entry number `offset` of `term` (counted in the page's direction): found by
+/// walking the bucket counts down the levels, then at most 256 entries.
+fn id_at(
+    entries: &impl ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
+    counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    q: &PageQuery<'_>,
+    term: &[u8],
+    mut offset: u64,
+) -> Result<Option<u64>, StorageError> {
+    let (ctx, index) = (q.context, q.index);
+    let mut ids: RangeInclusive<u64> = 0..=u64::MAX;
+    for level in LEVELS {
+        let shift = 8 * u32::from(level);
+        let buckets = (*ids.start() >> shift)..=(*ids.end() >> shift);
+        let range = counts
+            .range((ctx, index, level, term, *buckets.start())..=(ctx, index, level, term, *buckets.end()))?;
+        let mut found = None;
+        let mut visit = |bucket: u64, n: u64| {
+            if offset < n {
+                found = Some(bucket);
+                return true;
+            }
+            offset -= n;
+            false
+        };
+        if q.descending {
+            for row in range.rev() {
+                let (k, v) = row?;
+                if visit(k.value().4, v.value()) {
+                    break;
+                }
+            }
+        } else {
+            for row in range {
+                let (k, v) = row?;
+                if visit(k.value().4, v.value()) {
+                    break;
+                }
+            }
+        }
+        let Some(bucket) = found else {
+            return Ok(None);
+        };
+        let low = bucket << shift;
+        let high = low | ((1u64 << shift) - 1);
+        ids = low..=high;
+    }
+    let bounds = (ctx, index, term, *ids.start())..=(ctx, index, term, *ids.end());
+    let mut rows = entries.range(bounds)?;
+    let row = if q.descending {
+        rows.rev().nth(offset as usize)
+    } else {
+        rows.nth(offset as usize)
+    };
+    match row {
+        Some(row) => Ok(Some(row?.0.value().3)),
+        None => Ok(None),
+    }
+}
