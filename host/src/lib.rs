@@ -46,4 +46,4 @@ pub use crate::runtime::{
 };
 pub use crate::start::{StartError, Started, start};
 pub use crate::types::{CallError, DomainError, Request, Response};
-pub use crate::wasm::{InstanceAllocator, Limits, LoadError, Manifest, WasmEngine};
+pub use crate::wasm::{InstanceAllocator, Limits, LoadError, Manifest, Operation, Parameter, WasmEngine};

@@ -44,10 +44,7 @@ impl EventHandler for Pinned {
 
     fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
         Box::pin(async move {
-            let (unit, r) = self
-                .plugin
-                .handle_event(self.runtime.calls(), event, unit)
-                .await;
+            let (unit, r) = self.plugin.handle_event(self.runtime.calls(), event, unit).await;
             let r = r.map_err(|e| match e {
                 // A dependency that is down or shedding load: wait for it, never park.
                 CallError::Domain(DomainError::Unavailable(_))

@@ -93,7 +93,12 @@ impl Runtime {
     }
 
     /// [`Runtime::swap`], with the swap lock held by the caller.
-    async fn swap_locked(&self, name: &str, bytes: Arc<[u8]>, started: Instant) -> Result<Swapped, LoadContextError> {
+    async fn swap_locked(
+        &self,
+        name: &str,
+        bytes: Arc<[u8]>,
+        started: Instant,
+    ) -> Result<Swapped, LoadContextError> {
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;

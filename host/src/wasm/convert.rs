@@ -2,6 +2,7 @@
 //! [`DomainError`], [`CallError`]), so that nothing outside `wasm/` sees a generated name.
 
 use super::bindings::carshare::context::types as wit;
+use super::manifest::{LoadError, Manifest, Operation, Parameter};
 use crate::types::{CallError, DomainError, Request, Response};
 
 pub(super) fn from_wit(e: wit::ContextError) -> DomainError {
@@ -66,4 +67,51 @@ pub(super) fn response_to_wit(r: Response) -> wit::Response {
         headers: r.headers,
         body: r.body,
     }
+}
+
+/// The manifest a component declared, its JSON Schemas parsed; a schema that is not JSON makes
+/// it a bad manifest.
+pub(super) fn manifest_from_wit(m: wit::Manifest) -> Result<Manifest, LoadError> {
+    let schema = |what: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| LoadError::BadManifest(format!("the schema of {what} is not JSON: {e}")))
+    };
+    let mut operations = Vec::with_capacity(m.operations.len());
+    for op in m.operations {
+        let what = format!("{} {}", op.method, op.path);
+        let mut parameters = Vec::with_capacity(op.parameters.len());
+        for p in op.parameters {
+            parameters.push(Parameter {
+                schema: schema(&format!("{what} ?{}", p.name), &p.schema)?,
+                name: p.name,
+                description: p.description,
+                required: p.required,
+            });
+        }
+        let request_body = op.request_body.as_deref().map(|s| schema(&what, s)).transpose()?;
+        let mut responses = Vec::with_capacity(op.responses.len());
+        for (status, body) in op.responses {
+            responses.push((status, body.as_deref().map(|s| schema(&what, s)).transpose()?));
+        }
+        operations.push(Operation {
+            method: op.method,
+            path: op.path,
+            summary: op.summary,
+            parameters,
+            request_body,
+            responses,
+        });
+    }
+    let mut schemas = Vec::with_capacity(m.schemas.len());
+    for (name, text) in m.schemas {
+        schemas.push((name.clone(), schema(&name, &text)?));
+    }
+    Ok(Manifest {
+        name: m.name,
+        version: m.version,
+        routes: m.routes,
+        subscriptions: m.subscriptions,
+        operations,
+        schemas,
+    })
 }

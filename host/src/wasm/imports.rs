@@ -25,8 +25,37 @@ impl state::Host for InstanceState {
         self.own()?.delete(&key)
     }
 
-    fn scan(&mut self, prefix: String) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
-        self.own()?.scan(&prefix)
+    fn scan(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        self.own()?.scan(&prefix, after.as_deref(), limit)
+    }
+
+    fn index_put(&mut self, index: String, term: Vec<u8>, id: u64) -> wasmtime::Result<()> {
+        self.own()?.index_put(&index, &term, id)
+    }
+
+    fn index_delete(&mut self, index: String, term: Vec<u8>, id: u64) -> wasmtime::Result<()> {
+        self.own()?.index_delete(&index, &term, id)
+    }
+
+    fn index_count(&mut self, index: String, term: Option<Vec<u8>>) -> wasmtime::Result<u64> {
+        self.own()?.index_count(&index, term.as_deref())
+    }
+
+    fn index_page(
+        &mut self,
+        index: String,
+        term: Option<Vec<u8>>,
+        offset: u64,
+        limit: u32,
+        descending: bool,
+    ) -> wasmtime::Result<Vec<u64>> {
+        self.own()?
+            .index_page(&index, term.as_deref(), offset, limit, descending)
     }
 
     fn next_id(&mut self, sequence: String) -> wasmtime::Result<u64> {

@@ -35,6 +35,40 @@ pub struct Manifest {
     pub routes: Vec<String>,
     /// Event types.
     pub subscriptions: Vec<String>,
+    /// The HTTP operations it serves, for the OpenAPI document.
+    pub operations: Vec<Operation>,
+    /// Named JSON Schemas the operations refer to (`#/components/schemas/<name>`).
+    pub schemas: Vec<(String, serde_json::Value)>,
+}
+
+/// One HTTP operation of a context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Method.
+    pub method: String,
+    /// Path, with `{name}` for a path parameter.
+    pub path: String,
+    /// What it does.
+    pub summary: String,
+    /// Query parameters.
+    pub parameters: Vec<Parameter>,
+    /// JSON Schema of the request body, if it takes one.
+    pub request_body: Option<serde_json::Value>,
+    /// Each status it may answer, with the JSON Schema of the body.
+    pub responses: Vec<(u16, Option<serde_json::Value>)>,
+}
+
+/// A query parameter of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parameter {
+    /// Name.
+    pub name: String,
+    /// What it means.
+    pub description: String,
+    /// Whether it must be given.
+    pub required: bool,
+    /// JSON Schema of its value.
+    pub schema: serde_json::Value,
 }
 
 /// Why a component could not be loaded.
@@ -51,7 +85,6 @@ pub enum LoadError {
     #[error("bad manifest: {0}")]
     BadManifest(String),
 }
-
 
 pub(super) fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
     let valid_name = !m.name.is_empty()
@@ -70,6 +103,20 @@ pub(super) fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
     }
     if m.subscriptions.iter().any(|s| s.is_empty() || s.len() > 128) {
         return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
+    }
+    for op in &m.operations {
+        let method_ok = matches!(op.method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE");
+        let routed = m.routes.iter().any(|r| {
+            op.path
+                .strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        if !method_ok || !routed {
+            return Err(LoadError::BadManifest(format!(
+                "operation {} {} is not a method on one of its routes",
+                op.method, op.path
+            )));
+        }
     }
     Ok(())
 }

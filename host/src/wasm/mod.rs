@@ -21,7 +21,7 @@ use std::sync::Arc;
 use carshare_core::Unit;
 
 pub use engine::{InstanceAllocator, WasmEngine};
-pub use manifest::{Limits, LoadError, Manifest};
+pub use manifest::{Limits, LoadError, Manifest, Operation, Parameter};
 pub use plugin::Plugin;
 
 use crate::types::{CallError, Request, Response};

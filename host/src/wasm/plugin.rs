@@ -64,7 +64,11 @@ impl Plugin {
     /// Compiles (or loads from cache) and checks `bytes`: it must implement the world, start,
     /// and declare a sensible manifest. Compiling is CPU-heavy, so it runs on a blocking
     /// thread.
-    pub async fn load(engine: &Arc<WasmEngine>, bytes: Arc<[u8]>, limits: Limits) -> Result<Plugin, LoadError> {
+    pub async fn load(
+        engine: &Arc<WasmEngine>,
+        bytes: Arc<[u8]>,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
         let (e, b) = (engine.clone(), bytes.clone());
         let compiled = tokio::task::spawn_blocking(move || e.compile(&b))
             .await
@@ -82,6 +86,8 @@ impl Plugin {
                 version: String::new(),
                 routes: vec![],
                 subscriptions: vec![],
+                operations: vec![],
+                schemas: vec![],
             },
             digest: compiled.digest,
             from_cache: compiled.cached,
@@ -103,12 +109,7 @@ impl Plugin {
             .call_manifest(&mut first.store)
             .await
             .map_err(|e| LoadError::Failed(format!("{e:#}")))?;
-        let manifest = Manifest {
-            name: m.name,
-            version: m.version,
-            routes: m.routes,
-            subscriptions: m.subscriptions,
-        };
+        let manifest = convert::manifest_from_wit(m)?;
         check_manifest(&manifest)?;
         plugin.name = Arc::from(manifest.name.as_str());
         first.store.data_mut().context = plugin.name.clone();
@@ -186,7 +187,12 @@ impl Plugin {
     }
 
     /// Applies `event` inside `unit`.
-    pub async fn handle_event(&self, calls: Arc<dyn Calls>, event: &Event, unit: Unit) -> (Unit, Result<(), CallError>) {
+    pub async fn handle_event(
+        &self,
+        calls: Arc<dyn Calls>,
+        event: &Event,
+        unit: Unit,
+    ) -> (Unit, Result<(), CallError>) {
         let ev = wit::Event {
             seq: event.seq,
             id: event.event_id.clone(),
@@ -210,7 +216,12 @@ impl Plugin {
 
     /// A pooled instance with `unit` in its scope and a fresh deadline; on failure the unit
     /// comes back with the error.
-    async fn enter(&self, calls: Arc<dyn Calls>, unit: Unit, depth: u32) -> Result<Instance, (Unit, CallError)> {
+    async fn enter(
+        &self,
+        calls: Arc<dyn Calls>,
+        unit: Unit,
+        depth: u32,
+    ) -> Result<Instance, (Unit, CallError)> {
         let mut inst = match self.acquire().await {
             Ok(i) => i,
             Err(e) => return Err((unit, e)),

@@ -3,7 +3,8 @@
 //! furthest step any fact reached, so the row is the same whatever order the events arrive in
 //! and however often they are redelivered.
 
-use carshare_guest::rest::Entity;
+use carshare_guest::api;
+use carshare_guest::rest::{Entity, Key};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -36,6 +37,46 @@ impl Entity for Row {
     fn id(&self) -> u64 {
         self.id
     }
+
+    fn key_of(&self, field: &str) -> Key {
+        match field {
+            "customerId" => self.customer_id.into(),
+            "orderId" => self.order_id.into(),
+            "status" => self.status.as_str().into(),
+            _ => Key::Null,
+        }
+    }
+}
+
+/// The JSON Schema of a row of the view as clients read it.
+pub fn row_schema() -> Value {
+    let optional = serde_json::json!({ "type": ["integer", "null"] });
+    api::resource(
+        serde_json::json!({
+            "id": { "type": "integer" },
+            "orderId": { "type": "integer" },
+            "productId": optional,
+            "qty": optional,
+            "customerId": optional,
+            "paymentId": optional,
+            "deliveryId": optional,
+            "status": { "type": "string" },
+            "history": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["eventType", "status", "seq", "at"],
+                    "properties": {
+                        "eventType": { "type": "string" },
+                        "status": { "type": "string" },
+                        "seq": { "type": "integer" },
+                        "at": { "type": "string" }
+                    }
+                }
+            }
+        }),
+        &["id", "orderId", "status", "history"],
+    )
 }
 
 impl Row {

@@ -8,20 +8,8 @@ use carshare_guest::{Context, Error, Event, Manifest, Request, Response};
 
 use domain::Row;
 
-const PAGES: Collection = Collection::new(
-    "customerpages",
-    "customerpage",
-    &[
-        "id",
-        "orderId",
-        "productId",
-        "qty",
-        "customerId",
-        "paymentId",
-        "deliveryId",
-        "status",
-    ],
-);
+/// Rows sort by id (the order's id), and are found by customer.
+const PAGES: Collection = Collection::new("customerpages", "customerpage", &["customerId"], "CustomerPage");
 
 struct CustomerPageContext;
 
@@ -40,6 +28,13 @@ impl Context for CustomerPageContext {
                 "OrderCancelled",
                 "OutOfStock",
             ],
+            operations: vec![
+                PAGES.list_operation(),
+                PAGES.get_operation(),
+                PAGES.search_operation("findByOrderId", "orderId", "the order's id"),
+                PAGES.search_operation("findByCustomerId", "customerId", "the customer's id"),
+            ],
+            schemas: vec![("CustomerPage", domain::row_schema())],
         }
     }
 
@@ -52,20 +47,15 @@ impl Context for CustomerPageContext {
             )));
         }
         match target {
-            Target::Collection => PAGES.page(&req, PAGES.all::<Row>()?),
+            Target::Collection => PAGES.list::<Row>(&req),
             Target::Item(id) => Ok(PAGES.ok(&req, &PAGES.require::<Row>(id)?)),
             Target::Search(q) if q == "findByOrderId" => {
-                let id = id_param(&req, "orderId")?;
-                PAGES.page(&req, PAGES.load::<Row>(id)?.into_iter().collect())
+                // A row's id is its order's id.
+                PAGES.find::<Row>(&req, id_param(&req, "orderId")?)
             }
             Target::Search(q) if q == "findByCustomerId" => {
                 let id = id_param(&req, "customerId")?;
-                let rows = PAGES
-                    .all::<Row>()?
-                    .into_iter()
-                    .filter(|r| r.customer_id == Some(id))
-                    .collect();
-                PAGES.page(&req, rows)
+                PAGES.search::<Row>(&req, "customerId", id.into())
             }
             Target::Search(q) => Err(Error::NotFound(format!(
                 "no search {q:?} on customerpages; there are findByOrderId and findByCustomerId"

@@ -1,7 +1,9 @@
 //! The delivery domain: a car brought to the customer, and its cancellation.
 
-use carshare_guest::rest::Entity;
+use carshare_guest::api;
+use carshare_guest::rest::{Entity, Key};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// The car was brought to the customer.
 pub const SHIPPED: &str = "Shipped";
@@ -22,6 +24,27 @@ impl Entity for Delivery {
     fn id(&self) -> u64 {
         self.id
     }
+
+    fn key_of(&self, field: &str) -> Key {
+        match field {
+            "orderId" => self.order_id.into(),
+            "status" => self.status.as_str().into(),
+            _ => Key::Null,
+        }
+    }
+}
+
+/// The JSON Schema of a delivery (or a cancellation: the same fields) as clients read it.
+pub fn delivery_schema() -> serde_json::Value {
+    api::resource(
+        json!({
+            "id": { "type": "integer" },
+            "orderId": { "type": "integer" },
+            "paymentId": { "type": "integer" },
+            "status": { "type": "string", "enum": [SHIPPED, CANCELLED] },
+        }),
+        &["id", "orderId", "paymentId", "status"],
+    )
 }
 
 /// What delivery needs of a `Paid` event.

@@ -4,6 +4,7 @@
 
 pub mod domain;
 
+use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
 use carshare_guest::call::call;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
@@ -12,16 +13,9 @@ use serde_json::json;
 
 use domain::{Delivery, Paid, Refund};
 
-const DELIVERIES: Collection = Collection::new(
-    "deliveries",
-    "delivery",
-    &["id", "orderId", "paymentId", "status"],
-);
-const CANCELLATIONS: Collection = Collection::new(
-    "cancellations",
-    "cancellation",
-    &["id", "orderId", "paymentId", "status"],
-);
+/// Deliveries and cancellations sort by id.
+const DELIVERIES: Collection = Collection::new("deliveries", "delivery", &[], "Delivery");
+const CANCELLATIONS: Collection = Collection::new("cancellations", "cancellation", &[], "Delivery");
 
 struct DeliveryContext;
 
@@ -32,13 +26,33 @@ impl Context for DeliveryContext {
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/deliveries", "/cancellations"],
             subscriptions: &["Paid"],
+            operations: vec![
+                DELIVERIES.list_operation(),
+                DELIVERIES.get_operation(),
+                CANCELLATIONS.list_operation(),
+                CANCELLATIONS.get_operation(),
+                Operation::new(
+                    "POST",
+                    "/cancellations",
+                    "Cancel an order's delivery and refund its payment (once per order)",
+                )
+                .body(json!({
+                    "type": "object",
+                    "required": ["orderId"],
+                    "properties": { "orderId": carshare_guest::api::lenient_integer(1, i64::MAX) }
+                }))
+                .answers(200, schema_ref("Delivery"))
+                .answers(201, schema_ref("Delivery"))
+                .errors(&[400, 404, 503]),
+            ],
+            schemas: vec![("Delivery", domain::delivery_schema())],
         }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {
         if CANCELLATIONS.serves(&req.path) {
             return match (CANCELLATIONS.target(&req.path)?, req.method.as_str()) {
-                (Target::Collection, "GET") => CANCELLATIONS.page(&req, CANCELLATIONS.all::<Delivery>()?),
+                (Target::Collection, "GET") => CANCELLATIONS.list::<Delivery>(&req),
                 (Target::Collection, "POST") => cancel(&req),
                 (Target::Item(id), "GET") => {
                     Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Delivery>(id)?))
@@ -49,7 +63,7 @@ impl Context for DeliveryContext {
             };
         }
         match (DELIVERIES.target(&req.path)?, req.method.as_str()) {
-            (Target::Collection, "GET") => DELIVERIES.page(&req, DELIVERIES.all::<Delivery>()?),
+            (Target::Collection, "GET") => DELIVERIES.list::<Delivery>(&req),
             (Target::Item(id), "GET") => Ok(DELIVERIES.ok(&req, &DELIVERIES.require::<Delivery>(id)?)),
             (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on deliveries"))),
             (Target::Item(id), _) => {

@@ -17,16 +17,48 @@ impl<C: Context> crate::bindings::Guest for Adapter<C> {
             version: m.version.to_string(),
             routes: m.routes.iter().map(|s| s.to_string()).collect(),
             subscriptions: m.subscriptions.iter().map(|s| s.to_string()).collect(),
+            operations: m.operations.into_iter().map(operation).collect(),
+            schemas: m
+                .schemas
+                .into_iter()
+                .map(|(name, schema)| (name.to_string(), schema.to_string()))
+                .collect(),
         }
     }
 
     fn handle_request(request: wit::Request) -> Result<wit::Response, wit::ContextError> {
+        crate::rest::begin_call();
         C::handle_request(Request::from(request))
             .map(Into::into)
             .map_err(Into::into)
     }
 
     fn handle_event(event: wit::Event) -> Result<(), wit::ContextError> {
+        crate::rest::begin_call();
         C::handle_event(Event::from(event)).map_err(Into::into)
+    }
+}
+
+fn operation(op: crate::api::Operation) -> wit::Operation {
+    wit::Operation {
+        method: op.method.to_string(),
+        path: op.path,
+        summary: op.summary,
+        parameters: op
+            .parameters
+            .into_iter()
+            .map(|p| wit::Parameter {
+                name: p.name.to_string(),
+                description: p.description.to_string(),
+                required: p.required,
+                schema: p.schema.to_string(),
+            })
+            .collect(),
+        request_body: op.request_body.map(|s| s.to_string()),
+        responses: op
+            .responses
+            .into_iter()
+            .map(|(status, body)| (status, body.map(|s| s.to_string())))
+            .collect(),
     }
 }

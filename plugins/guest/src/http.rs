@@ -223,6 +223,10 @@ pub struct Manifest {
     pub routes: &'static [&'static str],
     /// Event types subscribed to.
     pub subscriptions: &'static [&'static str],
+    /// The HTTP operations served, for the host's OpenAPI document.
+    pub operations: Vec<crate::api::Operation>,
+    /// Named JSON Schemas the operations refer to (`#/components/schemas/<name>`).
+    pub schemas: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl From<wit::Request> for Request {

@@ -8,6 +8,7 @@
 //! `bindings` module: no context sees a generated name.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod body;
 pub mod call;
 pub mod events;

@@ -31,9 +31,39 @@ pub fn delete(key: &str) {
     host::delete(key)
 }
 
-/// Every value whose key starts with `prefix`, in key order, decoded as `T`.
-pub fn scan<T: DeserializeOwned>(prefix: &str) -> Result<Vec<T>, Error> {
-    host::scan(prefix).iter().map(|(k, v)| decode(k, v)).collect()
+/// Up to `limit` values whose key starts with `prefix` (after `after`, if given), in key
+/// order, with their keys, decoded as `T`.
+pub fn scan<T: DeserializeOwned>(
+    prefix: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<(String, T)>, Error> {
+    host::scan(prefix, after, limit)
+        .into_iter()
+        .map(|(k, v)| decode(&k, &v).map(|t| (k, t)))
+        .collect()
+}
+
+/// Puts entity `id` under `term` in the ordered index `index`.
+pub fn index_put(index: &str, term: &[u8], id: u64) {
+    host::index_put(index, term, id)
+}
+
+/// Removes entity `id` under `term` from the index `index`.
+pub fn index_delete(index: &str, term: &[u8], id: u64) {
+    host::index_delete(index, term, id)
+}
+
+/// How many entries `index` holds (with `term` only, if given), as committed before this
+/// unit began: one read, whatever the index holds.
+pub fn index_count(index: &str, term: Option<&[u8]>) -> u64 {
+    host::index_count(index, term)
+}
+
+/// The ids of up to `limit` entries of `index` (with `term` only, if given), in (term, id)
+/// order or the reverse, after skipping `offset`: costs the page, whatever the index holds.
+pub fn index_page(index: &str, term: Option<&[u8]>, offset: u64, limit: u32, descending: bool) -> Vec<u64> {
+    host::index_page(index, term, offset, limit, descending)
 }
 
 /// A new id from the sequence `name`.

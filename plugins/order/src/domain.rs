@@ -2,9 +2,11 @@
 //! its status moves. The status belongs to the server; clients never set it.
 
 use carshare_guest::Error;
+use carshare_guest::api;
 use carshare_guest::body::Body;
-use carshare_guest::rest::Entity;
+use carshare_guest::rest::{Entity, Key};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// Accepted, payment being taken.
 pub const ORDERED: &str = "Ordered";
@@ -36,6 +38,44 @@ impl Entity for Order {
     fn id(&self) -> u64 {
         self.id
     }
+
+    fn key_of(&self, field: &str) -> Key {
+        match field {
+            "qty" => self.qty.into(),
+            "productId" => self.product_id.into(),
+            "customerId" => self.customer_id.into(),
+            "status" => self.status.as_str().into(),
+            _ => Key::Null,
+        }
+    }
+}
+
+/// The JSON Schema of an order as clients read it.
+pub fn order_schema() -> serde_json::Value {
+    api::resource(
+        json!({
+            "id": { "type": "integer" },
+            "productId": { "type": "integer" },
+            "qty": { "type": "integer" },
+            "status": { "type": "string", "enum": [ORDERED, APPROVED, SHIPPED, CANCELLED, REJECTED] },
+            "customerId": { "type": "integer" },
+        }),
+        &["id", "productId", "qty", "status"],
+    )
+}
+
+/// The JSON Schema of a new order as clients send it (numbers may come as strings).
+pub fn new_order_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "required": ["productId", "qty"],
+        "properties": {
+            "productId": api::lenient_integer(1, i64::MAX),
+            "qty": api::lenient_integer(1, MAX_QTY),
+            "customerId": api::lenient_integer(1, i64::MAX),
+            "status": { "description": "accepted and ignored: the server owns the status" },
+        }
+    })
 }
 
 /// A validated request for a new order.

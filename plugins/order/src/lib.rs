@@ -4,6 +4,7 @@
 
 pub mod domain;
 
+use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
 use carshare_guest::call::call;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
@@ -12,11 +13,9 @@ use serde_json::json;
 
 use domain::{NewOrder, Order, OrderRef, Ordered, Paid, ProductReplica};
 
-const ORDERS: Collection = Collection::new(
-    "orders",
-    "order",
-    &["id", "productId", "qty", "status", "customerId"],
-);
+/// Orders sort by id or by quantity; every other field would cost each order an index entry
+/// and is refused as a sort, with the list of those supported.
+const ORDERS: Collection = Collection::new("orders", "order", &["qty"], "Order");
 
 struct OrderContext;
 
@@ -34,12 +33,35 @@ impl Context for OrderContext {
                 "ProductRegistered",
                 "ProductChanged",
             ],
+            operations: vec![
+                ORDERS.list_operation(),
+                ORDERS.get_operation(),
+                Operation::new(
+                    "POST",
+                    "/orders",
+                    "Place an order: its payment is taken in the same unit of work",
+                )
+                .body(schema_ref("NewOrder"))
+                .answers(201, schema_ref("Order"))
+                .errors(&[400, 422, 503]),
+                Operation::new(
+                    "DELETE",
+                    "/orders/{id}",
+                    "Cancel an order: delivery cancelled, payment refunded",
+                )
+                .answers_empty(204)
+                .errors(&[404, 503]),
+            ],
+            schemas: vec![
+                ("Order", domain::order_schema()),
+                ("NewOrder", domain::new_order_schema()),
+            ],
         }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {
         match (ORDERS.target(&req.path)?, req.method.as_str()) {
-            (Target::Collection, "GET") => ORDERS.page(&req, ORDERS.all::<Order>()?),
+            (Target::Collection, "GET") => ORDERS.list::<Order>(&req),
             (Target::Collection, "POST") => place(&req),
             (Target::Collection, _) => Err(method_not_allowed(&req, &["GET", "POST"])),
             (Target::Item(id), "GET") => Ok(ORDERS.ok(&req, &ORDERS.require::<Order>(id)?)),

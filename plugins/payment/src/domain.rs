@@ -1,9 +1,11 @@
 //! The payment domain, free of any host.
 
 use carshare_guest::Error;
+use carshare_guest::api;
 use carshare_guest::body::Body;
-use carshare_guest::rest::Entity;
+use carshare_guest::rest::{Entity, Key};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// A payment that was taken.
 pub const PAID: &str = "Paid";
@@ -25,6 +27,43 @@ impl Entity for Payment {
     fn id(&self) -> u64 {
         self.id
     }
+
+    fn key_of(&self, field: &str) -> Key {
+        match field {
+            "status" => self.status.as_str().into(),
+            "orderId" => self.order_id.into(),
+            _ => Key::Null,
+        }
+    }
+}
+
+/// The JSON Schema of a payment as clients read it.
+pub fn payment_schema() -> serde_json::Value {
+    api::resource(
+        json!({
+            "id": { "type": "integer" },
+            "orderId": { "type": "integer" },
+            "productId": { "type": "integer" },
+            "qty": { "type": "integer" },
+            "status": { "type": "string", "enum": [PAID, CANCELLED, "OrderApproved"] },
+        }),
+        &["id", "orderId", "productId", "qty", "status"],
+    )
+}
+
+/// The JSON Schema of a refund as clients read it.
+pub fn cancellation_schema() -> serde_json::Value {
+    api::resource(
+        json!({
+            "id": { "type": "integer" },
+            "orderId": { "type": "integer" },
+            "productId": { "type": "integer" },
+            "qty": { "type": "integer" },
+            "status": { "type": "string" },
+            "paymentId": { "type": "integer" },
+        }),
+        &["id", "orderId", "productId", "qty", "status", "paymentId"],
+    )
 }
 
 /// A validated request to take a payment.
@@ -95,6 +134,13 @@ pub struct Cancellation {
 impl Entity for Cancellation {
     fn id(&self) -> u64 {
         self.id
+    }
+
+    fn key_of(&self, field: &str) -> Key {
+        match field {
+            "orderId" => self.order_id.into(),
+            _ => Key::Null,
+        }
     }
 }
 

@@ -4,21 +4,21 @@
 
 pub mod domain;
 
+use carshare_guest::api::Operation;
 use carshare_guest::body::Body;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
 
 use domain::{Cancellation, NewPayment, Paid, PayCancelled, Payment};
+use serde_json::json;
 
-const PAYMENTS: Collection = Collection::new(
-    "payments",
-    "payment",
-    &["id", "orderId", "productId", "qty", "status"],
-);
+/// Payments sort by id or status; refunds by id.
+const PAYMENTS: Collection = Collection::new("payments", "payment", &["status"], "Payment");
 const CANCELLATIONS: Collection = Collection::new(
     "paymentCancellations",
     "paymentCancellation",
-    &["id", "orderId", "productId", "qty", "status"],
+    &[],
+    "PaymentCancellation",
 );
 
 struct PaymentContext;
@@ -30,13 +30,37 @@ impl Context for PaymentContext {
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/payments", "/paymentCancellations"],
             subscriptions: &[],
+            operations: vec![
+                PAYMENTS.list_operation(),
+                PAYMENTS.get_operation(),
+                Operation::new(
+                    "POST",
+                    "/payments",
+                    "Taken by the order context only; refused to clients",
+                )
+                .body(json!({ "type": "object" }))
+                .errors(&[403]),
+                CANCELLATIONS.list_operation(),
+                CANCELLATIONS.get_operation(),
+                Operation::new(
+                    "POST",
+                    "/paymentCancellations",
+                    "Made by the delivery context only; refused to clients",
+                )
+                .body(json!({ "type": "object" }))
+                .errors(&[403]),
+            ],
+            schemas: vec![
+                ("Payment", domain::payment_schema()),
+                ("PaymentCancellation", domain::cancellation_schema()),
+            ],
         }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {
         if CANCELLATIONS.serves(&req.path) {
             return match (CANCELLATIONS.target(&req.path)?, req.method.as_str()) {
-                (Target::Collection, "GET") => CANCELLATIONS.page(&req, CANCELLATIONS.all::<Cancellation>()?),
+                (Target::Collection, "GET") => CANCELLATIONS.list::<Cancellation>(&req),
                 (Target::Collection, "POST") => refund(&req),
                 (Target::Item(id), "GET") => {
                     Ok(CANCELLATIONS.ok(&req, &CANCELLATIONS.require::<Cancellation>(id)?))
@@ -48,7 +72,7 @@ impl Context for PaymentContext {
             };
         }
         match (PAYMENTS.target(&req.path)?, req.method.as_str()) {
-            (Target::Collection, "GET") => PAYMENTS.page(&req, PAYMENTS.all::<Payment>()?),
+            (Target::Collection, "GET") => PAYMENTS.list::<Payment>(&req),
             (Target::Collection, "POST") => take(&req),
             (Target::Collection, _) => Err(method_not_allowed(&req, &["GET", "POST"])),
             (Target::Item(id), "GET") => Ok(PAYMENTS.ok(&req, &PAYMENTS.require::<Payment>(id)?)),

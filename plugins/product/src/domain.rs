@@ -5,9 +5,11 @@
 //! always equals what was registered and restocked.
 
 use carshare_guest::Error;
+use carshare_guest::api;
 use carshare_guest::body::Body;
-use carshare_guest::rest::Entity;
+use carshare_guest::rest::{Entity, Key};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// The largest stock a product may have.
 pub const MAX_QTY: i64 = 1_000_000_000;
@@ -24,6 +26,39 @@ impl Entity for Product {
     fn id(&self) -> u64 {
         self.id
     }
+
+    fn key_of(&self, field: &str) -> Key {
+        match field {
+            "modelname" => self.modelname.as_str().into(),
+            "qty" => self.qty.into(),
+            _ => Key::Null,
+        }
+    }
+}
+
+/// The JSON Schema of a product as clients read it.
+pub fn product_schema() -> serde_json::Value {
+    api::resource(
+        json!({
+            "id": { "type": "integer" },
+            "modelname": { "type": "string" },
+            "qty": { "type": "integer" },
+        }),
+        &["id", "modelname", "qty"],
+    )
+}
+
+/// The JSON Schema of a product as clients send it: both fields for a new one or a PUT,
+/// either for a PATCH (numbers may come as strings).
+pub fn new_product_schema(required: &[&str]) -> serde_json::Value {
+    json!({
+        "type": "object",
+        "required": required,
+        "properties": {
+            "modelname": { "type": "string", "minLength": 1, "maxLength": 200 },
+            "qty": api::lenient_integer(0, MAX_QTY),
+        }
+    })
 }
 
 /// A validated new product.

@@ -4,13 +4,16 @@
 
 pub mod domain;
 
+use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
 
 use domain::{Decision, Hold, OrderFact, OutOfStock, Product};
 
-const PRODUCTS: Collection = Collection::new("products", "product", &["id", "modelname", "qty"]);
+/// Products sort by id or model name. Stock changes with every order, so an index by quantity
+/// would cost every order two index writes; sorting by qty is refused with the fields that can.
+const PRODUCTS: Collection = Collection::new("products", "product", &["modelname"], "Product");
 
 struct ProductContext;
 
@@ -21,12 +24,40 @@ impl Context for ProductContext {
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/products"],
             subscriptions: &["Ordered", "OrderCancelled"],
+            operations: vec![
+                PRODUCTS.list_operation(),
+                PRODUCTS.get_operation(),
+                Operation::new("POST", "/products", "Register a car model with its stock")
+                    .body(schema_ref("NewProduct"))
+                    .answers(201, schema_ref("Product"))
+                    .errors(&[400]),
+                Operation::new(
+                    "PUT",
+                    "/products/{id}",
+                    "Replace a product's model name and stock",
+                )
+                .body(schema_ref("NewProduct"))
+                .answers(200, schema_ref("Product"))
+                .errors(&[400, 404]),
+                Operation::new(
+                    "PATCH",
+                    "/products/{id}",
+                    "Change a product's model name or stock",
+                )
+                .body(domain::new_product_schema(&[]))
+                .answers(200, schema_ref("Product"))
+                .errors(&[400, 404]),
+            ],
+            schemas: vec![
+                ("Product", domain::product_schema()),
+                ("NewProduct", domain::new_product_schema(&["modelname", "qty"])),
+            ],
         }
     }
 
     fn handle_request(req: Request) -> Result<Response, Error> {
         match (PRODUCTS.target(&req.path)?, req.method.as_str()) {
-            (Target::Collection, "GET") => PRODUCTS.page(&req, PRODUCTS.all::<Product>()?),
+            (Target::Collection, "GET") => PRODUCTS.list::<Product>(&req),
             (Target::Collection, "POST") => register(&req),
             (Target::Collection, _) => Err(method_not_allowed(&req, &["GET", "POST"])),
             (Target::Item(id), "GET") => Ok(PRODUCTS.ok(&req, &PRODUCTS.require::<Product>(id)?)),

@@ -12,6 +12,8 @@ impl Context for Greedy {
             version: "6.6.6",
             routes: &["/orders", "/payments"],
             subscriptions: &[],
+            operations: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 

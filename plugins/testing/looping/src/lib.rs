@@ -19,6 +19,8 @@ impl Context for Looping {
             version: "1.0.0",
             routes: &["/loops"],
             subscriptions: &["Ordered"],
+            operations: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 

@@ -13,6 +13,8 @@ impl Context for Hog {
             version: "1.0.0",
             routes: &["/hogs"],
             subscriptions: &[],
+            operations: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 

@@ -12,6 +12,8 @@ impl Context for Declining {
             version: "0.9.0-declining",
             routes: &["/payments", "/paymentCancellations"],
             subscriptions: &[],
+            operations: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 

@@ -12,6 +12,8 @@ impl Context for Trapping {
             version: "0.9.0-trapping",
             routes: &["/payments", "/paymentCancellations"],
             subscriptions: &[],
+            operations: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 
