@@ -45,7 +45,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 echo "== carshare: POST /orders through the whole system"
 export CARSHARE_ADMIN_TOKEN=bench
-start carshare "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/carshare" --cache-dir "$work/cache"
+start carshare "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/carshare" --cache-dir "$work/cache" ${CARSHARE_ARGS:-}
 server=${pids[-1]}
 target/release/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
     --body '{"modelname":"bench","qty":1000000000}' >/dev/null

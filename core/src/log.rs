@@ -19,12 +19,31 @@ use crate::unit::Unit;
 use crate::writer::{Committed, Pending, Writer};
 
 /// How to open a [`Log`].
-#[derive(Default)]
 pub struct LogBuilder {
     replicator: Option<Box<dyn Replicator>>,
+    cache_bytes: usize,
+}
+
+/// redb's page cache, unless told otherwise: redb's own default (1 GiB) lets a busy server's
+/// resident memory grow far past what the working set needs.
+const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+impl Default for LogBuilder {
+    fn default() -> Self {
+        LogBuilder {
+            replicator: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
 }
 
 impl LogBuilder {
+    /// Bytes redb may keep in its page cache (default 64 MiB).
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
     /// Every commit batch goes through `replicator` before it commits locally.
     pub fn replicator(mut self, replicator: impl Replicator) -> Self {
         self.replicator = Some(Box::new(replicator));
@@ -33,12 +52,18 @@ impl LogBuilder {
 
     /// Opens the log in `path` (a redb file, created if missing).
     pub fn open(self, path: impl AsRef<Path>) -> Result<Log, StorageError> {
-        Log::start(Database::create(path.as_ref())?, self.replicator)
+        let db = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(path.as_ref())?;
+        Log::start(db, self.replicator)
     }
 
     /// Opens the log on `backend`.
     pub fn open_backend(self, backend: impl StorageBackend) -> Result<Log, StorageError> {
-        Log::start(Database::builder().create_with_backend(backend)?, self.replicator)
+        let db = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create_with_backend(backend)?;
+        Log::start(db, self.replicator)
     }
 }
 

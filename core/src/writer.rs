@@ -66,6 +66,8 @@ struct Tables<'txn> {
     index_counts: Table<'txn, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
     /// How the batch moves the index counts, written once at its end.
     deltas: CountDeltas,
+    /// The highest id the batch's units took of each sequence, recorded once at its end.
+    ids: std::collections::HashMap<crate::changes::SequenceKey, u64>,
 }
 
 impl Writer {
@@ -134,6 +136,7 @@ impl Writer {
                 index: txn.open_table(IDX)?,
                 index_counts: txn.open_table(IDX_COUNTS)?,
                 deltas: CountDeltas::default(),
+                ids: std::collections::HashMap::new(),
             };
             for p in batch {
                 if !still_valid(&p.changes, &t)? {
@@ -148,6 +151,9 @@ impl Writer {
             }
             let deltas = std::mem::take(&mut t.deltas);
             deltas.write(&mut t.index_counts)?;
+            for (sequence, id) in std::mem::take(&mut t.ids) {
+                ids::record(&mut t.counters, &sequence, id)?;
+            }
         }
         if let Some(replicator) = self.replicator.as_mut() {
             let units = batch
@@ -197,7 +203,8 @@ impl Writer {
             t.cursors.insert(m.subscriber.as_str(), m.to)?;
         }
         for (sequence, id) in &c.ids {
-            ids::record(&mut t.counters, sequence, *id)?;
+            let max = t.ids.entry(sequence.clone()).or_insert(0);
+            *max = (*max).max(*id);
         }
         for d in &c.dead {
             dead::apply(&mut t.dead, d)?;

@@ -40,6 +40,8 @@ pub struct Config {
     pub watch: Option<PathBuf>,
     /// How wasm instances get their memory.
     pub instance_allocator: InstanceAllocator,
+    /// Bytes the database may keep in its page cache.
+    pub db_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             context_limits: BTreeMap::new(),
             watch: None,
             instance_allocator: InstanceAllocator::default(),
+            db_cache_bytes: 64 << 20,
         }
     }
 }

@@ -35,7 +35,10 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
     let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
-    let log = Log::open(config.data_dir.join("carshare.redb")).map_err(|e| err("cannot open the log", &e))?;
+    let log = Log::builder()
+        .cache_bytes(config.db_cache_bytes)
+        .open(config.data_dir.join("carshare.redb"))
+        .map_err(|e| err("cannot open the log", &e))?;
     let cache = config
         .cache_dir
         .clone()

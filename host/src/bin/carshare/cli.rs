@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// address space is limited (ulimit -v, valgrind) [default: pooling]
     #[arg(long, env = "CARSHARE_INSTANCE_ALLOCATOR", value_name = "KIND")]
     pub instance_allocator: Option<Allocator>,
+    /// Memory the database may use for its page cache, in MiB [default: 64]
+    #[arg(long, env = "CARSHARE_DB_CACHE_MB", value_name = "N")]
+    pub db_cache_mb: Option<u64>,
     /// CPU time one call into a context may take, in ms [default: 1000]
     #[arg(long, env = "CARSHARE_CALL_DEADLINE_MS", value_name = "N")]
     pub call_deadline_ms: Option<u64>,

@@ -52,6 +52,7 @@ struct FileConfig {
     contexts: BTreeMap<String, PathBuf>,
     watch: Option<PathBuf>,
     instance_allocator: Option<Allocator>,
+    db_cache_mb: Option<u64>,
     call_deadline_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
     max_instances: Option<u64>,
@@ -91,6 +92,7 @@ const fn numeric(id: &'static str, key: &'static str, min: u64, max: u64) -> Num
     Numeric { id, key, min, max }
 }
 
+const DB_CACHE_MB: Numeric = numeric("db_cache_mb", "dbCacheMb", 1, 65_536);
 const CALL_DEADLINE_MS: Numeric = numeric("call_deadline_ms", "callDeadlineMs", 1, 3_600_000);
 // The instance pool reserves 1 GiB of address space per memory and 1000 instances in all.
 const MEMORY_LIMIT_MB: Numeric = numeric("memory_limit_mb", "memoryLimitMb", 1, 1024);
@@ -205,6 +207,9 @@ pub fn config(args: &ServeArgs, matches: &ArgMatches) -> Result<Config, Settings
     }
 
     let ms = |v: u64| Duration::from_millis(v);
+    if let Some(v) = src.number(&DB_CACHE_MB, args.db_cache_mb, file.db_cache_mb)? {
+        c.db_cache_bytes = (v as usize) << 20;
+    }
     if let Some(v) = src.number(&CALL_DEADLINE_MS, args.call_deadline_ms, file.call_deadline_ms)? {
         c.limits.call_deadline = ms(v);
     }
