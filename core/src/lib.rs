@@ -54,4 +54,4 @@ pub use crate::replicate::{Batch, Replicator};
 pub use crate::store::{IndexPage, Snapshot};
 pub use crate::time::{now_millis, rfc3339_utc};
 pub use crate::unit::{Savepoint, Unit};
-pub use crate::writer::Committed;
+pub use crate::writer::{BatchReport, CommitObserver, Committed};

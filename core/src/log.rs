@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
 use redb::{Database, StorageBackend};
@@ -16,7 +16,7 @@ use crate::replicate::Replicator;
 use crate::store::{self, Snapshot};
 use crate::tail::Tail;
 use crate::unit::Unit;
-use crate::writer::{Committed, Pending, Writer};
+use crate::writer::{CommitObserver, Committed, Pending, Writer};
 
 /// How to open a [`Log`].
 pub struct LogBuilder {
@@ -82,6 +82,7 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<u64>,
     failure: Arc<Mutex<Option<StorageError>>>,
+    observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
 }
 
 impl Log {
@@ -108,7 +109,9 @@ impl Log {
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let tail = Arc::new(Tail::default());
+        let observer = Arc::new(OnceLock::new());
         let writer = Writer {
+            observer: observer.clone(),
             tail: tail.clone(),
             replicator,
             failure: failure.clone(),
@@ -131,6 +134,7 @@ impl Log {
                 writer: Mutex::new(Some(handle)),
                 head,
                 failure,
+                observer,
             }),
         })
     }
@@ -219,6 +223,12 @@ impl Log {
             .as_ref()
             .is_some_and(|h| !h.is_finished());
         taking && writing
+    }
+
+    /// Has `observer` told of every commit batch from now on. One observer per log: returns
+    /// false (and changes nothing) if one was set before.
+    pub fn observe(&self, observer: Arc<dyn CommitObserver>) -> bool {
+        self.inner.observer.set(observer).is_ok()
     }
 
     /// Why the last commit batch failed in storage, while no later batch has committed. redb

@@ -245,6 +245,11 @@ impl Unit {
         self.cause = (correlation, causation);
     }
 
+    /// The request or event chain this unit's events belong to, if it is known.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.cause.0.as_deref()
+    }
+
     /// From now on, events this unit publishes were caused by handling `event`: they keep its
     /// correlation id (or start one with its id) and name it as their cause.
     pub fn caused_by(&mut self, event: &Event) {

@@ -10,7 +10,8 @@
 //! stays gap-free.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::{oneshot, watch};
@@ -24,6 +25,28 @@ use crate::index::{self, CountDeltas, IDX, IDX_COUNTS};
 use crate::replicate::{Batch, Replicator};
 use crate::store::{self, CURSORS, EVENTS, STATE};
 use crate::tail::Tail;
+
+/// What the writer reports of each batch it committed or failed, for an embedder's metrics.
+#[derive(Debug)]
+pub struct BatchReport<'a> {
+    /// Units the batch took.
+    pub units: usize,
+    /// Of them, those whose reads had gone stale (they will be run again).
+    pub conflicts: usize,
+    /// The events it committed, in order (none if it failed).
+    pub events: &'a [Arc<Event>],
+    /// How long the local transaction took to commit (writing and fsync).
+    pub commit: Duration,
+    /// Whether the batch failed as a whole.
+    pub failed: bool,
+}
+
+/// Told of every batch the writer commits or fails. Called on the writer's thread: it must be
+/// quick.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// One batch.
+    fn batch(&self, report: &BatchReport<'_>);
+}
 
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
 const MAX_BATCH: usize = 2048;
@@ -53,6 +76,8 @@ pub(crate) struct Writer {
     pub replicator: Option<Box<dyn Replicator>>,
     /// Where committed events are kept for the subscribers close behind.
     pub tail: Arc<Tail>,
+    /// Told of every batch, once set.
+    pub observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
 }
 
 /// The tables a batch writes, open in its transaction.
@@ -88,11 +113,21 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<Pending>) {
         let millis = crate::time::now_millis().max(self.last_millis);
         let start_seq = self.next_seq;
+        let units = batch.len();
         match self.apply(&batch, millis) {
-            Ok((outcomes, next_seq, events)) => {
+            Ok((outcomes, next_seq, events, commit)) => {
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 self.next_seq = next_seq;
                 self.last_millis = millis;
+                if let Some(observer) = self.observer.get() {
+                    observer.batch(&BatchReport {
+                        units,
+                        conflicts: outcomes.iter().filter(|o| o.is_err()).count(),
+                        events: &events,
+                        commit,
+                        failed: false,
+                    });
+                }
                 self.tail.push(events);
                 // The head moves before anyone hears of the commit: a committer that reads the
                 // head (or waits for a subscriber to reach it) sees its own events counted.
@@ -104,6 +139,15 @@ impl Writer {
                 }
             }
             Err(e) => {
+                if let Some(observer) = self.observer.get() {
+                    observer.batch(&BatchReport {
+                        units,
+                        conflicts: 0,
+                        events: &[],
+                        commit: Duration::ZERO,
+                        failed: true,
+                    });
+                }
                 *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                 for p in batch {
                     let _ = p.reply.send(Err(CommitError::Storage(e.clone())));
@@ -120,7 +164,15 @@ impl Writer {
         &mut self,
         batch: &[Pending],
         millis: u64,
-    ) -> Result<(Vec<Result<Committed, CommitError>>, u64, Vec<Arc<Event>>), StorageError> {
+    ) -> Result<
+        (
+            Vec<Result<Committed, CommitError>>,
+            u64,
+            Vec<Arc<Event>>,
+            Duration,
+        ),
+        StorageError,
+    > {
         let timestamp = crate::time::rfc3339_utc(millis);
         let txn = self.db.begin_write()?;
         let mut next_seq = self.next_seq;
@@ -169,8 +221,9 @@ impl Writer {
             // Refused: the transaction is dropped unwritten, and the sequence is not advanced.
             replicator.replicate(&record)?;
         }
+        let started = Instant::now();
         txn.commit()?;
-        Ok((outcomes, next_seq, committed))
+        Ok((outcomes, next_seq, committed, started.elapsed()))
     }
 
     /// Applies one unit's effects, numbering its events from `next_seq`; returns the next free

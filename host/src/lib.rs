@@ -28,7 +28,7 @@ mod components;
 mod config;
 mod fds;
 mod http;
-mod log;
+mod metrics;
 mod routes;
 mod runtime;
 mod start;
@@ -44,6 +44,6 @@ pub use crate::routes::RouteError;
 pub use crate::runtime::{
     ContextInfo, LoadContextError, Readiness, RequestError, Runtime, RuntimeOptions, Served, Swapped,
 };
-pub use crate::start::{StartError, Started, start};
+pub use crate::start::{StartError, Started, open, start};
 pub use crate::types::{CallError, DomainError, Request, Response};
 pub use crate::wasm::{InstanceAllocator, Limits, LoadError, Manifest, Operation, Parameter, WasmEngine};

@@ -32,13 +32,18 @@ pub enum RouteError {
 impl RouteTable {
     /// The context serving `path`.
     pub fn lookup(&self, path: &str) -> Option<&str> {
+        self.lookup_route(path).map(|(_, ctx)| ctx)
+    }
+
+    /// The route serving `path` and its context.
+    pub fn lookup_route(&self, path: &str) -> Option<(&str, &str)> {
         self.routes
             .iter()
             .find(|(prefix, _)| {
                 path.strip_prefix(prefix.as_str())
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
-            .map(|(_, ctx)| ctx.as_str())
+            .map(|(prefix, ctx)| (prefix.as_str(), ctx.as_str()))
     }
 
     /// Every route with the context serving it, in path order.

@@ -30,8 +30,10 @@ pub struct Started {
     config: Config,
 }
 
-/// Opens everything and binds, but serves nothing yet.
-pub async fn start(config: Config) -> Result<Started, StartError> {
+/// Opens the log and the engine and loads the contexts (built-in ones, unless replaced from
+/// files or by earlier swaps): the whole runtime, serving nothing yet. [`start`] binds it to an
+/// address; an embedder or a tool may use it without HTTP.
+pub async fn open(config: &Config) -> Result<Runtime, StartError> {
     let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
@@ -85,6 +87,13 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
             runtime.set_previous(&name, previous);
         }
     }
+    Ok(runtime)
+}
+
+/// Opens everything and binds, but serves nothing yet.
+pub async fn start(config: Config) -> Result<Started, StartError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
+    let runtime = open(&config).await?;
     let listener = match TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -117,20 +126,18 @@ impl Started {
             && crate::fds::connections_for(files) < max_connections
         {
             max_connections = crate::fds::connections_for(files);
-            crate::log::warn(&format!(
-                "holding at most {max_connections} connections: the open-file limit is {files}"
-            ));
+            tracing::warn!("holding at most {max_connections} connections: the open-file limit is {files}");
         }
         let app = Arc::new(App {
             runtime: runtime.clone(),
             admin_token: config.admin_token.clone(),
             max_body: config.max_body,
         });
-        crate::log::info(&format!(
+        tracing::info!(
             "carshare ready on http://{addr} (data in {}, admin API {})",
-            display(&config.data_dir),
+            shown(&config.data_dir),
             if config.admin_token.is_some() { "on" } else { "off" }
-        ));
+        );
         let watcher = config
             .watch
             .clone()
@@ -156,11 +163,11 @@ impl Started {
             w.abort();
         }
         runtime.shutdown().await;
-        crate::log::info("carshare stopped");
+        tracing::info!("carshare stopped");
     }
 }
 
-fn display(p: &PathBuf) -> String {
+fn shown(p: &PathBuf) -> String {
     std::fs::canonicalize(p)
         .unwrap_or_else(|_| p.clone())
         .display()

@@ -18,6 +18,9 @@ pub struct Request {
     pub base_url: String,
     /// The calling context; `None` for a client.
     pub caller: Option<String>,
+    /// The client request's id (its `x-request-id`, or one the server made): the correlation
+    /// id of every event the request's unit publishes.
+    pub request_id: Option<String>,
 }
 
 impl Request {
@@ -32,6 +35,7 @@ impl Request {
             body: Vec::new(),
             base_url: base_url.to_string(),
             caller: None,
+            request_id: None,
         }
     }
 }

@@ -52,7 +52,7 @@ fn scan(dir: &Path) -> HashMap<String, (PathBuf, Stamp)> {
 
 /// Watches `dir` until the runtime shuts down (the task is dropped with it).
 pub async fn watch(dir: PathBuf, runtime: Runtime) {
-    crate::log::info(&format!("watching {} for context components", dir.display()));
+    tracing::info!("watching {} for context components", dir.display());
     let mut applied: HashMap<String, Stamp> = scan(&dir).into_iter().map(|(k, (_, s))| (k, s)).collect();
     let mut pending: HashMap<String, Stamp> = HashMap::new();
     loop {
@@ -81,7 +81,7 @@ pub async fn watch(dir: PathBuf, runtime: Runtime) {
                 Err(e) => Err(format!("{}: {e}", path.display())),
             };
             if let Err(e) = result {
-                crate::log::warn(&format!("watch: refused {e}; the running version goes on"));
+                tracing::warn!("watch: refused {e}; the running version goes on");
             }
         }
     }

@@ -5,16 +5,19 @@
 //! [`ApiError`], turned into a response once, here.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use tracing::Instrument;
 
 use super::admin::{self, AdminRoute};
 use super::error::ApiError;
 use super::{auth, gateway, system};
+use crate::metrics::{RequestLabels, RouteLabels};
 use crate::runtime::Runtime;
 
 /// The largest component `PUT /admin/contexts/{name}` takes.
@@ -40,16 +43,67 @@ impl App {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.route(req, local).await {
+        // Every request has an id: the client's `x-request-id`, or one made here. It is in
+        // every log line about the request, in the events it causes, and in the response.
+        let started = Instant::now();
+        let id = request_id(req.headers());
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+        let mut resp = match self.route(req, local, &id).instrument(span).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
         }
+        self.count(&method, &path, &resp, started);
+        resp
+    }
+
+    /// Counts the request and its duration, by the context and route that served it.
+    fn count(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        resp: &hyper::Response<Full<Bytes>>,
+        started: Instant,
+    ) {
+        let (context, route) = if AdminRoute::is_admin(path) {
+            ("host".to_string(), "/admin".to_string())
+        } else if system::serves(path) {
+            ("host".to_string(), path.to_string())
+        } else {
+            match self.runtime.route_of(path) {
+                Some((route, context)) => (context, route),
+                None => ("host".to_string(), "other".to_string()),
+            }
+        };
+        let metrics = self.runtime.metrics();
+        let method = method.as_str().to_string();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                context: context.clone(),
+                route: route.clone(),
+                method: method.clone(),
+                status: resp.status().as_u16(),
+            })
+            .inc();
+        metrics
+            .request_seconds
+            .get_or_create(&RouteLabels {
+                context,
+                route,
+                method,
+            })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     async fn route<B>(
         &self,
         req: hyper::Request<B>,
         local: SocketAddr,
+        request_id: &str,
     ) -> Result<hyper::Response<Full<Bytes>>, ApiError>
     where
         B: Body<Data = Bytes>,
@@ -83,7 +137,7 @@ impl App {
             let query = parts.uri.query().unwrap_or("");
             return admin::handle(authorized, &self.runtime, route?, query, &body).await;
         }
-        gateway::handle(&self.runtime, parts, body, base).await
+        gateway::handle(&self.runtime, parts, body, base, request_id).await
     }
 }
 
@@ -112,6 +166,34 @@ where
         }
         Err(e) => Err(ApiError::unreadable_body(&e).closing()),
     }
+}
+
+/// The header a request's id travels in, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The client's request id if it sent a usable one (1 to 128 of `A-Za-z0-9._:-`), else a new
+/// one: 16 hex digits, unique in this process.
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    let given = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty()
+            && v.len() <= 128
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    });
+    if let Some(id) = given {
+        return id.to_string();
+    }
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    // Distinct counters give distinct ids: the multiplier is odd, so the map is one to one.
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// Whether a request may carry a body: one declared with a length above zero, or chunked.

@@ -161,7 +161,7 @@ impl ApiError {
             RetryError::Commit(e) => e.into(),
             RetryError::Storage(e) => e.into(),
             e => {
-                crate::log::error(&format!("retrying a dead letter failed: {e}"));
+                tracing::error!("retrying a dead letter failed: {e}");
                 ApiError::new(500, "internal", e.to_string())
             }
         }
@@ -201,7 +201,7 @@ impl From<RequestError> for ApiError {
             }
             RequestError::Call(c) => c.into(),
             RequestError::Storage(e) => {
-                crate::log::error(&format!("request failed: {e}"));
+                tracing::error!("request failed: {e}");
                 ApiError::new(500, "storage", "the database failed; nothing was changed")
             }
             RequestError::Contention => ApiError::new(
@@ -236,7 +236,7 @@ impl From<CallError> for ApiError {
             .retry(1),
             e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
                 // Trap text and wasm backtraces are for the log; the client gets the words.
-                crate::log::error(&e.detailed());
+                tracing::error!("{}", e.detailed());
                 ApiError::new(500, "context_fault", e.to_string())
             }
         }
@@ -254,7 +254,7 @@ impl From<DomainError> for ApiError {
             DomainError::Refused(m) => ApiError::new(422, "refused", m),
             DomainError::Unavailable(m) => ApiError::new(503, "unavailable", m).retry(5),
             DomainError::Internal(m) => {
-                crate::log::error(&format!("a context reported an internal error: {m}"));
+                tracing::error!("a context reported an internal error: {m}");
                 ApiError::new(500, "internal", "the context failed; see the server log")
             }
         }
@@ -272,7 +272,7 @@ impl From<LoadContextError> for ApiError {
             LoadContextError::Route(_) => ApiError::new(409, "route_conflict", msg),
             LoadContextError::NoPrevious(_) => ApiError::new(409, "no_previous_version", msg),
             _ => {
-                crate::log::error(&msg);
+                tracing::error!("{msg}");
                 ApiError::new(500, "internal", msg)
             }
         }
@@ -284,7 +284,7 @@ impl From<CommitError> for ApiError {
         match e {
             CommitError::Closed => ApiError::new(503, "shutting_down", "the server is shutting down"),
             e => {
-                crate::log::error(&format!("a commit failed: {e}"));
+                tracing::error!("a commit failed: {e}");
                 ApiError::new(500, "storage", "the database failed")
             }
         }
@@ -293,7 +293,7 @@ impl From<CommitError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        crate::log::error(&format!("a read failed: {e}"));
+        tracing::error!("a read failed: {e}");
         ApiError::new(500, "storage", "the database failed")
     }
 }

@@ -17,6 +17,7 @@ pub(super) async fn handle(
     parts: Parts,
     body: Bytes,
     base_url: String,
+    request_id: &str,
 ) -> Result<hyper::Response<Full<Bytes>>, ApiError> {
     let method = parts.method.as_str().to_string();
     if !body.is_empty()
@@ -38,6 +39,7 @@ pub(super) async fn handle(
         body: body.to_vec(),
         base_url,
         caller: None,
+        request_id: Some(request_id.to_string()),
     };
     let served = runtime.handle(request).await?;
     let status = hyper::StatusCode::from_u16(served.response.status)

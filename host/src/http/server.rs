@@ -33,7 +33,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    crate::log::warn(&format!("accept failed: {e}"));
+                    tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -85,6 +85,6 @@ pub async fn serve(
     drop(listener);
     conns.close_all();
     if !conns.drained(grace).await {
-        crate::log::warn("some connections were still busy after the grace period");
+        tracing::warn!("some connections were still busy after the grace period");
     }
 }

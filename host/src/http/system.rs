@@ -12,7 +12,7 @@ use super::error::ApiError;
 use crate::runtime::Runtime;
 
 /// The paths served here.
-const PATHS: &[&str] = &["/", "/profile", "/health/live", "/health/ready"];
+const PATHS: &[&str] = &["/", "/profile", "/health/live", "/health/ready", "/metrics"];
 
 /// Whether `path` is one of ours (so that the gateway does not route it to a context).
 pub(super) fn serves(path: &str) -> bool {
@@ -41,6 +41,15 @@ pub(super) fn handle(
             &json!({ "_links": { "self": { "href": format!("{base_url}/profile") } } }),
         )),
         "/health/live" => Ok(json_response(200, "application/json", &json!({ "status": "UP" }))),
+        "/metrics" => {
+            let text = runtime.prometheus()?;
+            let mut resp = hyper::Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            Ok(resp)
+        }
         _ => {
             let r = runtime.readiness();
             let status = if r.ready { 200 } else { 503 };

@@ -10,6 +10,7 @@ use std::time::Instant;
 use carshare_core::{Breaker, Rejected, Ticket, Unit};
 
 use super::{Inner, Runtime};
+use crate::metrics::{CallLabels, Metrics};
 use crate::types::{CallError, DomainError, Request, Response};
 use crate::wasm::{CallFuture, Calls, Plugin};
 
@@ -38,10 +39,18 @@ impl Runtime {
         unit: Unit,
         depth: u32,
     ) -> (Unit, Result<Response, CallError>) {
+        let caller = request.caller.clone().unwrap_or_default();
         let breaker = self.breaker(name);
         let ticket = match breaker.try_start(Instant::now()) {
             Ok(ticket) => ticket,
-            Err(r) => return (unit, Err(refused(name, r))),
+            Err(r) => {
+                self.count_call(&caller, name, "rejected");
+                self.metrics()
+                    .breaker_rejections
+                    .get_or_create(&Metrics::context(name))
+                    .inc();
+                return (unit, Err(refused(name, r)));
+            }
         };
         // Reported however the call ends; a panic unwinding through here counts as a failure.
         let mut outcome = Outcome::new(&breaker, ticket);
@@ -51,7 +60,27 @@ impl Runtime {
         };
         outcome.ok = !counts_as_failure(&result);
         drop(outcome);
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(CallError::Domain(DomainError::Unavailable(_))) => "unavailable",
+            Err(CallError::Domain(DomainError::Internal(_))) => "fault",
+            Err(CallError::Domain(_)) => "refused",
+            Err(CallError::Fault { .. } | CallError::TooDeep(_)) => "fault",
+            Err(_) => "unavailable",
+        };
+        self.count_call(&caller, name, label);
         (unit, result)
+    }
+
+    fn count_call(&self, caller: &str, callee: &str, outcome: &'static str) {
+        self.metrics()
+            .calls
+            .get_or_create(&CallLabels {
+                caller: caller.to_string(),
+                callee: callee.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     /// `name`'s share of the executors, made on first use; it outlives swaps.

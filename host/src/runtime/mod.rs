@@ -29,6 +29,7 @@ pub use request::Served;
 pub use swap::Swapped;
 
 use crate::components::ComponentStore;
+use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 use crate::wasm::{Limits, Plugin, WasmEngine};
 
@@ -130,6 +131,7 @@ struct Inner {
     swapping: tokio::sync::Mutex<()>,
     /// Set once shutdown begins: readiness probes fail from then on.
     draining: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -140,8 +142,13 @@ impl Runtime {
             .as_deref()
             .map(ComponentStore::open)
             .transpose()?;
+        let metrics = Metrics::new();
+        // A log or engine shared with another runtime keeps its first observer.
+        log.observe(metrics.clone());
+        engine.observe(metrics.clone());
         Ok(Runtime {
             inner: Arc::new(Inner {
+                metrics,
                 components,
                 swapping: tokio::sync::Mutex::new(()),
                 draining: AtomicBool::new(false),
@@ -170,6 +177,25 @@ impl Runtime {
     /// The log.
     pub fn log(&self) -> &Log {
         &self.inner.log
+    }
+
+    /// The runtime's metrics in Prometheus' text exposition format.
+    pub fn prometheus(&self) -> Result<String, carshare_core::StorageError> {
+        Ok(self.inner.metrics.encode(&self.contexts()?))
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The route serving `path` and its context, if any.
+    pub(crate) fn route_of(&self, path: &str) -> Option<(String, String)> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup_route(path)
+            .map(|(r, c)| (r.to_string(), c.to_string()))
     }
 
     /// Every route with the context serving it, in path order.

@@ -48,10 +48,7 @@ impl Runtime {
         };
         slot.running.store(running, Ordering::Release);
         self.inner.dispatcher.set_running(name, running);
-        crate::log::info(&format!(
-            "context {name} {}",
-            if running { "started" } else { "stopped" }
-        ));
+        tracing::info!("context {name} {}", if running { "started" } else { "stopped" });
         true
     }
 

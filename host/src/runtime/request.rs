@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 
 use super::calls::{Outcome, refused};
 use super::{RequestError, Runtime};
+use crate::metrics::Metrics;
 use crate::types::{CallError, Request, Response};
 
 /// A request the runtime served.
@@ -50,9 +51,13 @@ impl Runtime {
                 .map_err(|_| RequestError::ShuttingDown)?;
             // The breaker in front of the context counts its faults (deadline hits, traps):
             // a context that keeps faulting is answered at once instead of burning CPU.
-            let ticket = breaker
-                .try_start(Instant::now())
-                .map_err(|r| RequestError::Call(refused(&name, r)))?;
+            let ticket = breaker.try_start(Instant::now()).map_err(|r| {
+                self.metrics()
+                    .breaker_rejections
+                    .get_or_create(&Metrics::context(&name))
+                    .inc();
+                RequestError::Call(refused(&name, r))
+            })?;
             let mut outcome = Outcome::new(&breaker, ticket);
             // Wasm runs right here on the async worker, as a fiber that yields at every epoch
             // tick. A panic in it (or in the host code it calls) fails this request alone.
@@ -80,7 +85,10 @@ impl Runtime {
                         version,
                     });
                 }
-                Err(CommitError::Conflict) => continue,
+                Err(CommitError::Conflict) => {
+                    self.metrics().request_reruns.inc();
+                    continue;
+                }
                 Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
                 Err(_) => return Err(RequestError::ShuttingDown),
             }
@@ -95,7 +103,9 @@ impl Runtime {
         request: Request,
     ) -> Result<(Unit, Result<Response, CallError>, String), RequestError> {
         let plugin = self.resolve(name, 0).map_err(RequestError::Call)?;
-        let unit = self.inner.log.begin().map_err(RequestError::Storage)?;
+        let mut unit = self.inner.log.begin().map_err(RequestError::Storage)?;
+        // The request starts the chain: its events carry its id as correlation and cause.
+        unit.set_cause(request.request_id.clone(), request.request_id.clone());
         let (unit, result) = plugin.handle_request(self.calls(), request, unit, 0).await;
         Ok((unit, result, plugin.manifest().version.clone()))
     }

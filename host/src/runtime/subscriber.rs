@@ -3,10 +3,12 @@
 //! transient (a dependency is down: wait) or not (retry, then park as a dead letter).
 
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use carshare_core::{Event, EventHandler, Handled, HandlerError, Unit};
 
 use super::{Inner, Runtime, Slot};
+use crate::metrics::Metrics;
 use crate::types::{CallError, DomainError};
 use crate::wasm::Plugin;
 
@@ -44,7 +46,17 @@ impl EventHandler for Pinned {
 
     fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
         Box::pin(async move {
+            let started = Instant::now();
             let (unit, r) = self.plugin.handle_event(self.runtime.calls(), event, unit).await;
+            let metrics = self.runtime.metrics();
+            let label = Metrics::subscriber(&self.plugin.manifest().name);
+            metrics
+                .handler_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            if r.is_ok() {
+                metrics.handled.get_or_create(&label).inc();
+            }
             let r = r.map_err(|e| match e {
                 // A dependency that is down or shedding load: wait for it, never park.
                 CallError::Domain(DomainError::Unavailable(_))
@@ -98,9 +110,21 @@ impl EventHandler for Subscriber {
         } else {
             "will retry"
         };
-        crate::log::warn(&format!(
+        if let Some((runtime, _)) = self.runtime() {
+            let label = Metrics::subscriber(&self.name);
+            let counter = if parked {
+                &runtime.metrics().dead_letters
+            } else {
+                &runtime.metrics().handler_retries
+            };
+            counter.get_or_create(&label).inc();
+        }
+        tracing::warn!(
             "{} failed on {} #{} (attempt {attempt}, {what}): {}",
-            self.name, event.event_type, event.seq, error.message
-        ));
+            self.name,
+            event.event_type,
+            event.seq,
+            error.message
+        );
     }
 }

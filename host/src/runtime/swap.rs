@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::subscriber::Subscriber;
 use super::{LoadContextError, Runtime, Slot};
 use crate::components::Stored;
+use crate::metrics::SwapLabels;
 use crate::wasm::{Limits, Plugin};
 
 /// What a swap or rollback did.
@@ -70,12 +71,31 @@ impl Runtime {
     pub async fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
         let started = Instant::now();
         let _one_at_a_time = self.inner.swapping.lock().await;
-        self.swap_locked(name, Arc::from(bytes), started).await
+        let swapped = self.swap_locked(name, Arc::from(bytes), started).await;
+        self.count_swap(name, "swap", swapped.is_ok());
+        swapped
+    }
+
+    fn count_swap(&self, name: &str, kind: &'static str, ok: bool) {
+        self.metrics()
+            .swaps
+            .get_or_create(&SwapLabels {
+                context: name.to_string(),
+                kind,
+                outcome: if ok { "ok" } else { "refused" },
+            })
+            .inc();
     }
 
     /// Restores the version that ran before the last swap (the same way a swap installs one);
     /// rolling back twice returns to where it started.
     pub async fn rollback(&self, name: &str) -> Result<Swapped, LoadContextError> {
+        let rolled = self.rollback_locked(name).await;
+        self.count_swap(name, "rollback", rolled.is_ok());
+        rolled
+    }
+
+    async fn rollback_locked(&self, name: &str) -> Result<Swapped, LoadContextError> {
         let started = Instant::now();
         // Held from reading the previous version to installing it, so two rollbacks at once
         // cannot both install the same version and lose the other.
@@ -157,10 +177,12 @@ impl Runtime {
             loaded_at: new.loaded_at().to_string(),
             millis: started.elapsed().as_secs_f64() * 1000.0,
         };
-        crate::log::info(&format!(
+        tracing::info!(
             "swapped context {name}: {} -> {} in {:.1} ms",
-            swapped.previous_version, swapped.version, swapped.millis
-        ));
+            swapped.previous_version,
+            swapped.version,
+            swapped.millis
+        );
         Ok(swapped)
     }
 
@@ -219,10 +241,13 @@ impl Runtime {
         self.inner
             .dispatcher
             .subscribe(&m.name, Arc::new(subscriber), true);
-        crate::log::info(&format!(
+        tracing::info!(
             "loaded context {} {} (routes {:?}, subscribes {:?}, machine code {code})",
-            m.name, m.version, m.routes, m.subscriptions
-        ));
+            m.name,
+            m.version,
+            m.routes,
+            m.subscriptions
+        );
         Ok(())
     }
 }

@@ -43,7 +43,7 @@ pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
         e @ (CallError::Fault { .. } | CallError::TooDeep(_)) => {
             // The caller may pass the text on to its client: it gets the words, the log the
             // engine's detail.
-            crate::log::error(&format!("a synchronous call failed: {}", e.detailed()));
+            tracing::error!("a synchronous call failed: {}", e.detailed());
             wit::ContextError::Internal(e.to_string())
         }
     }
@@ -58,6 +58,7 @@ pub(super) fn request_from_wit(r: wit::Request) -> Request {
         body: r.body,
         base_url: r.base_url,
         caller: r.caller,
+        request_id: None,
     }
 }
 

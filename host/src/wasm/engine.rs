@@ -45,6 +45,8 @@ pub struct WasmEngine {
     pub(super) linker: Linker<InstanceState>,
     cache_dir: Option<PathBuf>,
     compat: String,
+    /// Told of every call, once set.
+    pub(super) observer: std::sync::OnceLock<Arc<dyn super::CallObserver>>,
 }
 
 impl WasmEngine {
@@ -104,7 +106,14 @@ impl WasmEngine {
             linker,
             cache_dir: cache_dir.map(Path::to_path_buf),
             compat,
+            observer: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Has `observer` told how long every call into a context runs. One observer per engine:
+    /// returns false (and changes nothing) if one was set before.
+    pub fn observe(&self, observer: Arc<dyn super::CallObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Compiles `bytes`, or loads the cached machine code of the same bytes.

@@ -81,10 +81,12 @@ impl calls::Host for InstanceState {
             .take()
             .ok_or_else(|| wasmtime::format_err!("call outside of a call"))?;
         let savepoint = unit.savepoint();
+        let started = std::time::Instant::now();
         let (mut unit, result) = calls
             .clone()
             .call(&context, convert::request_from_wit(request), unit, depth + 1)
             .await;
+        self.nested += started.elapsed();
         if result.is_err() {
             unit.rollback_to(savepoint);
         }
@@ -96,21 +98,23 @@ impl calls::Host for InstanceState {
 }
 
 impl logging::Host for InstanceState {
+    /// A guest's log line joins the host's log, with its context, version and the request
+    /// (or event chain) it was serving.
     fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            logging::Level::Debug => crate::log::Level::Debug,
-            logging::Level::Info => crate::log::Level::Info,
-            logging::Level::Warn => crate::log::Level::Warn,
-            logging::Level::Error => crate::log::Level::Error,
-        };
-        crate::log::write(
-            level,
-            &format!(
-                "[{}] {}",
-                self.context,
-                message.chars().take(4096).collect::<String>()
-            ),
-        );
+        let message: String = message.chars().take(4096).collect();
+        let context = &*self.context;
+        let version = &*self.version;
+        let request_id = self
+            .scope
+            .as_ref()
+            .and_then(|s| s.unit.correlation_id())
+            .unwrap_or("-");
+        match level {
+            logging::Level::Debug => tracing::debug!(context, version, request_id, "{message}"),
+            logging::Level::Info => tracing::info!(context, version, request_id, "{message}"),
+            logging::Level::Warn => tracing::warn!(context, version, request_id, "{message}"),
+            logging::Level::Error => tracing::error!(context, version, request_id, "{message}"),
+        }
         Ok(())
     }
 }

@@ -15,12 +15,17 @@ use super::own_state::OwnState;
 pub struct InstanceState {
     /// The context this instance belongs to: the namespace of its state.
     pub context: Arc<str>,
+    /// The version of its code, for its log lines.
+    pub version: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory and instance limits, enforced by wasmtime through `Store::limiter`.
     pub limits: StoreLimits,
     /// Present only while the instance is serving a call.
     pub scope: Option<Scope>,
+    /// Time the current call spent waiting on synchronous calls into other contexts: not its
+    /// own running time.
+    pub nested: std::time::Duration,
     /// Epoch ticks the current call may still run before it is interrupted; at each tick
     /// short of that it yields to the other tasks of its worker.
     pub ticks_left: u64,
@@ -47,10 +52,12 @@ impl InstanceState {
             .build();
         InstanceState {
             context,
+            version: Arc::from(""),
             wasi,
             table: ResourceTable::new(),
             limits,
             scope: None,
+            nested: std::time::Duration::ZERO,
             ticks_left: 0,
         }
     }

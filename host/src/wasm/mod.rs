@@ -26,6 +26,13 @@ pub use plugin::Plugin;
 
 use crate::types::{CallError, Request, Response};
 
+/// Told how long each call into a context ran (not counting the synchronous calls it made
+/// into others), and whether it was interrupted at its deadline: for the embedder's metrics.
+pub trait CallObserver: Send + Sync {
+    /// One call of `context`.
+    fn ran(&self, context: &str, took: std::time::Duration, deadline_hit: bool);
+}
+
 /// What a synchronous call comes back with: the unit, and the callee's answer.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = (Unit, Result<Response, CallError>)> + Send + 'a>>;
 

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use carshare_core::{Event, Unit};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
@@ -53,6 +54,7 @@ pub struct Plugin {
     from_cache: bool,
     loaded_at: String,
     name: Arc<str>,
+    version: Arc<str>,
     engine: Arc<WasmEngine>,
     pre: BoundedContextPre<InstanceState>,
     limits: Limits,
@@ -93,6 +95,7 @@ impl Plugin {
             from_cache: compiled.cached,
             loaded_at: carshare_core::rfc3339_utc(carshare_core::now_millis()),
             name: Arc::from("(loading)"),
+            version: Arc::from(""),
             engine: engine.clone(),
             pre,
             limits,
@@ -112,7 +115,9 @@ impl Plugin {
         let manifest = convert::manifest_from_wit(m)?;
         check_manifest(&manifest)?;
         plugin.name = Arc::from(manifest.name.as_str());
+        plugin.version = Arc::from(manifest.version.as_str());
         first.store.data_mut().context = plugin.name.clone();
+        first.store.data_mut().version = plugin.version.clone();
         plugin.manifest = manifest;
         plugin
             .idle
@@ -173,8 +178,9 @@ impl Plugin {
             Ok(inst) => inst,
             Err((unit, e)) => return (unit, Err(e)),
         };
+        let started = Instant::now();
         let result = inst.bindings.call_handle_request(&mut inst.store, &req).await;
-        let (unit, r) = self.leave(inst, result);
+        let (unit, r) = self.leave(inst, result, started);
         let r = r.and_then(|r| {
             r.map(|r| Response {
                 status: r.status,
@@ -206,8 +212,9 @@ impl Plugin {
             Ok(inst) => inst,
             Err((unit, e)) => return (unit, Err(e)),
         };
+        let started = Instant::now();
         let result = inst.bindings.call_handle_event(&mut inst.store, &ev).await;
-        let (unit, r) = self.leave(inst, result);
+        let (unit, r) = self.leave(inst, result, started);
         (
             unit,
             r.and_then(|r| r.map_err(|e| CallError::Domain(convert::from_wit(e)))),
@@ -233,13 +240,24 @@ impl Plugin {
 
     /// Takes the unit back from `inst` after its call, and returns the instance to the pool,
     /// or drops it if the call faulted (it may be in any state).
-    fn leave<T>(&self, mut inst: Instance, result: wasmtime::Result<T>) -> (Unit, Result<T, CallError>) {
+    fn leave<T>(
+        &self,
+        mut inst: Instance,
+        result: wasmtime::Result<T>,
+        started: Instant,
+    ) -> (Unit, Result<T, CallError>) {
         let scope = inst
             .store
             .data_mut()
             .scope
             .take()
             .expect("imports always put the scope back");
+        let nested = std::mem::take(&mut inst.store.data_mut().nested);
+        if let Some(observer) = self.engine.observer.get() {
+            let deadline_hit =
+                matches!(&result, Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt));
+            observer.ran(&self.name, started.elapsed().saturating_sub(nested), deadline_hit);
+        }
         match result {
             Ok(v) => {
                 self.release(inst);
@@ -292,7 +310,9 @@ impl Plugin {
             .instances(64)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine.engine, InstanceState::new(self.name.clone(), limits));
+        let mut state = InstanceState::new(self.name.clone(), limits);
+        state.version = self.version.clone();
+        let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();

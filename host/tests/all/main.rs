@@ -8,6 +8,8 @@
 //! - `swap`: hot swap and rollback under load, the sandbox limits.
 //! - `newcomer`: the reference clients' walk, the API root, probes, the compile cache.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
+//! - `volume`: a million orders, every listing and search at its first, middle and last page
+//!   (ignored in the default run; `.ci/run` runs it).
 
 mod common;
 
@@ -16,3 +18,4 @@ mod business;
 mod foundation;
 mod newcomer;
 mod swap;
+mod volume;

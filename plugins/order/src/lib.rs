@@ -8,7 +8,7 @@ use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
 use carshare_guest::call::call;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, log, state};
 use serde_json::json;
 
 use domain::{NewOrder, Order, OrderRef, Ordered, Paid, ProductReplica};
@@ -102,6 +102,9 @@ impl Context for OrderContext {
                     // The compensation: delivery cancels (or never makes) the delivery and
                     // refunds the payment, in this same unit.
                     cancel_delivery(&event_base(), id)?;
+                    log::warn(&format!(
+                        "order {id} rejected: product is out of stock; payment refunded"
+                    ));
                 }
                 Ok(())
             }
@@ -209,6 +212,10 @@ fn check_stock(new: &NewOrder, base_url: &str) -> Result<(), Error> {
 fn cancel(req: &Request, order: Order) -> Result<Response, Error> {
     if !domain::is_final(&order) {
         cancel_delivery(&req.base_url, order.id)?;
+        log::info(&format!(
+            "order {} cancelled by its customer: delivery cancelled, payment refunded",
+            order.id
+        ));
     }
     Ok(Response {
         status: 204,

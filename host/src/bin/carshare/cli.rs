@@ -30,6 +30,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Talk to a running server's admin API (the token comes from CARSHARE_ADMIN_TOKEN).
     Contexts(ContextsArgs),
+    /// Tools for developing and measuring carshare.
+    #[command(subcommand)]
+    Dev(DevCommand),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -43,6 +46,10 @@ pub struct ServeArgs {
     /// JSON config file (camelCase keys, e.g. {"listen": "0.0.0.0:8080", "maxInstances": 32})
     #[arg(long, env = "CARSHARE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log lines as text for people, or JSON lines for log shippers [default: text]; the
+    /// level comes from RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=carshare_host=debug)
+    #[arg(long, env = "CARSHARE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Address to serve HTTP on [default: 127.0.0.1:8080]
     #[arg(long, env = "CARSHARE_LISTEN", value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
@@ -168,4 +175,47 @@ impl From<Allocator> for carshare_host::InstanceAllocator {
             Allocator::OnDemand => carshare_host::InstanceAllocator::OnDemand,
         }
     }
+}
+
+/// `carshare dev ...`.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Fill a data directory with real orders, placed in-process through the contexts.
+    Fill(FillArgs),
+}
+
+/// `carshare dev fill`.
+#[derive(Debug, Args)]
+pub struct FillArgs {
+    /// The data directory to fill (created if missing; what it holds stays)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Compiled-component cache [default: as for serve]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Orders to place
+    #[arg(long, default_value_t = 100_000)]
+    pub orders: u64,
+    /// Customers the orders are spread over (customerId 1..=N)
+    #[arg(long, default_value_t = 1000)]
+    pub customers: u64,
+    /// Stock changes of the product to make after the orders (one event each)
+    #[arg(long, default_value_t = 0)]
+    pub restocks: u64,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+    /// How wasm instances get memory [default: pooling]
+    #[arg(long, value_name = "KIND")]
+    pub instance_allocator: Option<Allocator>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One line of text per record.
+    Text,
+    /// One JSON object per line.
+    Json,
 }

@@ -4,13 +4,14 @@
 
 mod cli;
 mod client;
+mod fill;
 mod settings;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, ContextsArgs};
+use cli::{Cli, Command, ContextsArgs, DevCommand};
 
 fn main() -> ExitCode {
     forget_empty_variables();
@@ -22,8 +23,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             let sub = matches.subcommand_matches("serve").expect("the serve subcommand");
-            match settings::config(&args, sub) {
-                Ok(config) => serve(config),
+            match settings::settings(&args, sub) {
+                Ok(s) => {
+                    init_logging(s.log_format);
+                    serve(s.config)
+                }
                 Err(e) => {
                     eprintln!("carshare: {e}");
                     ExitCode::from(2)
@@ -31,10 +35,31 @@ fn main() -> ExitCode {
             }
         }
         Command::Contexts(args) => contexts(&args),
+        Command::Dev(DevCommand::Fill(args)) => {
+            init_logging(cli::LogFormat::Text);
+            dev_fill(args)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "carshare", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// Log records go to stderr, as text or JSON lines, at the level RUST_LOG sets (info if unset).
+fn init_logging(format: cli::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .init(),
+        cli::LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
     }
 }
 
@@ -96,6 +121,27 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// `carshare dev fill`.
+fn dev_fill(args: cli::FillArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carshare: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fill::run(args)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("carshare dev fill: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `carshare contexts ...`: one request to a running server.

@@ -68,9 +68,17 @@ pub(super) async fn handle(
     Ok(resp)
 }
 
+/// Events a filtered `GET /admin/events` looks through at most per call; `next` says where the
+/// next call goes on.
+const MAX_EXAMINED: usize = 100_000;
+
+/// `GET /admin/events?after=&limit=&type=&correlationId=`: up to `limit` events after `after`,
+/// only those of `type` and of the chain `correlationId` if given.
 fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
     let mut after = 0u64;
     let mut limit = 100usize;
+    let mut event_type: Option<String> = None;
+    let mut correlation: Option<String> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -86,11 +94,40 @@ fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| ApiError::bad_request("limit must be an integer from 1 to 1000"))?;
             }
+            "type" => event_type = Some(v.to_string()),
+            "correlationId" => correlation = Some(v.to_string()),
             _ => {}
         }
     }
     let log = runtime.log();
-    let events = log.events_after(after, limit)?;
-    let next = events.last().map(|e| e.seq).unwrap_or(after);
-    Ok(json!({ "events": events, "head": log.head(), "next": next }))
+    if event_type.is_none() && correlation.is_none() {
+        let events = log.events_after(after, limit)?;
+        let next = events.last().map(|e| e.seq).unwrap_or(after);
+        return Ok(json!({ "events": events, "head": log.head(), "next": next }));
+    }
+    let snapshot = log.snapshot()?;
+    let mut found = Vec::new();
+    let mut next = after;
+    let mut examined = 0;
+    while found.len() < limit && examined < MAX_EXAMINED {
+        let chunk = snapshot.events_after(next, MAX_LIMIT)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for e in chunk {
+            examined += 1;
+            next = e.seq;
+            let matches = event_type.as_ref().is_none_or(|t| &e.event_type == t)
+                && correlation
+                    .as_ref()
+                    .is_none_or(|c| e.correlation_id.as_ref() == Some(c));
+            if matches {
+                found.push(e);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(json!({ "events": found, "head": log.head(), "next": next }))
 }

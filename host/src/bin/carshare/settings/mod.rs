@@ -12,7 +12,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
 
-use crate::cli::{Allocator, ServeArgs};
+use crate::cli::{Allocator, LogFormat, ServeArgs};
 
 /// Why the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,7 @@ struct FileConfig {
     contexts: BTreeMap<String, PathBuf>,
     watch: Option<PathBuf>,
     instance_allocator: Option<Allocator>,
+    log_format: Option<LogFormat>,
     db_cache_mb: Option<u64>,
     call_deadline_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
@@ -163,13 +164,35 @@ impl Sources<'_> {
     }
 }
 
-/// The server's configuration from the parsed command line (`args`, with clap's `matches` to
-/// tell flags from variables) and the config file it names.
-pub fn config(args: &ServeArgs, matches: &ArgMatches) -> Result<Config, SettingsError> {
+/// Everything `carshare serve` was told: the server's configuration, and how to log.
+pub struct Settings {
+    /// The server's configuration.
+    pub config: Config,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// The settings from the parsed command line (`args`, with clap's `matches` to tell flags from
+/// variables) and the config file it names.
+pub fn settings(args: &ServeArgs, matches: &ArgMatches) -> Result<Settings, SettingsError> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
     };
+    let log_format = args.log_format.or(file.log_format).unwrap_or(LogFormat::Text);
+    Ok(Settings {
+        config: config_from(args, matches, file)?,
+        log_format,
+    })
+}
+
+/// The server's configuration alone (see [`settings`]).
+#[cfg(test)]
+pub fn config(args: &ServeArgs, matches: &ArgMatches) -> Result<Config, SettingsError> {
+    settings(args, matches).map(|s| s.config)
+}
+
+fn config_from(args: &ServeArgs, matches: &ArgMatches, file: FileConfig) -> Result<Config, SettingsError> {
     let src = Sources {
         matches,
         file: args.config.as_deref(),
