@@ -188,6 +188,18 @@ impl TestServer {
         }
     }
 
+    /// The first log line from now on (within `secs`) that contains every one of `needles`.
+    pub fn log_line(&self, needles: &[&str], secs: u64) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.log.recv_timeout(left).ok()?;
+            if needles.iter().all(|n| line.contains(n)) {
+                return Some(line);
+            }
+        }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

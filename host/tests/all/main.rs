@@ -7,6 +7,7 @@
 //! - `business`: the rent and cancel flows, stock, sagas, dead letters, the breaker.
 //! - `swap`: hot swap and rollback under load, the sandbox limits.
 //! - `newcomer`: the reference clients' walk, the API root, probes, the compile cache.
+//! - `observe`: metrics, request and correlation ids, log lines.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
 //! - `volume`: a million orders, every listing and search at its first, middle and last page
 //!   (ignored in the default run; `.ci/run` runs it).
@@ -17,5 +18,6 @@ mod abuse;
 mod business;
 mod foundation;
 mod newcomer;
+mod observe;
 mod swap;
 mod volume;
