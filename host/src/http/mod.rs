@@ -10,6 +10,7 @@ mod auth;
 mod conns;
 mod error;
 mod gateway;
+mod openapi;
 mod server;
 mod system;
 

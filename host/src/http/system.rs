@@ -12,7 +12,14 @@ use super::error::ApiError;
 use crate::runtime::Runtime;
 
 /// The paths served here.
-const PATHS: &[&str] = &["/", "/profile", "/health/live", "/health/ready", "/metrics"];
+const PATHS: &[&str] = &[
+    "/",
+    "/profile",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+];
 
 /// Whether `path` is one of ours (so that the gateway does not route it to a context).
 pub(super) fn serves(path: &str) -> bool {
@@ -41,6 +48,11 @@ pub(super) fn handle(
             &json!({ "_links": { "self": { "href": format!("{base_url}/profile") } } }),
         )),
         "/health/live" => Ok(json_response(200, "application/json", &json!({ "status": "UP" }))),
+        "/openapi.json" => Ok(json_response(
+            200,
+            "application/json",
+            &super::openapi::of(runtime, base_url),
+        )),
         "/metrics" => {
             let text = runtime.prometheus()?;
             let mut resp = hyper::Response::new(Full::new(Bytes::from(text)));

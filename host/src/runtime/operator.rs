@@ -52,6 +52,17 @@ impl Runtime {
         true
     }
 
+    /// The manifest of every loaded context, by name.
+    pub(crate) fn manifests(&self) -> Vec<crate::wasm::Manifest> {
+        self.inner
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|slot| slot.current().manifest().clone())
+            .collect()
+    }
+
     /// Every loaded context, by name.
     pub fn contexts(&self) -> Result<Vec<ContextInfo>, StorageError> {
         let slots: Vec<(String, Arc<Slot>)> = self

@@ -8,6 +8,7 @@
 //! - `swap`: hot swap and rollback under load, the sandbox limits.
 //! - `newcomer`: the reference clients' walk, the API root, probes, the compile cache.
 //! - `observe`: metrics, request and correlation ids, log lines.
+//! - `openapi`: the OpenAPI document, and schemathesis against the real server.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
 //! - `volume`: a million orders, every listing and search at its first, middle and last page
 //!   (ignored in the default run; `.ci/run` runs it).
@@ -19,5 +20,6 @@ mod business;
 mod foundation;
 mod newcomer;
 mod observe;
+mod openapi;
 mod swap;
 mod volume;
