@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::admin::{self, AdminRoute};
 use super::error::ApiError;
-use super::{auth, gateway, system};
+use super::{auth, gateway, system, ui};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::runtime::Runtime;
 
@@ -114,6 +114,12 @@ impl App {
         // An error answered before the body is read leaves it on the connection, which then
         // cannot carry another request: hyper closes it, and the client is told.
         let unread = |e: ApiError| if may_have_body(&parts) { e.closing() } else { e };
+        // The system page is static and holds no data: it asks for the token itself.
+        if ui::serves(&path)
+            && let Some(page) = ui::handle(&parts.method, &path)
+        {
+            return Ok(page);
+        }
         // Before reading a body: an unauthorized client must not make us buffer anything big.
         let authorized = if AdminRoute::is_admin(&path) {
             Some(auth::authorize(self.admin_token.as_deref(), &parts.headers).map_err(unread)?)

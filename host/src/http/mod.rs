@@ -1,6 +1,7 @@
 //! The HTTP edge: [`App`] is the whole service without a socket (`app`), reading each body
 //! within its limit and handing the request to the host's own paths (`system`: the API root
-//! and the probes), the operator API (`admin`, behind `auth`) or the contexts (`gateway`).
+//! and the probes), the operator API (`admin`, behind `auth`; its page `ui` needs no token
+//! because it holds no data) or the contexts (`gateway`).
 //! `server` accepts connections, admitted by `conns`. Errors become HTTP in `error` and
 //! nowhere else.
 
@@ -13,6 +14,7 @@ mod gateway;
 mod openapi;
 mod server;
 mod system;
+mod ui;
 
 pub use app::App;
 pub use conns::ConnectionLimits;

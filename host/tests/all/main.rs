@@ -5,10 +5,12 @@
 //! - `foundation`: atomic units, durability across kills and restarts, 4xx errors, the admin
 //!   token, configuration.
 //! - `business`: the rent and cancel flows, stock, sagas, dead letters, the breaker.
+//! - `cli`: help, version, completions, config errors, `carshare events tail`.
 //! - `swap`: hot swap and rollback under load, the sandbox limits.
 //! - `newcomer`: the reference clients' walk, the API root, probes, the compile cache.
 //! - `observe`: metrics, request and correlation ids, log lines.
 //! - `openapi`: the OpenAPI document, and schemathesis against the real server.
+//! - `ui`: the live system page in Chromium, driven by Playwright.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
 //! - `volume`: a million orders, every listing and search at its first, middle and last page
 //!   (ignored in the default run; `.ci/run` runs it).
@@ -17,9 +19,11 @@ mod common;
 
 mod abuse;
 mod business;
+mod cli;
 mod foundation;
 mod newcomer;
 mod observe;
 mod openapi;
 mod swap;
+mod ui;
 mod volume;

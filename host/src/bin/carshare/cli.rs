@@ -30,6 +30,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Talk to a running server's admin API (the token comes from CARSHARE_ADMIN_TOKEN).
     Contexts(ContextsArgs),
+    /// Read a running server's event log (the token comes from CARSHARE_ADMIN_TOKEN).
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Tools for developing and measuring carshare.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -218,4 +221,34 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `carshare events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print events as they are committed, one JSON object per line.
+    Tail(TailArgs),
+}
+
+/// `carshare events tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The server
+    #[arg(long, env = "CARSHARE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Start after this sequence number [default: the head: new events only]
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Only events of this type
+    #[arg(long = "type", value_name = "TYPE")]
+    pub r#type: Option<String>,
+    /// Only events of this chain (a request id)
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Stop after this many events [default: follow for ever]
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// How often to ask for new events, in ms
+    #[arg(long, default_value_t = 200)]
+    pub poll_ms: u64,
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, ContextsArgs, DevCommand};
+use cli::{Cli, Command, ContextsArgs, DevCommand, EventsCommand};
 
 fn main() -> ExitCode {
     forget_empty_variables();
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Contexts(args) => contexts(&args),
+        Command::Events(EventsCommand::Tail(args)) => tail(&args),
         Command::Dev(DevCommand::Fill(args)) => {
             init_logging(cli::LogFormat::Text);
             dev_fill(args)
@@ -144,6 +145,25 @@ fn dev_fill(args: cli::FillArgs) -> ExitCode {
     }
 }
 
+/// `carshare events tail`: follows a running server's log.
+fn tail(args: &cli::TailArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carshare: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
+    match rt.block_on(client::tail(args, token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carshare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `carshare contexts ...`: one request to a running server.
 fn contexts(args: &ContextsArgs) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -154,7 +174,7 @@ fn contexts(args: &ContextsArgs) -> ExitCode {
         }
     };
     let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
-    match rt.block_on(client::run(args, token)) {
+    match rt.block_on(client::contexts(args, token)) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
