@@ -4,6 +4,10 @@
 //! refused at once for `open_for`; then it lets `half_open_probes` calls through, and closes if
 //! they all succeed or opens again at the first failure. The bulkhead caps calls in flight.
 //!
+//! Beyond Resilience4j: a call that used up a resource limit (its CPU deadline, its memory)
+//! burned a whole core or its whole memory for nothing, so `exhausted_to_open` such calls in
+//! the window open the breaker without waiting for `minimum_calls`.
+//!
 //! Time is passed in, so the state machine is tested without sleeping.
 
 use std::collections::VecDeque;
@@ -27,12 +31,14 @@ pub struct BreakerConfig {
     pub half_open_probes: usize,
     /// Calls in flight at once (the bulkhead).
     pub max_concurrent: usize,
+    /// Calls in the window that used up a resource limit and open the breaker on their own.
+    pub exhausted_to_open: usize,
 }
 
 impl Default for BreakerConfig {
     /// Resilience4j's defaults (window 100, 50 %, 10 probes, 25 concurrent calls), except a
     /// minimum of 20 calls (not 100) and 30 s open (not 60 s), so a failing dependency is
-    /// noticed sooner on a small system.
+    /// noticed sooner on a small system; and 3 calls that used up a limit open it.
     fn default() -> Self {
         BreakerConfig {
             window: 100,
@@ -41,8 +47,20 @@ impl Default for BreakerConfig {
             open_for: Duration::from_secs(30),
             half_open_probes: 10,
             max_concurrent: 25,
+            exhausted_to_open: 3,
         }
     }
+}
+
+/// How a call went, as its breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It did its work (a refusal by the callee's rules is a success here).
+    Ok,
+    /// It failed: a fault, or the callee was unavailable.
+    Failed,
+    /// It failed after using up a resource limit (its CPU deadline, its memory).
+    Exhausted,
 }
 
 /// Where the breaker stands.
@@ -87,8 +105,9 @@ pub struct BreakerStatus {
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
-    outcomes: VecDeque<bool>,
+    outcomes: VecDeque<Verdict>,
     failures: usize,
+    exhausted: usize,
     opened_at: Option<Instant>,
     probes_started: usize,
     probes_ok: usize,
@@ -121,6 +140,7 @@ impl Breaker {
                 state: BreakerState::Closed,
                 outcomes: VecDeque::new(),
                 failures: 0,
+                exhausted: 0,
                 opened_at: None,
                 probes_started: 0,
                 probes_ok: 0,
@@ -176,16 +196,15 @@ impl Breaker {
     pub fn reset(&self) {
         let mut s = self.lock();
         s.state = BreakerState::Closed;
-        s.outcomes.clear();
-        s.failures = 0;
+        Self::forget(&mut s);
         s.opened_at = None;
         s.probes_started = 0;
         s.probes_ok = 0;
         s.generation += 1;
     }
 
-    /// Reports the outcome of a call started with [`Breaker::try_start`].
-    pub fn finish(&self, ticket: Ticket, ok: bool, now: Instant) {
+    /// Reports how a call started with [`Breaker::try_start`] went.
+    pub fn finish(&self, ticket: Ticket, verdict: Verdict, now: Instant) {
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
         if ticket.generation != s.generation {
@@ -193,30 +212,27 @@ impl Breaker {
         }
         match s.state {
             BreakerState::HalfOpen => {
-                if !ok {
+                if verdict != Verdict::Ok {
                     self.open(&mut s, now);
                 } else {
                     s.probes_ok += 1;
                     if s.probes_ok >= self.config.half_open_probes.max(1) {
                         s.state = BreakerState::Closed;
-                        s.outcomes.clear();
-                        s.failures = 0;
+                        Self::forget(&mut s);
                     }
                 }
             }
             BreakerState::Closed => {
-                s.outcomes.push_back(ok);
-                if !ok {
-                    s.failures += 1;
-                }
+                Self::count(&mut s, verdict, 1);
+                s.outcomes.push_back(verdict);
                 while s.outcomes.len() > self.config.window.max(1) {
-                    if s.outcomes.pop_front() == Some(false) {
-                        s.failures -= 1;
+                    if let Some(old) = s.outcomes.pop_front() {
+                        Self::count(&mut s, old, -1);
                     }
                 }
-                if s.outcomes.len() >= self.config.minimum_calls.max(1)
-                    && s.failures as f64 >= self.config.failure_rate * s.outcomes.len() as f64
-                {
+                let rate_reached = s.outcomes.len() >= self.config.minimum_calls.max(1)
+                    && s.failures as f64 >= self.config.failure_rate * s.outcomes.len() as f64;
+                if rate_reached || s.exhausted >= self.config.exhausted_to_open.max(1) {
                     self.open(&mut s, now);
                 }
             }
@@ -225,11 +241,26 @@ impl Breaker {
         }
     }
 
+    /// Adds (`by` 1) or removes (`by` -1) `verdict` from the window's tallies.
+    fn count(s: &mut Inner, verdict: Verdict, by: isize) {
+        if verdict != Verdict::Ok {
+            s.failures = s.failures.saturating_add_signed(by);
+        }
+        if verdict == Verdict::Exhausted {
+            s.exhausted = s.exhausted.saturating_add_signed(by);
+        }
+    }
+
+    fn forget(s: &mut Inner) {
+        s.outcomes.clear();
+        s.failures = 0;
+        s.exhausted = 0;
+    }
+
     fn open(&self, s: &mut Inner, now: Instant) {
         s.state = BreakerState::Open;
         s.opened_at = Some(now);
-        s.outcomes.clear();
-        s.failures = 0;
+        Self::forget(s);
     }
 
     /// The breaker's state at `now` (an open breaker whose time is up reads as half-open).
@@ -264,12 +295,18 @@ mod tests {
             open_for: Duration::from_secs(5),
             half_open_probes: 2,
             max_concurrent: 3,
+            exhausted_to_open: 2,
         }
     }
 
     fn call(b: &Breaker, ok: bool, t: Instant) -> Result<(), Rejected> {
+        let verdict = if ok { Verdict::Ok } else { Verdict::Failed };
+        finish(b, verdict, t)
+    }
+
+    fn finish(b: &Breaker, verdict: Verdict, t: Instant) -> Result<(), Rejected> {
         let ticket = b.try_start(t)?;
-        b.finish(ticket, ok, t);
+        b.finish(ticket, verdict, t);
         Ok(())
     }
 
@@ -296,8 +333,8 @@ mod tests {
         let p1 = b.try_start(t1).unwrap();
         let p2 = b.try_start(t1).unwrap();
         assert_eq!(b.try_start(t1).unwrap_err(), Rejected::Probing, "only two probes");
-        b.finish(p1, true, t1);
-        b.finish(p2, true, t1);
+        b.finish(p1, Verdict::Ok, t1);
+        b.finish(p2, Verdict::Ok, t1);
         assert_eq!(b.status(t1).state, BreakerState::Closed);
         assert!(b.status(t1).rejected >= 2);
     }
@@ -331,7 +368,7 @@ mod tests {
         assert_eq!(b.status(t0).state, BreakerState::Closed);
         assert_eq!(b.status(t0).in_flight, 1, "the call in flight keeps its place");
         // The old version's last call fails after the reset: it does not count.
-        b.finish(slow, false, t0);
+        b.finish(slow, Verdict::Failed, t0);
         assert_eq!((b.status(t0).calls, b.status(t0).in_flight), (0, 0));
         for _ in 0..3 {
             call(&b, false, t0).unwrap();
@@ -366,8 +403,44 @@ mod tests {
         let t = Instant::now();
         let mut started: Vec<Ticket> = (0..3).map(|_| b.try_start(t).unwrap()).collect();
         assert_eq!(b.try_start(t).unwrap_err(), Rejected::Full);
-        b.finish(started.pop().unwrap(), true, t);
+        b.finish(started.pop().unwrap(), Verdict::Ok, t);
         started.push(b.try_start(t).unwrap());
         assert_eq!(b.status(t).in_flight, 3);
+    }
+
+    #[test]
+    fn calls_that_use_up_a_limit_open_it_before_the_minimum() {
+        let b = Breaker::new(config());
+        let t = Instant::now();
+        finish(&b, Verdict::Exhausted, t).unwrap();
+        assert_eq!(b.status(t).state, BreakerState::Closed, "one is not a pattern");
+        for _ in 0..5 {
+            call(&b, true, t).unwrap();
+        }
+        finish(&b, Verdict::Exhausted, t).unwrap();
+        assert_eq!(
+            b.status(t).state,
+            BreakerState::Open,
+            "two in the window, 2 of 7 failed"
+        );
+    }
+
+    #[test]
+    fn exhausted_calls_leave_the_window_like_the_others() {
+        let b = Breaker::new(BreakerConfig {
+            window: 4,
+            ..config()
+        });
+        let t = Instant::now();
+        finish(&b, Verdict::Exhausted, t).unwrap();
+        for _ in 0..4 {
+            call(&b, true, t).unwrap();
+        }
+        finish(&b, Verdict::Exhausted, t).unwrap();
+        assert_eq!(
+            b.status(t).state,
+            BreakerState::Closed,
+            "the first one has left the window"
+        );
     }
 }

@@ -42,7 +42,7 @@ mod time;
 mod unit;
 mod writer;
 
-pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket};
+pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket, Verdict};
 pub use crate::dead::DeadLetter;
 pub use crate::dispatch::{
     Dispatcher, EventHandler, Failing, Handled, HandlerError, RetryError, RetryPolicy, SubscriberStatus,

@@ -108,6 +108,9 @@ pub enum CallError {
         /// What the engine said (trap text, a wasm backtrace): for the server log and the
         /// operator's dead letters, never for a client.
         detail: String,
+        /// Whether the call used up a resource limit (its CPU deadline or its memory) first:
+        /// a fault that cost the machine the most, which its breaker weighs accordingly.
+        exhausted: bool,
     },
     /// Synchronous calls nested deeper than the host allows (a call cycle).
     #[error("synchronous calls nested too deep at {0}")]

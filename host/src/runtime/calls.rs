@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use carshare_core::{Breaker, Rejected, Ticket, Unit};
+use carshare_core::{Breaker, Rejected, Ticket, Unit, Verdict};
 
 use super::{Inner, Runtime};
 use crate::metrics::{CallLabels, Metrics};
@@ -58,7 +58,7 @@ impl Runtime {
             Ok(plugin) => plugin.handle_request(self.calls(), request, unit, depth).await,
             Err(e) => (unit, Err(e)),
         };
-        outcome.ok = !counts_as_failure(&result);
+        outcome.verdict = verdict(&result);
         drop(outcome);
         let label = match &result {
             Ok(_) => "ok",
@@ -125,8 +125,8 @@ impl Runtime {
 pub(super) struct Outcome<'a> {
     breaker: &'a Breaker,
     ticket: Option<Ticket>,
-    /// Whether the call went well; false until the caller says so.
-    pub ok: bool,
+    /// How the call went; a failure until the caller says otherwise.
+    pub verdict: Verdict,
 }
 
 impl<'a> Outcome<'a> {
@@ -134,7 +134,7 @@ impl<'a> Outcome<'a> {
         Outcome {
             breaker,
             ticket: Some(ticket),
-            ok: false,
+            verdict: Verdict::Failed,
         }
     }
 }
@@ -142,7 +142,7 @@ impl<'a> Outcome<'a> {
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.breaker.finish(ticket, self.ok, Instant::now());
+            self.breaker.finish(ticket, self.verdict, Instant::now());
         }
     }
 }
@@ -160,13 +160,15 @@ pub(super) fn refused(name: &str, r: Rejected) -> CallError {
     }
 }
 
-/// Whether a call's outcome counts against the callee's breaker: faults and unavailability do;
-/// a domain answer (even a refusal) means the callee is working.
-fn counts_as_failure(result: &Result<Response, CallError>) -> bool {
+/// How a call counts for the callee's breaker: faults and unavailability are failures (the
+/// worst, a used-up limit, weighed apart); a domain answer (even a refusal) means the callee is
+/// working.
+fn verdict(result: &Result<Response, CallError>) -> Verdict {
     match result {
-        Ok(_) => false,
-        Err(CallError::Domain(DomainError::Unavailable(_) | DomainError::Internal(_))) => true,
-        Err(CallError::Domain(_)) => false,
-        Err(_) => true,
+        Ok(_) => Verdict::Ok,
+        Err(CallError::Fault { exhausted: true, .. }) => Verdict::Exhausted,
+        Err(CallError::Domain(DomainError::Unavailable(_) | DomainError::Internal(_))) => Verdict::Failed,
+        Err(CallError::Domain(_)) => Verdict::Ok,
+        Err(_) => Verdict::Failed,
     }
 }

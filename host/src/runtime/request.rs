@@ -5,7 +5,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use carshare_core::{CommitError, Unit};
+use carshare_core::{CommitError, Unit, Verdict};
 use futures_util::FutureExt;
 
 use super::calls::{Outcome, refused};
@@ -69,12 +69,17 @@ impl Runtime {
                         context: name.clone(),
                         message: "the host panicked while it ran".into(),
                         detail: String::new(),
+                        exhausted: false,
                     })
                 })?;
             drop(permit);
             drop(share_permit);
             let (unit, result, version) = ran?;
-            outcome.ok = !matches!(result, Err(CallError::Fault { .. }));
+            outcome.verdict = match &result {
+                Err(CallError::Fault { exhausted: true, .. }) => Verdict::Exhausted,
+                Err(CallError::Fault { .. }) => Verdict::Failed,
+                _ => Verdict::Ok,
+            };
             drop(outcome);
             let response = result.map_err(RequestError::Call)?;
             match self.inner.log.commit(unit).await {

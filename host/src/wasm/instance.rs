@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use carshare_core::Unit;
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::Calls;
@@ -20,7 +20,7 @@ pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory and instance limits, enforced by wasmtime through `Store::limiter`.
-    pub limits: StoreLimits,
+    pub limits: Limits,
     /// Present only while the instance is serving a call.
     pub scope: Option<Scope>,
     /// Time the current call spent waiting on synchronous calls into other contexts: not its
@@ -55,7 +55,10 @@ impl InstanceState {
             version: Arc::from(""),
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limits: Limits {
+                limits,
+                refused: false,
+            },
             scope: None,
             nested: std::time::Duration::ZERO,
             ticks_left: 0,
@@ -73,6 +76,50 @@ impl InstanceState {
             context: &self.context,
             unit: &mut scope.unit,
         })
+    }
+}
+
+/// An instance's limits, which remember whether they refused it memory: the fault that follows
+/// is then the guest reaching its limit, not a bug of its own.
+pub struct Limits {
+    limits: StoreLimits,
+    /// Whether a memory or table growth was refused.
+    pub refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        self.refused |= !matches!(allowed, Ok(true));
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.table_growing(current, desired, maximum);
+        self.refused |= !matches!(allowed, Ok(true));
+        allowed
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

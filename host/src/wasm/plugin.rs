@@ -264,12 +264,21 @@ impl Plugin {
                 (scope.unit, Ok(v))
             }
             Err(e) => {
+                let out_of_memory = inst.store.data().limits.refused;
                 drop(inst);
-                let message = match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => {
-                        format!("exceeded its CPU deadline of {:?}", self.limits.call_deadline)
-                    }
-                    _ => "it trapped (the server log has the details)".to_string(),
+                let (message, exhausted) = match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => (
+                        format!("exceeded its CPU deadline of {:?}", self.limits.call_deadline),
+                        true,
+                    ),
+                    _ if out_of_memory => (
+                        format!(
+                            "reached its memory limit of {} MiB (the server log has the details)",
+                            self.limits.memory_bytes >> 20
+                        ),
+                        true,
+                    ),
+                    _ => ("it trapped (the server log has the details)".to_string(), false),
                 };
                 (
                     scope.unit,
@@ -277,6 +286,7 @@ impl Plugin {
                         context: self.name.to_string(),
                         message,
                         detail: format!("{e:#}"),
+                        exhausted,
                     }),
                 )
             }
@@ -295,6 +305,7 @@ impl Plugin {
             context: self.name.to_string(),
             message: "it could not be instantiated (the server log has the details)".into(),
             detail: format!("{e:#}"),
+            exhausted: false,
         })
     }
 

@@ -249,60 +249,103 @@ fn product_reads(addr: SocketAddr, window: Duration) -> u64 {
     })
 }
 
-#[test]
-fn a_context_that_keeps_hitting_its_deadline_is_cut_off_and_the_others_go_on() {
-    let looper = format!("looper={}", TestComponent::Looping.path());
-    let s = TestServer::start(&["--context", &looper, "--call-deadline-ms", "200"]);
-    s.register_product("test1", 10);
+/// What hammering a misbehaving context's route did to the others: the share of their
+/// throughput they kept, and the hammered route's statuses (with bodies).
+struct Hammered {
+    /// Over the whole 6 s of hammering, cut-off included.
+    share: f64,
+    /// Over its last 4 s, once the breaker had (in these tests) opened.
+    share_after: f64,
+    alone: u64,
+    during: u64,
+    statuses: Vec<(u16, Duration, String)>,
+}
+
+/// Hammers `route` from 8 clients for 6 s while 4 others read a product, after measuring the
+/// readers alone for 2 s.
+fn hammer(s: &TestServer, route: &str) -> Hammered {
     let addr = s.addr;
     let baseline = product_reads(addr, Duration::from_secs(2));
-    // Hammer the spinning route from 8 clients while product serves its readers. (The
-    // load generator shares the server's two cores: the figure printed is a floor.)
+    // Each client asks again soon, but does not spin: 8 of them still ask for far more CPU
+    // than the machine has (each request may burn its whole deadline). The load generator
+    // shares the server's two cores: the figure is a floor.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let hammer: Vec<_> = (0..8)
         .map(|_| {
-            let (stop, statuses) = (stop.clone(), statuses.clone());
+            let (stop, statuses, route) = (stop.clone(), statuses.clone(), route.to_string());
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let started = Instant::now();
-                    let r = crate::common::request(addr, "GET", "/loops/spin", &[], b"");
+                    let r = crate::common::request(addr, "GET", &route, &[], b"");
                     statuses
                         .lock()
                         .unwrap()
                         .push((r.status, started.elapsed(), r.body));
-                    // Each client asks again soon, but does not spin: 8 of them still ask for far
-                    // more CPU than the machine has (each request may burn 200 ms).
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
         })
         .collect();
-    let during = product_reads(addr, Duration::from_secs(6));
+    let first = product_reads(addr, Duration::from_secs(2));
+    let after = product_reads(addr, Duration::from_secs(4));
+    let during = first + after;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for h in hammer {
         h.join().unwrap();
     }
-    let statuses = statuses.lock().unwrap();
-    let faults = statuses.iter().filter(|(st, ..)| *st == 500).count();
-    let cut_off: Vec<_> = statuses.iter().filter(|(st, ..)| *st == 503).collect();
-    eprintln!(
-        "other contexts kept {:.0} % of their throughput ({} reads/s alone, {} with the looper \
-         hammered: {} deadline hits, then {} requests refused at once)",
-        100.0 * (during as f64 / 6.0) / (baseline as f64 / 2.0),
-        baseline / 2,
-        during / 6,
-        faults,
-        cut_off.len()
-    );
-    assert!(faults >= 20, "the breaker needs its minimum of calls: {faults}");
-    assert!(!cut_off.is_empty(), "the spinning context was cut off");
-    for (_, _, body) in &cut_off {
-        assert!(
-            body.contains("circuit is open"),
-            "refused without running: {body}"
+    let statuses = std::mem::take(&mut *statuses.lock().unwrap());
+    Hammered {
+        share: (during as f64 / 6.0) / (baseline as f64 / 2.0),
+        share_after: (after as f64 / 4.0) / (baseline as f64 / 2.0),
+        alone: baseline / 2,
+        during: during / 6,
+        statuses,
+    }
+}
+
+impl Hammered {
+    fn report(&self, what: &str) {
+        let faults = self.statuses.iter().filter(|(st, ..)| *st == 500).count();
+        let cut_off = self.statuses.iter().filter(|(st, ..)| *st == 503).count();
+        eprintln!(
+            "with {what} hammered, the other contexts kept {:.0} % of their throughput ({} reads/s \
+             alone, {} during: {faults} faults, then {cut_off} requests refused at once); \
+             {:.0} % in the last 4 s",
+            100.0 * self.share,
+            self.alone,
+            self.during,
+            100.0 * self.share_after,
         );
     }
+
+    /// Asserts the misbehaving context was cut off by its breaker after three calls that used
+    /// up a limit (plus those already running then: at most its share of 4).
+    fn assert_cut_off(&self) {
+        let faults = self.statuses.iter().filter(|(st, ..)| *st == 500).count();
+        let cut_off: Vec<_> = self.statuses.iter().filter(|(st, ..)| *st == 503).collect();
+        assert!(
+            (3..=3 + 4).contains(&faults),
+            "three used-up limits open the breaker: {faults} faults"
+        );
+        assert!(!cut_off.is_empty(), "the misbehaving context was cut off");
+        for (_, _, body) in &cut_off {
+            assert!(
+                body.contains("circuit is open"),
+                "refused without running: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_context_that_keeps_hitting_its_deadline_is_cut_off_and_the_others_go_on() {
+    let looper = format!("looper={}", TestComponent::Looping.path());
+    let s = TestServer::start(&["--context", &looper, "--call-deadline-ms", "200"]);
+    s.register_product("test1", 10);
+    let h = hammer(&s, "/loops/spin");
+    h.report("a context looping until its deadline");
+    h.assert_cut_off();
     let looper = s.context("looper");
     assert_eq!(looper["breaker"]["state"], "open", "{looper}");
     // Only the looper's breaker opened; the business is untouched.
@@ -312,5 +355,18 @@ fn a_context_that_keeps_hitting_its_deadline_is_cut_off_and_the_others_go_on() {
         503,
         "its fast answer until the breaker lets probes in"
     );
+    assert_eq!(s.post("/orders", r#"{"productId":1,"qty":1}"#).status, 201);
+}
+
+#[test]
+fn a_context_that_keeps_running_out_of_memory_is_cut_off_and_the_others_go_on() {
+    let hog = format!("hog={}", TestComponent::MemoryHog.path());
+    let s = TestServer::start(&["--context", &hog, "--memory-limit-mb", "64"]);
+    s.register_product("test1", 10);
+    let h = hammer(&s, "/hogs/eat");
+    h.report("a context eating memory until its limit");
+    h.assert_cut_off();
+    assert_eq!(s.context("hog")["breaker"]["state"], "open");
+    assert_eq!(s.context("product")["breaker"]["state"], "closed");
     assert_eq!(s.post("/orders", r#"{"productId":1,"qty":1}"#).status, 201);
 }

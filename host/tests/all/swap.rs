@@ -235,6 +235,11 @@ fn runaway_and_greedy_contexts_fail_alone_and_are_replaced() {
             let r = s.get("/hogs/eat");
             assert_eq!(r.status, 500, "{}", r.body);
             assert_eq!(r.json()["error"], "context_fault");
+            assert!(
+                r.json()["message"].as_str().unwrap().contains("memory limit"),
+                "{}",
+                r.body
+            );
         }
         assert!(
             orders.join().unwrap().iter().all(|st| *st == 201),

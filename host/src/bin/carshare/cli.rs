@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// Synchronous calls in flight per context [default: 25]
     #[arg(long, env = "CARSHARE_BREAKER_MAX_CONCURRENT", value_name = "N")]
     pub breaker_max_concurrent: Option<u64>,
+    /// Calls that used up their CPU deadline or memory limit that open the breaker at once
+    /// [default: 3]
+    #[arg(long, env = "CARSHARE_BREAKER_EXHAUSTED_CALLS", value_name = "N")]
+    pub breaker_exhausted_calls: Option<u64>,
 }
 
 /// `carshare contexts ...`.

@@ -68,6 +68,7 @@ struct FileConfig {
     breaker_open_ms: Option<u64>,
     breaker_probes: Option<u64>,
     breaker_max_concurrent: Option<u64>,
+    breaker_exhausted_calls: Option<u64>,
     #[serde(default)]
     context_limits: BTreeMap<String, FileLimits>,
 }
@@ -114,6 +115,8 @@ const BREAKER_FAILURE_RATE: Numeric = numeric("breaker_failure_rate", "breakerFa
 const BREAKER_OPEN_MS: Numeric = numeric("breaker_open_ms", "breakerOpenMs", 1, 86_400_000);
 const BREAKER_PROBES: Numeric = numeric("breaker_probes", "breakerProbes", 1, 10_000);
 const BREAKER_MAX_CONCURRENT: Numeric = numeric("breaker_max_concurrent", "breakerMaxConcurrent", 1, 100_000);
+const BREAKER_EXHAUSTED_CALLS: Numeric =
+    numeric("breaker_exhausted_calls", "breakerExhaustedCalls", 1, 100_000);
 
 /// Picks each value by the precedence rule and checks it.
 struct Sources<'a> {
@@ -286,6 +289,13 @@ fn config_from(args: &ServeArgs, matches: &ArgMatches, file: FileConfig) -> Resu
         file.breaker_max_concurrent,
     )? {
         c.breaker.max_concurrent = v as usize;
+    }
+    if let Some(v) = src.number(
+        &BREAKER_EXHAUSTED_CALLS,
+        args.breaker_exhausted_calls,
+        file.breaker_exhausted_calls,
+    )? {
+        c.breaker.exhausted_to_open = v as usize;
     }
     for (name, l) in file.context_limits {
         c.context_limits
