@@ -8,8 +8,8 @@
 //!   admin token) or the gateway, which makes it a [`Request`]. Errors become HTTP statuses and
 //!   JSON bodies in `http/error.rs`, and only there.
 //! - `routes`: the route table says which context serves the path.
-//! - `runtime`: begins a unit of work and runs the context on a blocking thread; synchronous
-//!   calls between contexts join the same unit; the unit commits through the core's group
+//! - `runtime`: begins a unit of work and runs the context's wasm on the async workers, as a
+//!   fiber that yields at every epoch tick; synchronous calls between contexts join the same unit; the unit commits through the core's group
 //!   commit; committed events reach subscribers through the core's dispatcher. Contexts are
 //!   swapped and rolled back here too.
 //! - `wasm`: wasmtime. Components are compiled once (and cached on disk), instantiated from an
@@ -24,6 +24,7 @@
 //! in front of it and call [`App::serve`] with any `hyper::Request` (see `examples/embed.rs`).
 #![deny(missing_docs)]
 
+mod builtin;
 mod components;
 mod config;
 mod fds;
@@ -36,8 +37,7 @@ mod types;
 mod wasm;
 mod watch;
 
-include!(concat!(env!("OUT_DIR"), "/contexts.rs"));
-
+pub use crate::builtin::DEFAULT_CONTEXTS;
 pub use crate::config::{Config, default_cache_dir};
 pub use crate::http::{ApiError, App, ConnectionLimits, serve};
 pub use crate::routes::RouteError;

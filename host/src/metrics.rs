@@ -15,8 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::runtime::ContextInfo;
-
 /// A request at the HTTP edge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
@@ -267,21 +265,21 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the states read from `contexts` first.
-    pub(crate) fn encode(&self, contexts: &[ContextInfo]) -> String {
+    /// The text exposition, with the contexts' states set first.
+    pub(crate) fn encode(&self, contexts: impl IntoIterator<Item = ContextGauges>) -> String {
         for c in contexts {
             let label = Metrics::context(&c.name);
             self.instances.get_or_create(&label).set(c.instances as i64);
-            let state = match c.breaker.state {
+            let state = match c.breaker {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open => 2,
             };
             self.breaker_state.get_or_create(&label).set(state);
-            if let Some(s) = &c.subscriber {
+            if let Some((cursor, lag)) = c.subscriber {
                 let sub = Metrics::subscriber(&c.name);
-                self.subscriber_cursor.get_or_create(&sub).set(s.cursor as i64);
-                self.subscriber_lag.get_or_create(&sub).set(s.lag as i64);
+                self.subscriber_cursor.get_or_create(&sub).set(cursor as i64);
+                self.subscriber_lag.get_or_create(&sub).set(lag as i64);
             }
         }
         let mut out = String::new();
@@ -289,6 +287,15 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A context's state as the gauges show it, read when they are scraped.
+pub(crate) struct ContextGauges {
+    pub name: String,
+    pub instances: usize,
+    pub breaker: BreakerState,
+    /// Its subscriber's cursor and lag, if it subscribes.
+    pub subscriber: Option<(u64, u64)>,
 }
 
 impl crate::wasm::CallObserver for Metrics {

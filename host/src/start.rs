@@ -64,7 +64,7 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         .swapped_components()
         .map_err(|e| err("cannot read swapped components", &e))?;
     let mut sources: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    for (name, bytes) in crate::DEFAULT_CONTEXTS {
+    for (name, bytes) in crate::builtin::DEFAULT_CONTEXTS {
         if config.contexts.contains_key(*name) {
             continue;
         }

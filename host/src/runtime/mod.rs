@@ -29,7 +29,7 @@ pub use request::Served;
 pub use swap::Swapped;
 
 use crate::components::ComponentStore;
-use crate::metrics::Metrics;
+use crate::metrics::{ContextGauges, Metrics};
 use crate::routes::RouteTable;
 use crate::wasm::{Limits, Plugin, WasmEngine};
 
@@ -181,7 +181,13 @@ impl Runtime {
 
     /// The runtime's metrics in Prometheus' text exposition format.
     pub fn prometheus(&self) -> Result<String, carshare_core::StorageError> {
-        Ok(self.inner.metrics.encode(&self.contexts()?))
+        let gauges = self.contexts()?.into_iter().map(|c| ContextGauges {
+            subscriber: c.subscriber.map(|s| (s.cursor, s.lag)),
+            name: c.name,
+            instances: c.instances,
+            breaker: c.breaker.state,
+        });
+        Ok(self.inner.metrics.encode(gauges))
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
