@@ -9,9 +9,9 @@
 //!   JSON bodies in `http/error.rs`, and only there.
 //! - `routes`: the route table says which context serves the path.
 //! - `runtime`: begins a unit of work and runs the context's wasm on the async workers, as a
-//!   fiber that yields at every epoch tick; synchronous calls between contexts join the same unit; the unit commits through the core's group
-//!   commit; committed events reach subscribers through the core's dispatcher. Contexts are
-//!   swapped and rolled back here too.
+//!   fiber that yields at every epoch tick; synchronous calls between contexts join the same
+//!   unit; the unit commits through the core's group commit; committed events reach
+//!   subscribers through the core's dispatcher. Contexts are swapped and rolled back here too.
 //! - `wasm`: wasmtime. Components are compiled once (and cached on disk), instantiated from an
 //!   `InstancePre` into per-context pools, and given the host imports (`state`, `events`,
 //!   `calls`, `logging`, `clock`). It reaches the runtime only through the `Calls` trait.
