@@ -1,6 +1,9 @@
 //! A unit's change set: what it read (checked again at commit) and what it writes, handed from
 //! the unit of work (`unit.rs`) to the commit writer (`writer.rs`) as one value, so neither
-//! needs to know the other.
+//! needs to know the other. It also travels between hosts of a cluster (`replicate.rs`): whole,
+//! from a host to the writer, and as effects only, in the log's records.
+
+use serde::{Deserialize, Serialize};
 
 use crate::dead::DeadWrite;
 use crate::event::NewEvent;
@@ -9,22 +12,26 @@ use crate::index::IndexKey;
 /// A key of some context's state: (context, key).
 pub(crate) type StateKey = (String, String);
 
+/// State values by key, `None` for absent (read) or deleted (written).
+pub(crate) type Values = Vec<(StateKey, Option<Vec<u8>>)>;
+
 /// An id sequence: (context, sequence name).
 pub(crate) type SequenceKey = (String, String);
 
 /// A prefix scan the unit based decisions on, checked again at commit: up to `limit` rows
 /// (none: all) of keys starting with `prefix`, after `after` if given.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ScanRead {
     pub context: String,
     pub prefix: String,
     pub after: Option<String>,
     pub limit: Option<usize>,
+    #[serde(with = "rows_text")]
     pub rows: Vec<(String, Vec<u8>)>,
 }
 
 /// A subscriber's cursor move, valid only if the cursor is still where the unit found it.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct CursorMove {
     pub subscriber: String,
     pub expected: u64,
@@ -32,22 +39,133 @@ pub(crate) struct CursorMove {
 }
 
 /// Everything the writer needs of one unit: its reads to validate, its effects to apply.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ChangeSet {
     /// Values read, as they were read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "values_text")]
     pub reads: Vec<(StateKey, Option<Vec<u8>>)>,
     /// Prefix scans, with the rows they saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scans: Vec<ScanRead>,
     /// State written (`None` deletes).
+    #[serde(default, with = "values_text")]
     pub writes: Vec<(StateKey, Option<Vec<u8>>)>,
     /// Index entries put (`true`) or deleted (`false`).
+    #[serde(default, with = "index_text")]
     pub index: Vec<(IndexKey, bool)>,
     /// Events published, in order.
+    #[serde(default)]
     pub events: Vec<NewEvent>,
     /// Cursor moves.
+    #[serde(default)]
     pub cursors: Vec<CursorMove>,
     /// Dead-letter changes.
+    #[serde(default)]
     pub dead: Vec<DeadWrite>,
     /// The highest id the unit took of each sequence.
+    #[serde(default)]
     pub ids: Vec<(SequenceKey, u64)>,
+}
+
+/// A change set's effects without its reads: what a log record carries, borrowed from the
+/// writer's batch. Its JSON reads back as a [`ChangeSet`] with no reads.
+#[derive(Serialize)]
+pub(crate) struct Effects<'a> {
+    #[serde(with = "values_text")]
+    pub writes: &'a [(StateKey, Option<Vec<u8>>)],
+    #[serde(with = "index_text")]
+    pub index: &'a [(IndexKey, bool)],
+    pub events: &'a [NewEvent],
+    pub cursors: &'a [CursorMove],
+    pub dead: &'a [DeadWrite],
+    pub ids: &'a [(SequenceKey, u64)],
+}
+
+impl<'a> From<&'a ChangeSet> for Effects<'a> {
+    fn from(c: &'a ChangeSet) -> Self {
+        Effects {
+            writes: &c.writes,
+            index: &c.index,
+            events: &c.events,
+            cursors: &c.cursors,
+            dead: &c.dead,
+            ids: &c.ids,
+        }
+    }
+}
+
+/// Bytes in JSON: a string when they are UTF-8 (state values are JSON text, so nearly always),
+/// else an array of numbers.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Bytes<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Raw(Vec<u8>),
+}
+
+impl<'a> Bytes<'a> {
+    fn of(b: &'a [u8]) -> Self {
+        match std::str::from_utf8(b) {
+            Ok(s) => Bytes::Text(s.into()),
+            Err(_) => Bytes::Raw(b.to_vec()),
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Bytes::Text(s) => s.into_owned().into_bytes(),
+            Bytes::Raw(b) => b,
+        }
+    }
+}
+
+mod values_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Bytes, StateKey, Values};
+
+    pub fn serialize<S: Serializer>(v: &[(StateKey, Option<Vec<u8>>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(k, v)| (k, v.as_deref().map(Bytes::of))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Values, D::Error> {
+        let v: Vec<(StateKey, Option<Bytes<'_>>)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(k, v)| (k, v.map(Bytes::into_vec))).collect())
+    }
+}
+
+mod rows_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Bytes;
+
+    pub fn serialize<S: Serializer>(v: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(k, v)| (k, Bytes::of(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let v: Vec<(String, Bytes<'_>)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
+    }
+}
+
+mod index_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Bytes, IndexKey};
+
+    pub fn serialize<S: Serializer>(v: &[(IndexKey, bool)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            v.iter()
+                .map(|((ctx, index, term, id), put)| ((ctx, index, Bytes::of(term), id), put)),
+        )
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(IndexKey, bool)>, D::Error> {
+        let v: Vec<((String, String, Bytes<'_>, u64), bool)> = Vec::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|((ctx, index, term, id), put)| ((ctx, index, term.into_vec(), id), put))
+            .collect())
+    }
 }

@@ -27,7 +27,7 @@ pub struct DeadLetter {
 }
 
 /// A change to the dead letters.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum DeadWrite {
     /// Park an event.
     Park(Box<DeadLetter>),

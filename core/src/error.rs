@@ -45,6 +45,14 @@ pub enum CommitError {
     /// The storage engine failed; nothing of this unit was written.
     #[error(transparent)]
     Storage(StorageError),
+    /// A replicated log could not take the unit now (no writer is known, or the log refused
+    /// the record); nothing of it was written, and it may be tried again later.
+    #[error("the replicated log is unavailable: {0}")]
+    Unavailable(String),
+    /// The unit reached a replicated log's writer but its outcome is unknown (no answer came
+    /// back): it may have committed. Running it again could do its work twice.
+    #[error("the outcome of the commit is unknown: {0}")]
+    Unknown(String),
 }
 
 /// Any error of the core.

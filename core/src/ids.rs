@@ -5,6 +5,9 @@
 //! conflict over them (an aborted unit leaves a gap, as a database sequence does). A unit
 //! records the highest id it took; the writer stores that maximum with the unit, so after a
 //! restart the sequence continues above every id a committed unit was given.
+//!
+//! In a cluster each host takes the ids of its own slot (`slot + 1`, `slot + 1 + of`, ...), so
+//! hosts never hand out the same id and never need to ask one another.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,14 +23,19 @@ pub(crate) const COUNTERS: TableDefinition<'static, (&str, &str), u64> = TableDe
 /// The sequences as handed out in this process, loaded from the database on first use.
 pub(crate) struct IdSequences {
     db: Arc<Database>,
+    /// This host's slot, of how many: it takes ids `slot + 1` modulo `of`.
+    slot: u64,
+    of: u64,
     /// A std mutex: it is held for a map look-up, never across an await.
     next: Mutex<HashMap<SequenceKey, u64>>,
 }
 
 impl IdSequences {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    pub(crate) fn new(db: Arc<Database>, slot: u64, of: u64) -> Self {
         IdSequences {
             db,
+            slot: slot % of.max(1),
+            of: of.max(1),
             next: Mutex::new(HashMap::new()),
         }
     }
@@ -40,9 +48,18 @@ impl IdSequences {
             Some(v) => *v,
             None => stored(&self.db, context, name)?,
         };
-        next.insert(key, current + 1);
-        Ok(current + 1)
+        let id = next_in_slot(current, self.slot, self.of);
+        next.insert(key, id);
+        Ok(id)
     }
+}
+
+/// The smallest id above `current` of slot `slot` of `of`: one whose `(id - 1) % of` is
+/// `slot`.
+fn next_in_slot(current: u64, slot: u64, of: u64) -> u64 {
+    let candidate = current + 1;
+    let at = (candidate - 1) % of;
+    candidate + (slot + of - at) % of
 }
 
 /// The highest id of `name` in `context` that a committed unit recorded.
@@ -66,4 +83,21 @@ pub(crate) fn record(
         table.insert((context.as_str(), name.as_str()), id)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_in_slot;
+
+    #[test]
+    fn each_slot_takes_its_own_ids_above_the_current() {
+        assert_eq!(next_in_slot(0, 0, 1), 1);
+        assert_eq!(next_in_slot(41, 0, 1), 42);
+        assert_eq!(next_in_slot(0, 0, 16), 1);
+        assert_eq!(next_in_slot(1, 0, 16), 17);
+        assert_eq!(next_in_slot(0, 2, 16), 3);
+        assert_eq!(next_in_slot(3, 2, 16), 19);
+        assert_eq!(next_in_slot(100, 2, 16), 115);
+        assert_eq!(next_in_slot(100, 15, 16), 112);
+    }
 }

@@ -24,7 +24,9 @@
 //! Modules, in the order of that flow: `unit` (with `changes`, the change set it hands on, and
 //! `ids`, the id sequences), `writer`, `log`, `store` (the tables and [`Snapshot`]), `dead`
 //! (dead letters beside their table), `dispatch`, `breaker`. `replicate` is the seam for a
-//! second storage backend: a [`Replicator`] sees each commit batch before it commits locally.
+//! replicated log (a cluster of hosts): the writer appends each batch to a [`Replicator`]
+//! before it commits locally, every host applies the log's records ([`Log::apply`]), and a host
+//! that is not the writer forwards its units to it.
 
 mod breaker;
 mod changes;
@@ -50,7 +52,7 @@ pub use crate::dispatch::{
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};
 pub use crate::log::{Log, LogBuilder};
-pub use crate::replicate::{Batch, Replicator};
+pub use crate::replicate::{AppendError, ForwardError, ForwardFuture, Replicator};
 pub use crate::store::{IndexPage, Snapshot};
 pub use crate::time::{now_millis, rfc3339_utc};
 pub use crate::unit::{Savepoint, Unit};

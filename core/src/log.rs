@@ -1,27 +1,36 @@
 //! [`Log`]: the handle an embedder holds. It opens the database, starts the commit writer, and
-//! hands out units of work and snapshots.
+//! hands out units of work and snapshots. In a cluster it also routes each unit to the writer
+//! (`replicate.rs`) and takes the records of the replicated log to apply.
 
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, StorageBackend};
 use tokio::sync::{oneshot, watch};
 
+use crate::changes::ChangeSet;
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::IdSequences;
-use crate::replicate::Replicator;
+use crate::replicate::{ForwardError, Replicator, Reply};
 use crate::store::{self, Snapshot};
 use crate::tail::Tail;
 use crate::unit::Unit;
-use crate::writer::{CommitObserver, Committed, Pending, Writer};
+use crate::writer::{Apply, CommitObserver, Committed, Message, Pending, Writer};
+
+/// How long a unit waits for a cluster's writer to take it, and a host for its replica to
+/// reach the writer's record: about one lease and one election of the log's own leader.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// How to open a [`Log`].
 pub struct LogBuilder {
-    replicator: Option<Box<dyn Replicator>>,
+    replicator: Option<Arc<dyn Replicator>>,
     cache_bytes: usize,
+    log_id: Option<u64>,
+    ids: (u64, u64),
 }
 
 /// redb's page cache, unless told otherwise: redb's own default (1 GiB) lets a busy server's
@@ -33,6 +42,8 @@ impl Default for LogBuilder {
         LogBuilder {
             replicator: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            log_id: None,
+            ids: (0, 1),
         }
     }
 }
@@ -44,9 +55,25 @@ impl LogBuilder {
         self
     }
 
-    /// Every commit batch goes through `replicator` before it commits locally.
-    pub fn replicator(mut self, replicator: impl Replicator) -> Self {
-        self.replicator = Some(Box::new(replicator));
+    /// Makes this log a replica of `replicator`'s replicated log: units commit through the
+    /// cluster's writer, and [`Log::apply`] takes the log's records.
+    pub fn replicator(mut self, replicator: Arc<dyn Replicator>) -> Self {
+        self.replicator = Some(replicator);
+        self
+    }
+
+    /// The log's id (a cluster's, shared by its hosts): a new or empty database takes it, and
+    /// one holding another log's data is refused.
+    pub fn log_id(mut self, id: u64) -> Self {
+        self.log_id = Some(id);
+        self
+    }
+
+    /// Hands out ids `slot + 1`, `slot + 1 + of`, ... of each sequence (above any id committed
+    /// before), so that `of` hosts each take their own ids without asking one another. Ids then
+    /// increase on each host, not across hosts. The default is slot 0 of 1: 1, 2, 3, ...
+    pub fn id_slot(mut self, slot: u64, of: u64) -> Self {
+        self.ids = (slot, of.max(1));
         self
     }
 
@@ -55,7 +82,7 @@ impl LogBuilder {
         let db = Database::builder()
             .set_cache_size(self.cache_bytes)
             .create(path.as_ref())?;
-        Log::start(db, self.replicator)
+        self.start(db)
     }
 
     /// Opens the log on `backend`.
@@ -63,7 +90,55 @@ impl LogBuilder {
         let db = Database::builder()
             .set_cache_size(self.cache_bytes)
             .create_with_backend(backend)?;
-        Log::start(db, self.replicator)
+        self.start(db)
+    }
+
+    fn start(self, db: Database) -> Result<Log, StorageError> {
+        let store::Opened {
+            log_id,
+            last_seq,
+            applied,
+        } = store::open(&db, self.log_id)?;
+        let db = Arc::new(db);
+        let (head_tx, head) = watch::channel(last_seq);
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let (tx, rx) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let tail = Arc::new(Tail::default());
+        let observer = Arc::new(OnceLock::new());
+        let writer = Writer {
+            observer: observer.clone(),
+            tail: tail.clone(),
+            replicator: self.replicator.clone(),
+            applied,
+            applied_tx,
+            failure: failure.clone(),
+            db: db.clone(),
+            log_id,
+            next_seq: last_seq + 1,
+            last_millis: 0,
+            head: head_tx,
+        };
+        let handle = std::thread::Builder::new()
+            .name("carshare-commit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(StorageError::new)?;
+        let (slot, of) = self.ids;
+        Ok(Log {
+            inner: Arc::new(Inner {
+                ids: Arc::new(IdSequences::new(db.clone(), slot, of)),
+                tail,
+                db,
+                log_id,
+                replicator: self.replicator,
+                tx: RwLock::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                head,
+                applied: applied_rx,
+                failure,
+                observer,
+            }),
+        })
     }
 }
 
@@ -76,11 +151,14 @@ pub struct Log {
 
 struct Inner {
     db: Arc<Database>,
+    log_id: u64,
     ids: Arc<IdSequences>,
     tail: Arc<Tail>,
-    tx: RwLock<Option<Sender<Pending>>>,
+    replicator: Option<Arc<dyn Replicator>>,
+    tx: RwLock<Option<Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<u64>,
+    applied: watch::Receiver<u64>,
     failure: Arc<Mutex<Option<StorageError>>>,
     observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
 }
@@ -97,46 +175,9 @@ impl Log {
         LogBuilder::default().open_backend(backend)
     }
 
-    /// A log with more than the defaults (a [`Replicator`]).
+    /// A log with more than the defaults (a [`Replicator`], a cache size).
     pub fn builder() -> LogBuilder {
         LogBuilder::default()
-    }
-
-    fn start(db: Database, replicator: Option<Box<dyn Replicator>>) -> Result<Log, StorageError> {
-        let store::Opened { log_id, last_seq } = store::open(&db)?;
-        let db = Arc::new(db);
-        let (head_tx, head) = watch::channel(last_seq);
-        let (tx, rx) = mpsc::channel();
-        let failure = Arc::new(Mutex::new(None));
-        let tail = Arc::new(Tail::default());
-        let observer = Arc::new(OnceLock::new());
-        let writer = Writer {
-            observer: observer.clone(),
-            tail: tail.clone(),
-            replicator,
-            failure: failure.clone(),
-            db: db.clone(),
-            log_id,
-            next_seq: last_seq + 1,
-            last_millis: 0,
-            head: head_tx,
-        };
-        let handle = std::thread::Builder::new()
-            .name("carshare-commit".into())
-            .spawn(move || writer.run(rx))
-            .map_err(StorageError::new)?;
-        Ok(Log {
-            inner: Arc::new(Inner {
-                ids: Arc::new(IdSequences::new(db.clone())),
-                tail,
-                db,
-                tx: RwLock::new(Some(tx)),
-                writer: Mutex::new(Some(handle)),
-                head,
-                failure,
-                observer,
-            }),
-        })
     }
 
     /// Starts a unit of work on the newest committed state.
@@ -157,42 +198,179 @@ impl Log {
     }
 
     /// Commits `unit` durably: when this returns `Ok`, its writes and events are on disk. Units
-    /// committed concurrently share one transaction and one fsync.
+    /// committed concurrently share one transaction and one fsync. In a cluster, a host that
+    /// is not the writer forwards the unit to the writer, and returns once its own replica
+    /// holds the unit's effects.
     pub async fn commit(&self, unit: Unit) -> Result<Committed, CommitError> {
-        match self.send(unit)? {
-            Some(rx) => rx.await.unwrap_or(Err(CommitError::Closed)),
-            None => Ok(Committed { seqs: 0..0 }),
+        if unit.is_read_only() {
+            return Ok(Committed {
+                seqs: 0..0,
+                position: 0,
+            });
+        }
+        let changes = unit.into_changes();
+        match self.forwarding() {
+            Some(replicator) => self.forward(replicator, changes).await,
+            None => self.send(changes)?.await.unwrap_or(Err(CommitError::Closed)),
         }
     }
 
     /// [`Log::commit`] for callers outside an async runtime. Must not be called on one.
     pub fn commit_blocking(&self, unit: Unit) -> Result<Committed, CommitError> {
-        match self.send(unit)? {
-            Some(rx) => rx.blocking_recv().unwrap_or(Err(CommitError::Closed)),
-            None => Ok(Committed { seqs: 0..0 }),
+        if self.forwarding().is_some() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| CommitError::Storage(StorageError::new(e)))?;
+            return runtime.block_on(self.commit(unit));
+        }
+        if unit.is_read_only() {
+            return Ok(Committed {
+                seqs: 0..0,
+                position: 0,
+            });
+        }
+        self.send(unit.into_changes())?
+            .blocking_recv()
+            .unwrap_or(Err(CommitError::Closed))
+    }
+
+    /// Whether this host commits units itself: always, unless it is a cluster's host that is
+    /// not the writer now.
+    pub fn is_writer(&self) -> bool {
+        self.inner.replicator.as_ref().is_none_or(|r| r.is_writer())
+    }
+
+    /// The replicator to forward units to, if this host is a cluster's and not its writer.
+    fn forwarding(&self) -> Option<Arc<dyn Replicator>> {
+        self.inner.replicator.as_ref().filter(|r| !r.is_writer()).cloned()
+    }
+
+    /// Hands the change set to this host's writer.
+    fn send(
+        &self,
+        changes: ChangeSet,
+    ) -> Result<oneshot::Receiver<Result<Committed, CommitError>>, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_message(Message::Commit(Pending { changes, reply }))?;
+        Ok(rx)
+    }
+
+    fn send_message(&self, message: Message) -> Result<(), CommitError> {
+        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx.send(message).map_err(|_| CommitError::Closed),
+            None => Err(CommitError::Closed),
         }
     }
 
-    /// Hands the unit to the writer; `None` if it has nothing to commit.
-    #[allow(clippy::type_complexity)]
-    fn send(
+    /// Sends `changes` to the cluster's writer until one takes it (sending again is safe while
+    /// none has), then waits until this replica has applied the writer's record.
+    async fn forward(
         &self,
-        unit: Unit,
-    ) -> Result<Option<oneshot::Receiver<Result<Committed, CommitError>>>, CommitError> {
-        if unit.is_read_only() {
-            return Ok(None);
+        replicator: Arc<dyn Replicator>,
+        changes: ChangeSet,
+    ) -> Result<Committed, CommitError> {
+        let unit = serde_json::to_vec(&changes).map_err(|e| CommitError::Storage(e.into()))?;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let reply = match replicator.forward(unit.clone()).await {
+                Ok(reply) => serde_json::from_slice(&reply)
+                    .map_err(|e| CommitError::Unknown(format!("the writer's reply is unreadable: {e}")))?,
+                Err(ForwardError::NoWriter) => Reply::NotWriter,
+                Err(ForwardError::Unknown(m)) => return Err(CommitError::Unknown(m)),
+            };
+            match reply {
+                Reply::Committed { seqs, position } => {
+                    self.wait_applied(position).await;
+                    return Ok(Committed { seqs, position });
+                }
+                Reply::Conflict { position } => {
+                    self.wait_applied(position).await;
+                    return Err(CommitError::Conflict);
+                }
+                Reply::NotWriter if replicator.is_writer() => {
+                    // This host has become the writer meanwhile.
+                    return self.send(changes)?.await.unwrap_or(Err(CommitError::Closed));
+                }
+                Reply::NotWriter if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Reply::NotWriter => {
+                    return Err(CommitError::Unavailable(format!(
+                        "no writer took the unit within {PATIENCE:?}"
+                    )));
+                }
+                Reply::Failed(m) => return Err(CommitError::Unavailable(m)),
+                Reply::Unknown(m) => return Err(CommitError::Unknown(m)),
+            }
         }
-        let (reply, rx) = oneshot::channel();
-        let pending = Pending {
-            changes: unit.into_changes(),
-            reply,
+    }
+
+    /// Waits (a while at most) until this replica has applied the record at `position`.
+    async fn wait_applied(&self, position: u64) {
+        let mut applied = self.inner.applied.clone();
+        let _ = tokio::time::timeout(PATIENCE, applied.wait_for(|a| *a >= position)).await;
+    }
+
+    /// On the cluster's writer: commits a unit another host forwarded (its encoded change set)
+    /// and returns the encoded reply for that host's [`Log::commit`].
+    pub async fn commit_forwarded(&self, unit: &[u8]) -> Vec<u8> {
+        let reply = self.commit_forwarded_reply(unit).await;
+        serde_json::to_vec(&reply).unwrap_or_default()
+    }
+
+    async fn commit_forwarded_reply(&self, unit: &[u8]) -> Reply {
+        let is_writer = || self.inner.replicator.as_ref().is_some_and(|r| r.is_writer());
+        if !is_writer() {
+            return Reply::NotWriter;
+        }
+        let changes: ChangeSet = match serde_json::from_slice(unit) {
+            Ok(c) => c,
+            Err(e) => return Reply::Failed(format!("the unit is unreadable: {e}")),
         };
-        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
-        match tx.as_ref() {
-            Some(tx) => tx.send(pending).map_err(|_| CommitError::Closed)?,
-            None => return Err(CommitError::Closed),
+        let outcome = match self.send(changes) {
+            Ok(rx) => rx.await.unwrap_or(Err(CommitError::Closed)),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(c) => Reply::Committed {
+                seqs: c.seqs,
+                position: c.position,
+            },
+            Err(CommitError::Conflict) if is_writer() => Reply::Conflict {
+                position: self.applied(),
+            },
+            Err(CommitError::Conflict | CommitError::Closed) => Reply::NotWriter,
+            Err(CommitError::Unknown(m)) => Reply::Unknown(m),
+            Err(e) => Reply::Failed(e.to_string()),
         }
-        Ok(Some(rx))
+    }
+
+    /// Applies records of the cluster's replicated log, in log order, with their positions;
+    /// those applied before are skipped. Returns the position of the last record applied.
+    pub async fn apply(&self, records: Vec<(u64, Vec<u8>)>) -> Result<u64, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_message(Message::Apply(Apply { records, reply }))
+            .map_err(StorageError::new)?;
+        rx.await
+            .unwrap_or_else(|_| Err(StorageError::new("the log is closed")))
+    }
+
+    /// The position of the last record of the cluster's log applied here (0 outside a
+    /// cluster).
+    pub fn applied(&self) -> u64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// A receiver that changes whenever this replica applies more of the cluster's log.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.inner.applied.clone()
+    }
+
+    /// The log's id: random, made when the database was created (or the cluster's).
+    pub fn id(&self) -> u64 {
+        self.inner.log_id
     }
 
     /// Up to `limit` events after sequence number `after`, in log order.

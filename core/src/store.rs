@@ -21,8 +21,12 @@ pub(crate) const STATE: TableDefinition<'static, (&str, &str), &[u8]> = TableDef
 pub(crate) const EVENTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("events");
 /// Subscriber cursors: subscriber → sequence number of the last event it is done with.
 pub(crate) const CURSORS: TableDefinition<'static, &str, u64> = TableDefinition::new("cursors");
-/// Facts about the log itself: its random id, and the format of the file.
+/// Facts about the log itself: its random id, the format of the file, and (in a cluster) the
+/// position of the last record of the replicated log applied here.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+
+/// The key in [`META`] of the last applied record's position.
+pub(crate) const APPLIED: &str = "applied_log_position";
 
 /// The file's format: 2 has the index tables. A file of format 1 (or without one) that holds
 /// events was written before collections were indexed, and is refused: its entities are in
@@ -35,12 +39,17 @@ pub(crate) struct Opened {
     pub log_id: u64,
     /// The last sequence number in the log (0 for an empty one).
     pub last_seq: u64,
+    /// The position of the last record of a replicated log applied here (0 for none).
+    pub applied: u64,
 }
 
-/// Makes sure every table of `db` exists, and reads the log's id and last sequence number.
-pub(crate) fn open(db: &Database) -> Result<Opened, StorageError> {
+/// Makes sure every table of `db` exists, and reads the log's id, last sequence number and
+/// applied position. With `want_id` (a cluster's log), a new or empty database takes that id,
+/// and one that holds another log's data is refused.
+pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, StorageError> {
     let txn = db.begin_write()?;
     let log_id;
+    let applied;
     {
         txn.open_table(STATE)?;
         txn.open_table(CURSORS)?;
@@ -68,11 +77,22 @@ pub(crate) fn open(db: &Database) -> Result<Opened, StorageError> {
                 )));
             }
         }
-        let existing = meta.get("log_id")?.map(|v| v.value().to_vec());
-        log_id = match existing {
-            Some(bytes) if bytes.len() == 8 => u64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])),
-            _ => {
-                let id = random_u64();
+        let number = |v: Option<redb::AccessGuard<'_, &[u8]>>| {
+            v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        };
+        applied = number(meta.get(APPLIED)?).unwrap_or(0);
+        let existing = number(meta.get("log_id")?);
+        log_id = match (existing, want_id) {
+            (Some(id), None) => id,
+            (Some(id), Some(want)) if id == want => id,
+            (Some(id), Some(want)) if has_events || applied > 0 => {
+                return Err(StorageError::new(format!(
+                    "this data directory holds log {id:016x}, and the cluster's log is \
+                     {want:016x}: start this host on a new data directory to join the cluster"
+                )));
+            }
+            (_, want) => {
+                let id = want.unwrap_or_else(random_u64);
                 meta.insert("log_id", id.to_be_bytes().as_slice())?;
                 id
             }
@@ -80,7 +100,11 @@ pub(crate) fn open(db: &Database) -> Result<Opened, StorageError> {
     }
     txn.commit()?;
     let last_seq = Snapshot::new(db)?.last_seq()?;
-    Ok(Opened { log_id, last_seq })
+    Ok(Opened {
+        log_id,
+        last_seq,
+        applied,
+    })
 }
 
 /// A random 64-bit number from the OS's hash seed and the clock: the log id needs to differ

@@ -8,6 +8,10 @@
 //! stale gets [`CommitError::Conflict`] and leaves no trace. If the transaction as a whole
 //! fails, every unit of the batch fails and the sequence counter is not advanced, so the log
 //! stays gap-free.
+//!
+//! With a [`Replicator`] (a cluster), the writer appends each batch's effects to the replicated
+//! log before it commits locally, and it also applies the records other writers appended
+//! (`apply_records`): the one thread that writes the database does both, in log order.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,8 +26,8 @@ use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::{self, COUNTERS};
 use crate::index::{self, CountDeltas, IDX, IDX_COUNTS};
-use crate::replicate::{Batch, Replicator};
-use crate::store::{self, CURSORS, EVENTS, STATE};
+use crate::replicate::{AppendError, Record, RecordOut, Replicator};
+use crate::store::{self, CURSORS, EVENTS, META, STATE};
 use crate::tail::Tail;
 
 /// What the writer reports of each batch it committed or failed, for an embedder's metrics.
@@ -51,10 +55,24 @@ pub trait CommitObserver: Send + Sync + 'static {
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
 const MAX_BATCH: usize = 2048;
 
+/// What the writer is handed.
+pub(crate) enum Message {
+    /// A unit to commit.
+    Commit(Pending),
+    /// Records of the replicated log to apply, in log order, with their positions.
+    Apply(Apply),
+}
+
 /// A unit waiting for the writer, with the channel its outcome goes back on.
 pub(crate) struct Pending {
     pub changes: ChangeSet,
     pub reply: oneshot::Sender<Result<Committed, CommitError>>,
+}
+
+/// Records to apply, and where to say how far the replica got.
+pub(crate) struct Apply {
+    pub records: Vec<(u64, Vec<u8>)>,
+    pub reply: oneshot::Sender<Result<u64, StorageError>>,
 }
 
 /// What a committed unit gets back: the sequence numbers its events were given.
@@ -62,6 +80,20 @@ pub(crate) struct Pending {
 pub struct Committed {
     /// The sequence numbers of the unit's events, in publish order (empty if it published none).
     pub seqs: std::ops::Range<u64>,
+    /// The position of the replicated log's record that carries it (0 without a replicator).
+    pub position: u64,
+}
+
+/// Why a batch failed as a whole.
+enum BatchError {
+    Storage(StorageError),
+    Append(AppendError),
+}
+
+impl<E: Into<StorageError>> From<E> for BatchError {
+    fn from(e: E) -> Self {
+        BatchError::Storage(e.into())
+    }
 }
 
 pub(crate) struct Writer {
@@ -72,8 +104,11 @@ pub(crate) struct Writer {
     pub head: watch::Sender<u64>,
     /// The storage error of the last batch, if it failed; cleared by the next that commits.
     pub failure: Arc<Mutex<Option<StorageError>>>,
-    /// Sees every batch before it commits locally, and may refuse it.
-    pub replicator: Option<Box<dyn Replicator>>,
+    /// The replicated log every batch is appended to before it commits locally (a cluster).
+    pub replicator: Option<std::sync::Arc<dyn Replicator>>,
+    /// The position of the last record of the replicated log applied here.
+    pub applied: u64,
+    pub applied_tx: watch::Sender<u64>,
     /// Where committed events are kept for the subscribers close behind.
     pub tail: Arc<Tail>,
     /// Told of every batch, once set.
@@ -97,28 +132,57 @@ struct Tables<'txn> {
 
 impl Writer {
     /// Runs until every sender is gone, then returns (the database closes with the last Arc).
-    pub fn run(mut self, rx: Receiver<Pending>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+    pub fn run(mut self, rx: Receiver<Message>) {
+        let mut next = rx.recv().ok();
+        while let Some(message) = next.take() {
+            match message {
+                Message::Apply(apply) => {
+                    let result = self.apply_records(apply.records);
+                    let _ = apply.reply.send(result);
+                }
+                Message::Commit(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(Message::Commit(p)) => batch.push(p),
+                            // Records wait for the batch before them.
+                            Ok(apply) => {
+                                next = Some(apply);
+                                break;
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    self.commit_batch(batch);
                 }
             }
-            self.commit_batch(batch);
+            if next.is_none() {
+                next = rx.recv().ok();
+            }
         }
     }
 
     fn commit_batch(&mut self, batch: Vec<Pending>) {
+        // A unit that reached this host's writer after the host stopped being the cluster's
+        // writer: run again, it is forwarded to the new one.
+        if self.replicator.as_ref().is_some_and(|r| !r.is_writer()) {
+            for p in batch {
+                let _ = p.reply.send(Err(CommitError::Conflict));
+            }
+            return;
+        }
         let millis = crate::time::now_millis().max(self.last_millis);
         let start_seq = self.next_seq;
         let units = batch.len();
         match self.apply(&batch, millis) {
-            Ok((outcomes, next_seq, events, commit)) => {
+            Ok((outcomes, next_seq, events, commit, position)) => {
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 self.next_seq = next_seq;
                 self.last_millis = millis;
+                if position != self.applied {
+                    self.applied = position;
+                    self.applied_tx.send_replace(position);
+                }
                 if let Some(observer) = self.observer.get() {
                     observer.batch(&BatchReport {
                         units,
@@ -138,7 +202,19 @@ impl Writer {
                     let _ = p.reply.send(outcome);
                 }
             }
-            Err(e) => {
+            Err(BatchError::Append(e)) => {
+                let error = || match &e {
+                    // Fenced: another writer appended first. The units run again and are
+                    // forwarded to it (this host is no longer the writer).
+                    AppendError::Fenced => CommitError::Conflict,
+                    AppendError::Refused(m) => CommitError::Unavailable(m.clone()),
+                    AppendError::Unknown(m) => CommitError::Unknown(m.clone()),
+                };
+                for p in batch {
+                    let _ = p.reply.send(Err(error()));
+                }
+            }
+            Err(BatchError::Storage(e)) => {
                 if let Some(observer) = self.observer.get() {
                     observer.batch(&BatchReport {
                         units,
@@ -156,9 +232,10 @@ impl Writer {
         }
     }
 
-    /// Applies the batch in one transaction, has the replicator (if any) accept it, and
-    /// commits. Returns each unit's outcome and the next free sequence number, or an error if
-    /// the batch as a whole failed (then nothing of it is written).
+    /// Applies the batch in one transaction, appends it to the replicated log (if any), and
+    /// commits. Returns each unit's outcome, the next free sequence number, the events, how long
+    /// the local commit took and the record's position, or an error if the batch as a whole
+    /// failed (then nothing of it is written).
     #[allow(clippy::type_complexity)]
     fn apply(
         &mut self,
@@ -170,8 +247,9 @@ impl Writer {
             u64,
             Vec<Arc<Event>>,
             Duration,
+            u64,
         ),
-        StorageError,
+        BatchError,
     > {
         let timestamp = crate::time::rfc3339_utc(millis);
         let txn = self.db.begin_write()?;
@@ -179,17 +257,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
         {
-            let mut t = Tables {
-                state: txn.open_table(STATE)?,
-                events: txn.open_table(EVENTS)?,
-                cursors: txn.open_table(CURSORS)?,
-                counters: txn.open_table(COUNTERS)?,
-                dead: txn.open_table(DEAD)?,
-                index: txn.open_table(IDX)?,
-                index_counts: txn.open_table(IDX_COUNTS)?,
-                deltas: CountDeltas::default(),
-                ids: std::collections::HashMap::new(),
-            };
+            let mut t = self.tables(&txn)?;
             for p in batch {
                 if !still_valid(&p.changes, &t)? {
                     outcomes.push(Err(CommitError::Conflict));
@@ -199,6 +267,7 @@ impl Writer {
                 next_seq = self.write(&p.changes, &mut t, next_seq, &timestamp, &mut committed)?;
                 outcomes.push(Ok(Committed {
                     seqs: first..next_seq,
+                    position: 0,
                 }));
             }
             let deltas = std::mem::take(&mut t.deltas);
@@ -207,23 +276,134 @@ impl Writer {
                 ids::record(&mut t.counters, &sequence, id)?;
             }
         }
-        if let Some(replicator) = self.replicator.as_mut() {
-            let units = batch
-                .iter()
-                .zip(&outcomes)
-                .filter_map(|(p, o)| o.as_ref().ok().map(|c| (&p.changes, c.seqs.clone())))
-                .collect();
-            let record = Batch {
+        let mut position = self.applied;
+        if let Some(replicator) = self.replicator.as_ref() {
+            let record = RecordOut {
                 log_id: self.log_id,
-                timestamp: &timestamp,
-                units,
+                millis,
+                first_seq: self.next_seq,
+                units: batch
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| o.is_ok())
+                    .map(|(p, _)| (&p.changes).into())
+                    .collect(),
             };
-            // Refused: the transaction is dropped unwritten, and the sequence is not advanced.
-            replicator.replicate(&record)?;
+            let bytes = serde_json::to_vec(&record)?;
+            // Refused or fenced: the transaction is dropped unwritten, and the sequence is not
+            // advanced.
+            position = replicator
+                .append(&bytes, self.applied)
+                .map_err(BatchError::Append)?;
+            txn.open_table(META)?
+                .insert(store::APPLIED, position.to_be_bytes().as_slice())?;
+            for c in outcomes.iter_mut().flatten() {
+                c.position = position;
+            }
         }
         let started = Instant::now();
         txn.commit()?;
-        Ok((outcomes, next_seq, committed, started.elapsed()))
+        Ok((outcomes, next_seq, committed, started.elapsed(), position))
+    }
+
+    /// Applies records of the replicated log in one transaction, skipping those applied
+    /// before (this writer's own, or a replay after a restart), and stores the position of the
+    /// last. Returns that position.
+    fn apply_records(&mut self, records: Vec<(u64, Vec<u8>)>) -> Result<u64, StorageError> {
+        let result = self.apply_records_in_txn(&records);
+        match result {
+            Ok((next_seq, millis, applied, events)) => {
+                self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(observer) = self.observer.get() {
+                    observer.batch(&BatchReport {
+                        units: 0,
+                        conflicts: 0,
+                        events: &events,
+                        commit: Duration::ZERO,
+                        failed: false,
+                    });
+                }
+                let moved = next_seq != self.next_seq;
+                self.next_seq = next_seq;
+                self.last_millis = millis;
+                self.applied = applied;
+                self.tail.push(events);
+                if moved {
+                    self.head.send_replace(next_seq - 1);
+                }
+                self.applied_tx.send_replace(applied);
+                Ok(applied)
+            }
+            Err(e) => {
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_records_in_txn(
+        &self,
+        records: &[(u64, Vec<u8>)],
+    ) -> Result<(u64, u64, u64, Vec<Arc<Event>>), StorageError> {
+        let txn = self.db.begin_write()?;
+        let mut next_seq = self.next_seq;
+        let mut millis = self.last_millis;
+        let mut applied = self.applied;
+        let mut committed = Vec::new();
+        {
+            let mut t = self.tables(&txn)?;
+            for (position, bytes) in records {
+                if *position <= applied {
+                    continue;
+                }
+                let record: Record = serde_json::from_slice(bytes)?;
+                if record.log_id != self.log_id {
+                    return Err(StorageError::new(format!(
+                        "the record at position {position} belongs to log {:016x}, and this \
+                         database to log {:016x}",
+                        record.log_id, self.log_id
+                    )));
+                }
+                if record.first_seq != next_seq {
+                    return Err(StorageError::new(format!(
+                        "this replica has diverged from the log: the record at position \
+                         {position} numbers its events from {}, and the next here is {next_seq}",
+                        record.first_seq
+                    )));
+                }
+                let timestamp = crate::time::rfc3339_utc(record.millis);
+                for unit in &record.units {
+                    next_seq = self.write(unit, &mut t, next_seq, &timestamp, &mut committed)?;
+                }
+                millis = millis.max(record.millis);
+                applied = *position;
+            }
+            let deltas = std::mem::take(&mut t.deltas);
+            deltas.write(&mut t.index_counts)?;
+            for (sequence, id) in std::mem::take(&mut t.ids) {
+                ids::record(&mut t.counters, &sequence, id)?;
+            }
+            txn.open_table(META)?
+                .insert(store::APPLIED, applied.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok((next_seq, millis, applied, committed))
+    }
+
+    /// The tables a batch writes, open in `txn`.
+    fn tables<'txn>(&self, txn: &'txn redb::WriteTransaction) -> Result<Tables<'txn>, StorageError> {
+        Ok(Tables {
+            state: txn.open_table(STATE)?,
+            events: txn.open_table(EVENTS)?,
+            cursors: txn.open_table(CURSORS)?,
+            counters: txn.open_table(COUNTERS)?,
+            dead: txn.open_table(DEAD)?,
+            index: txn.open_table(IDX)?,
+            index_counts: txn.open_table(IDX_COUNTS)?,
+            deltas: CountDeltas::default(),
+            ids: std::collections::HashMap::new(),
+        })
     }
 
     /// Applies one unit's effects, numbering its events from `next_seq`; returns the next free

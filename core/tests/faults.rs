@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use carshare_core::{Batch, CommitError, Log, Replicator};
+use carshare_core::{CommitError, Log};
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 use serde_json::json;
@@ -141,78 +141,4 @@ fn a_batch_that_fails_in_storage_fails_every_unit_and_leaves_nothing() {
     }
     let c = log.commit_blocking(order(&log, 4)).unwrap();
     assert_eq!(c.seqs, 4..5);
-}
-
-/// What a replicator saw of each batch: its event seqs and the keys it wrote.
-type Seen = Arc<std::sync::Mutex<Vec<(Vec<u64>, Vec<String>)>>>;
-
-/// Records what it is handed, and refuses batches while `refuse` is set.
-struct Recording {
-    refuse: Arc<AtomicBool>,
-    seen: Seen,
-}
-
-impl Replicator for Recording {
-    fn replicate(&mut self, batch: &Batch<'_>) -> Result<(), carshare_core::StorageError> {
-        if self.refuse.load(Ordering::SeqCst) {
-            return Err(io_error("the replica refused the batch"));
-        }
-        let seqs = batch.events().map(|e| e.seq).collect();
-        let keys = batch.writes().map(|(_, k, _)| k.to_string()).collect();
-        self.seen.lock().unwrap().push((seqs, keys));
-        Ok(())
-    }
-}
-
-fn io_error(what: &str) -> carshare_core::StorageError {
-    carshare_core::StorageError::new(what)
-}
-
-#[test]
-fn a_batch_the_replicator_refuses_fails_whole_and_the_log_goes_on_without_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let refuse = Arc::new(AtomicBool::new(false));
-    let seen: Seen = Arc::default();
-    let log = Log::builder()
-        .replicator(Recording {
-            refuse: refuse.clone(),
-            seen: seen.clone(),
-        })
-        .open(dir.path().join("db.redb"))
-        .unwrap();
-    log.commit_blocking(order(&log, 1)).unwrap();
-    refuse.store(true, Ordering::SeqCst);
-    let units: Vec<_> = (10..14).map(|n| order(&log, n)).collect();
-    let outcomes: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = units
-            .into_iter()
-            .map(|u| {
-                let log = log.clone();
-                s.spawn(move || log.commit_blocking(u))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert!(
-        outcomes.iter().all(|o| matches!(o, Err(CommitError::Storage(_)))),
-        "{outcomes:?}"
-    );
-    assert_eq!(log.head(), 1);
-    assert_eq!(log.snapshot().unwrap().get("order", "orders/10").unwrap(), None);
-
-    // Accepted again: the next unit gets the next number, in this same process.
-    refuse.store(false, Ordering::SeqCst);
-    let c = log.commit_blocking(order(&log, 2)).unwrap();
-    assert_eq!(c.seqs, 2..3);
-    let seqs: Vec<u64> = log.events_after(0, 100).unwrap().iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, vec![1, 2]);
-    assert!(log.storage_failure().is_none(), "a later batch committed");
-    // The replicator saw exactly the batches that committed, with their numbers and writes.
-    assert_eq!(
-        *seen.lock().unwrap(),
-        vec![
-            (vec![1], vec!["orders/1".to_string()]),
-            (vec![2], vec!["orders/2".to_string()])
-        ]
-    );
 }

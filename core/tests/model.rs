@@ -45,7 +45,7 @@ async fn concurrent_units_are_serializable_in_log_order() {
     for seed in 1..=25u64 {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path().join("model.redb")).unwrap();
-        let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut open: Vec<Open> = Vec::new();
         let mut pending = Vec::new();
         let mut committed = 0u64;

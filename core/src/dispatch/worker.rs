@@ -30,6 +30,9 @@ pub(super) struct Worker {
     pub(super) batch: usize,
 }
 
+/// How often a subscriber on a host that is not the cluster's writer looks again.
+const NOT_WRITER_POLL: Duration = Duration::from_millis(100);
+
 /// What one step did.
 enum Step {
     /// Nothing to do: wait for new events.
@@ -61,6 +64,17 @@ impl Worker {
                 Run::Running => {}
             }
             head.borrow_and_update();
+            // In a cluster, subscribers run on the writer's host only: there their steps
+            // commit without a hop, and no other host spends work that would only conflict.
+            // The cursors are in the replicated log, so a new writer's subscribers go on
+            // exactly where the old one's stopped.
+            if !self.log.is_writer() {
+                tokio::select! {
+                    changed = self.run.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(NOT_WRITER_POLL) => {},
+                }
+                continue;
+            }
             let wait = match self.step(&mut attempts).await {
                 Step::Again => continue,
                 Step::Idle => None,

@@ -213,6 +213,7 @@ impl From<RequestError> for ApiError {
             RequestError::ShuttingDown => {
                 ApiError::new(503, "shutting_down", "the server is shutting down").retry(5)
             }
+            RequestError::Log(e) => e.into(),
         }
     }
 }
@@ -283,6 +284,24 @@ impl From<CommitError> for ApiError {
     fn from(e: CommitError) -> Self {
         match e {
             CommitError::Closed => ApiError::new(503, "shutting_down", "the server is shutting down"),
+            CommitError::Unavailable(m) => {
+                tracing::warn!("the cluster's log did not take a unit: {m}");
+                ApiError::new(
+                    503,
+                    "unavailable",
+                    "the cluster has no writer right now; nothing was changed; retry",
+                )
+                .retry(1)
+            }
+            CommitError::Unknown(m) => {
+                tracing::error!("the outcome of a commit is unknown: {m}");
+                ApiError::new(
+                    503,
+                    "outcome_unknown",
+                    "the cluster's writer did not answer: the change may have been made; look \
+                     before you retry",
+                )
+            }
             e => {
                 tracing::error!("a commit failed: {e}");
                 ApiError::new(500, "storage", "the database failed")

@@ -1,7 +1,7 @@
 //! Why the runtime did not serve a request, or did not load, swap or roll back a context.
 //! Both are mapped to HTTP statuses once, in `http/error.rs`.
 
-use carshare_core::StorageError;
+use carshare_core::{CommitError, StorageError};
 
 use crate::routes::RouteError;
 use crate::types::CallError;
@@ -26,6 +26,10 @@ pub enum RequestError {
     /// The runtime is shutting down; nothing was committed.
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    /// The cluster's replicated log did not take the unit (see [`CommitError::Unavailable`]
+    /// and [`CommitError::Unknown`]: in the second case it may have committed).
+    #[error(transparent)]
+    Log(CommitError),
 }
 
 /// Why a context could not be loaded, swapped or rolled back. In every case nothing changed:

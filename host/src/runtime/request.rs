@@ -95,6 +95,9 @@ impl Runtime {
                     continue;
                 }
                 Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
+                Err(e @ (CommitError::Unavailable(_) | CommitError::Unknown(_))) => {
+                    return Err(RequestError::Log(e));
+                }
                 Err(_) => return Err(RequestError::ShuttingDown),
             }
         }

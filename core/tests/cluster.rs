@@ -1,0 +1,484 @@
+//! Replicas of one log joined by a replicated log (`Replicator`), in one process: the
+//! replicated log here is a vector behind a mutex that fences appends by position exactly as
+//! JetStream's expected last sequence does, and the "network" is a direct call into the
+//! writer's `Log::commit_forwarded`. What is tested is the core's side of the cluster: units
+//! forwarded from a host that is not the writer, records applied exactly once and in order,
+//! fencing of a deposed writer, conflicts across hosts, read-your-writes, restarts, ids.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use carshare_core::{
+    AppendError, CommitError, Dispatcher, Event, EventHandler, ForwardError, ForwardFuture, Handled,
+    HandlerError, Log, Replicator, RetryPolicy, Unit,
+};
+use serde_json::json;
+
+/// The replicated log and who writes it.
+#[derive(Default)]
+struct Shared {
+    records: Mutex<Vec<Vec<u8>>>,
+    /// The host that is the writer.
+    writer: AtomicUsize,
+    /// Each host's log, once open.
+    logs: Mutex<Vec<Arc<OnceLock<Log>>>>,
+    /// Refuse appends with this reason while set.
+    refuse: Mutex<Option<String>>,
+}
+
+/// One host's view of the replicated log.
+struct Host {
+    id: usize,
+    shared: Arc<Shared>,
+}
+
+impl Replicator for Host {
+    fn is_writer(&self) -> bool {
+        self.shared.writer.load(Ordering::SeqCst) == self.id
+    }
+
+    fn append(&self, record: &[u8], after: u64) -> Result<u64, AppendError> {
+        if let Some(reason) = self.shared.refuse.lock().unwrap().clone() {
+            return Err(AppendError::Refused(reason));
+        }
+        let mut records = self.shared.records.lock().unwrap();
+        if records.len() as u64 != after {
+            return Err(AppendError::Fenced);
+        }
+        records.push(record.to_vec());
+        Ok(records.len() as u64)
+    }
+
+    fn forward(&self, unit: Vec<u8>) -> ForwardFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let writer = shared.writer.load(Ordering::SeqCst);
+            let log = shared
+                .logs
+                .lock()
+                .unwrap()
+                .get(writer)
+                .and_then(|l| l.get().cloned())
+                .ok_or(ForwardError::NoWriter)?;
+            Ok(log.commit_forwarded(&unit).await)
+        })
+    }
+}
+
+/// A cluster of `n` hosts in `dir`, each applying the replicated log as it grows.
+struct Cluster {
+    shared: Arc<Shared>,
+    dir: tempfile::TempDir,
+    logs: Vec<Log>,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let shared = Arc::new(Shared {
+            writer: AtomicUsize::new(0),
+            ..Shared::default()
+        });
+        let mut c = Cluster {
+            shared,
+            dir: tempfile::tempdir().unwrap(),
+            logs: Vec::new(),
+            pumps: Vec::new(),
+        };
+        for id in 0..n {
+            c.shared.logs.lock().unwrap().push(Arc::new(OnceLock::new()));
+            let log = c.open(id);
+            c.logs.push(log);
+        }
+        c
+    }
+
+    /// Opens host `id`'s replica and starts applying the log to it.
+    fn open(&mut self, id: usize) -> Log {
+        let log = Log::builder()
+            .replicator(Arc::new(Host {
+                id,
+                shared: self.shared.clone(),
+            }))
+            .log_id(0xc1)
+            .id_slot(id as u64, 16)
+            .open(self.dir.path().join(format!("host{id}.redb")))
+            .unwrap();
+        let slot = self.shared.logs.lock().unwrap()[id].clone();
+        let _ = slot.set(log.clone());
+        self.pump(&log);
+        log
+    }
+
+    /// Starts applying the replicated log to `log`, as it grows.
+    fn pump(&mut self, log: &Log) {
+        let (shared, pumped) = (self.shared.clone(), log.clone());
+        self.pumps.push(tokio::spawn(async move {
+            loop {
+                let from = pumped.applied() as usize;
+                let records: Vec<(u64, Vec<u8>)> = shared.records.lock().unwrap()[from..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| ((from + i + 1) as u64, r.clone()))
+                    .collect();
+                if !records.is_empty() && pumped.apply(records).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+
+    fn set_writer(&self, id: usize) {
+        self.shared.writer.store(id, Ordering::SeqCst);
+    }
+
+    /// Waits until every host has applied the whole replicated log.
+    async fn settle(&self) {
+        let last = self.shared.records.lock().unwrap().len() as u64;
+        for log in &self.logs {
+            let mut applied = log.watch_applied();
+            tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|a| *a >= last))
+                .await
+                .expect("every host applies the log")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &self.pumps {
+            p.abort();
+        }
+    }
+}
+
+fn order(log: &Log, n: u64) -> Unit {
+    let mut u = log.begin().unwrap();
+    let id = u.next_id("order", "orders").unwrap();
+    u.set(
+        "order",
+        &format!("orders/{id}"),
+        json!({ "n": n }).to_string().into_bytes(),
+    );
+    u.publish(
+        "order",
+        "Ordered",
+        Some(id.to_string()),
+        json!({ "id": id, "n": n }),
+    );
+    u
+}
+
+/// Every event of `log`, as JSON text.
+fn events(log: &Log) -> Vec<String> {
+    log.events_after(0, 100_000)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_from_every_host_commit_once_through_the_writer_and_every_replica_is_the_same() {
+    let cluster = Cluster::new(3);
+    let mut tasks = Vec::new();
+    for (h, log) in cluster.logs.iter().enumerate() {
+        for n in 0..40u64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match log.commit(order(&log, h as u64 * 1000 + n)).await {
+                        Ok(c) => {
+                            // Read-your-writes on the host that answered.
+                            assert!(log.head() >= c.seqs.end - 1);
+                            assert!(log.applied() >= c.position);
+                            return c;
+                        }
+                        Err(CommitError::Conflict) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    cluster.settle().await;
+    let first = events(&cluster.logs[0]);
+    assert_eq!(first.len(), 120);
+    for log in &cluster.logs[1..] {
+        assert_eq!(events(log), first, "every replica holds the same log");
+    }
+    let seqs: Vec<u64> = cluster.logs[1]
+        .events_after(0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=120).collect::<Vec<_>>(), "gap-free");
+    // Ids: unique across hosts, each host's in its own slot.
+    let mut ids: Vec<u64> = cluster.logs[2]
+        .events_after(0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.payload_value()["id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 120);
+    for log in &cluster.logs {
+        let mut s = log.snapshot().unwrap();
+        assert_eq!(s.scan("order", "orders/").unwrap().len(), 120);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_unit_whose_reads_went_stale_conflicts_and_its_rerun_sees_the_writers_state() {
+    let cluster = Cluster::new(2);
+    let (a, b) = (&cluster.logs[0], &cluster.logs[1]);
+    let mut u = a.begin().unwrap();
+    u.set("product", "stock/1", b"10".to_vec());
+    a.commit(u).await.unwrap();
+    cluster.settle().await;
+    // B reads the stock; A changes it before B commits.
+    let mut on_b = b.begin().unwrap();
+    assert_eq!(on_b.get("product", "stock/1").unwrap(), Some(b"10".to_vec()));
+    on_b.set("product", "stock/1", b"9".to_vec());
+    let mut on_a = a.begin().unwrap();
+    on_a.get("product", "stock/1").unwrap();
+    on_a.set("product", "stock/1", b"7".to_vec());
+    a.commit(on_a).await.unwrap();
+    assert!(matches!(b.commit(on_b).await, Err(CommitError::Conflict)));
+    // The conflict answered only once B had caught up: a rerun sees A's write.
+    let mut rerun = b.begin().unwrap();
+    assert_eq!(rerun.get("product", "stock/1").unwrap(), Some(b"7".to_vec()));
+    rerun.set("product", "stock/1", b"6".to_vec());
+    b.commit(rerun).await.unwrap();
+    cluster.settle().await;
+    assert_eq!(
+        a.snapshot().unwrap().get("product", "stock/1").unwrap(),
+        Some(b"6".to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_behind_the_log_is_fenced_until_it_has_applied_it() {
+    let mut cluster = Cluster::new(2);
+    let (a, b) = (cluster.logs[0].clone(), cluster.logs[1].clone());
+    for n in 0..5 {
+        a.commit(order(&a, n)).await.unwrap();
+    }
+    cluster.settle().await;
+    // B stops applying; A appends three more records; then B becomes the writer.
+    cluster.pumps[1].abort();
+    for n in 5..8 {
+        a.commit(order(&a, n)).await.unwrap();
+    }
+    cluster.set_writer(1);
+    // B appends after the last record it applied, which is no longer the log's last: fenced,
+    // nothing appended, nothing committed, the unit may run again.
+    assert!(matches!(
+        b.commit(order(&b, 100)).await,
+        Err(CommitError::Conflict)
+    ));
+    assert_eq!(cluster.shared.records.lock().unwrap().len(), 8);
+    assert_eq!(b.head(), 5);
+    // A deposed writer is fenced the same way.
+    let zombie = Host {
+        id: 0,
+        shared: cluster.shared.clone(),
+    };
+    assert_eq!(
+        zombie.append(b"{}", 8).map(|_| ()),
+        Ok(()),
+        "at the log's end it could append"
+    );
+    cluster.shared.records.lock().unwrap().pop();
+    assert_eq!(zombie.append(b"{}", 7), Err(AppendError::Fenced));
+    // Once B has applied the log, its units and A's (forwarded to B) commit after it.
+    cluster.pump(&b);
+    cluster.settle().await;
+    b.commit(order(&b, 101)).await.unwrap();
+    loop {
+        match a.commit(order(&a, 102)).await {
+            Ok(_) => break,
+            Err(CommitError::Conflict) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    cluster.settle().await;
+    assert_eq!(events(&a), events(&b));
+    assert_eq!(a.head(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_fails_the_whole_batch_and_the_log_goes_on_without_a_gap() {
+    let cluster = Cluster::new(2);
+    let a = &cluster.logs[0];
+    a.commit(order(a, 1)).await.unwrap();
+    *cluster.shared.refuse.lock().unwrap() = Some("the log is full".into());
+    let outcomes = futures_join(a, 4).await;
+    for o in &outcomes {
+        assert!(
+            matches!(o, Err(CommitError::Unavailable(m)) if m.contains("full")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(a.head(), 1);
+    *cluster.shared.refuse.lock().unwrap() = None;
+    let c = a.commit(order(a, 2)).await.unwrap();
+    assert_eq!((c.seqs, c.position), (2..3, 2));
+    cluster.settle().await;
+    assert_eq!(events(a), events(&cluster.logs[1]));
+}
+
+async fn futures_join(log: &Log, n: u64) -> Vec<Result<carshare_core::Committed, CommitError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.commit(order(&log, 10 + i)).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_applies_only_what_it_had_not() {
+    let mut cluster = Cluster::new(2);
+    let a = cluster.logs[0].clone();
+    for n in 0..5 {
+        a.commit(order(&a, n)).await.unwrap();
+    }
+    cluster.settle().await;
+    // Host 1 stops; the log grows; it comes back and catches up exactly.
+    cluster.pumps[1].abort();
+    let b = cluster.logs.remove(1);
+    b.close();
+    drop(b);
+    for n in 5..9 {
+        a.commit(order(&a, n)).await.unwrap();
+    }
+    cluster.shared.logs.lock().unwrap()[1] = Arc::new(OnceLock::new());
+    let b = cluster.open(1);
+    cluster.logs.push(b.clone());
+    cluster.settle().await;
+    assert_eq!(events(&b), events(&a));
+    assert_eq!(b.head(), 9);
+    // A replica of another log is refused.
+    let other = Log::builder()
+        .log_id(0xdead)
+        .open(cluster.dir.path().join("host0.redb"));
+    assert!(
+        other.is_err(),
+        "host0.redb is still open, and of another log anyway"
+    );
+}
+
+/// Counts `Ordered` events into state, and how many this host's dispatcher handled.
+struct Counter {
+    handled: AtomicUsize,
+}
+
+impl EventHandler for Counter {
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "Ordered"
+    }
+
+    fn handle<'a>(&'a self, mut unit: Unit, _event: &'a Event) -> Handled<'a> {
+        let n: u64 = unit
+            .get("counter", "n")
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap().parse().unwrap())
+            .unwrap_or(0);
+        unit.set("counter", "n", (n + 1).to_string().into_bytes());
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready((unit, Ok::<(), HandlerError>(()))))
+    }
+}
+
+fn counted(log: &Log) -> u64 {
+    log.snapshot()
+        .unwrap()
+        .get("counter", "n")
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_run_on_the_writer_only_and_a_new_writer_goes_on_from_the_same_cursor() {
+    let cluster = Cluster::new(2);
+    let counters: Vec<Arc<Counter>> = (0..2)
+        .map(|_| {
+            Arc::new(Counter {
+                handled: AtomicUsize::new(0),
+            })
+        })
+        .collect();
+    let dispatchers: Vec<Dispatcher> = cluster
+        .logs
+        .iter()
+        .zip(&counters)
+        .map(|(log, c)| {
+            let d = Dispatcher::new(log.clone(), RetryPolicy::default());
+            d.subscribe("counter", c.clone(), true);
+            d
+        })
+        .collect();
+    let settled = |want: u64| {
+        let logs = cluster.logs.clone();
+        async move {
+            for _ in 0..500 {
+                if logs.iter().all(|l| counted(l) == want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "the count did not reach {want}: {:?}",
+                logs.iter().map(counted).collect::<Vec<_>>()
+            );
+        }
+    };
+    for n in 0..10 {
+        let log = &cluster.logs[n as usize % 2];
+        log.commit(order(log, n)).await.unwrap();
+    }
+    settled(10).await;
+    assert_eq!(
+        counters[0].handled.load(Ordering::SeqCst),
+        10,
+        "the writer's host handled all"
+    );
+    assert_eq!(counters[1].handled.load(Ordering::SeqCst), 0, "the other none");
+    cluster.set_writer(1);
+    for n in 10..20 {
+        let log = &cluster.logs[n as usize % 2];
+        loop {
+            match log.commit(order(log, n)).await {
+                Ok(_) => break,
+                Err(CommitError::Conflict) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    settled(20).await;
+    let handled: Vec<usize> = counters
+        .iter()
+        .map(|c| c.handled.load(Ordering::SeqCst))
+        .collect();
+    // Every event's effect once (the count is 20 on both hosts); a step cut short by the
+    // change of writer may have run its handler without effect.
+    assert!(handled[1] >= 10, "the new writer went on: {handled:?}");
+    for d in dispatchers {
+        d.shutdown().await;
+    }
+}
