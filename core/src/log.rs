@@ -282,12 +282,20 @@ impl Log {
             };
             match reply {
                 Reply::Committed { seqs, position } => {
+                    // Committed either way; if this replica is slow to show it, so be it.
                     self.wait_applied(position).await;
                     return Ok(Committed { seqs, position });
                 }
                 Reply::Conflict { position } => {
-                    self.wait_applied(position).await;
-                    return Err(CommitError::Conflict);
+                    // A rerun on a replica that has not caught up would only conflict again.
+                    return if self.wait_applied(position).await {
+                        Err(CommitError::Conflict)
+                    } else {
+                        Err(CommitError::Unavailable(format!(
+                            "this host has not applied the cluster's log up to position \
+                             {position} within {PATIENCE:?}"
+                        )))
+                    };
                 }
                 Reply::NotWriter if replicator.is_writer() => {
                     // This host has become the writer meanwhile.
@@ -307,10 +315,14 @@ impl Log {
         }
     }
 
-    /// Waits (a while at most) until this replica has applied the record at `position`.
-    async fn wait_applied(&self, position: u64) {
+    /// Waits (a while at most) until this replica has applied the record at `position`;
+    /// returns whether it has.
+    async fn wait_applied(&self, position: u64) -> bool {
         let mut applied = self.inner.applied.clone();
-        let _ = tokio::time::timeout(PATIENCE, applied.wait_for(|a| *a >= position)).await;
+        matches!(
+            tokio::time::timeout(PATIENCE, applied.wait_for(|a| *a >= position)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// On the cluster's writer: commits a unit another host forwarded (its encoded change set)

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use carshare_core::{BreakerConfig, RetryPolicy};
 
+use crate::cluster::ClusterConfig;
 use crate::wasm::{InstanceAllocator, Limits};
 
 /// Everything `carshare serve` needs.
@@ -42,6 +43,8 @@ pub struct Config {
     pub instance_allocator: InstanceAllocator,
     /// Bytes the database may keep in its page cache.
     pub db_cache_bytes: usize,
+    /// The cluster this host serves in (`None`: a single process on its own database).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             watch: None,
             instance_allocator: InstanceAllocator::default(),
             db_cache_bytes: 64 << 20,
+            cluster: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod builtin;
+mod cluster;
 mod components;
 mod config;
 mod fds;
@@ -38,6 +39,7 @@ mod wasm;
 mod watch;
 
 pub use crate::builtin::DEFAULT_CONTEXTS;
+pub use crate::cluster::{ClusterConfig, ClusterStatus};
 pub use crate::config::{Config, default_cache_dir};
 pub use crate::http::{ApiError, App, ConnectionLimits, serve};
 pub use crate::routes::RouteError;

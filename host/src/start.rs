@@ -1,6 +1,7 @@
-//! Assembling and running the whole server: open the log, build the engine, load the contexts
-//! (built-in ones unless replaced from files), bind, announce readiness, serve until told to
-//! stop, then shut down in order: connections, dispatcher, log.
+//! Assembling and running the whole server: join the cluster (if one is configured), open the
+//! log, build the engine, load the contexts (built-in ones unless replaced from files), bind,
+//! announce readiness, serve until told to stop, then shut down in order: connections, the
+//! cluster's tasks (handing the writer's lease back), dispatcher, log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,8 +38,21 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
     let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
-    let log = Log::builder()
-        .cache_bytes(config.db_cache_bytes)
+    let mut builder = Log::builder().cache_bytes(config.db_cache_bytes);
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let joined = crate::cluster::join(c, &config.data_dir)
+                .await
+                .map_err(|e| StartError(e.to_string()))?;
+            builder = builder
+                .log_id(joined.log_id)
+                .id_slot(joined.slot, crate::cluster::SLOTS)
+                .replicator(Arc::new(joined.cluster.clone()));
+            Some(joined.cluster)
+        }
+        None => None,
+    };
+    let log = builder
         .open(config.data_dir.join("carshare.redb"))
         .map_err(|e| err("cannot open the log", &e))?;
     let cache = config
@@ -57,6 +71,9 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
     };
     let runtime =
         Runtime::new(log, engine, options).map_err(|e| err("cannot open the component store", &e))?;
+    if let Some(cluster) = cluster {
+        runtime.join_cluster(cluster);
+    }
 
     // What runs: a component named on the command line or in the config file; else the one
     // last swapped in (swaps survive restarts); else the built-in one.

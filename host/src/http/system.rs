@@ -65,12 +65,15 @@ pub(super) fn handle(
         _ => {
             let r = runtime.readiness();
             let status = if r.ready { 200 } else { 503 };
-            let body = json!({
+            let mut body = json!({
                 "status": if r.ready { "UP" } else { "DOWN" },
                 "reason": r.reason,
                 "log": r.log,
                 "contexts": r.contexts,
             });
+            if let Some(cluster) = r.cluster {
+                body["cluster"] = json!(cluster);
+            }
             Ok(json_response(status, "application/json", &body))
         }
     }

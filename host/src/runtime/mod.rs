@@ -1,8 +1,8 @@
 //! The assembled system: the log, the loaded contexts, the route table and the dispatcher.
 //!
 //! A client request flows through [`Runtime::handle`] (`request.rs`): route → a unit of work
-//! begins → the routed context serves the request on a blocking thread (wasm runs
-//! synchronously, and WASI's sync shims must not run on an async worker) → any synchronous call
+//! begins → the routed context serves the request on the async workers (its wasm runs as a
+//! fiber that yields at every epoch tick) → any synchronous call
 //! it makes runs in the same unit, through the callee's breaker (`calls.rs`) → the unit commits
 //! (group commit) → the response goes out. A unit that lost a race with a concurrent commit is
 //! run again from scratch. Committed events reach subscribing contexts through the core's
@@ -18,7 +18,7 @@ mod swap;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use carshare_core::{Breaker, BreakerConfig, Dispatcher, Log, RetryPolicy};
 use serde::Serialize;
@@ -28,6 +28,7 @@ pub use operator::ContextInfo;
 pub use request::Served;
 pub use swap::Swapped;
 
+use crate::cluster::{Cluster, ClusterStatus, Running};
 use crate::components::ComponentStore;
 use crate::metrics::{ContextGauges, Metrics};
 use crate::routes::RouteTable;
@@ -83,6 +84,9 @@ pub struct Readiness {
     pub log: &'static str,
     /// Each loaded context: `running` or `stopped`.
     pub contexts: BTreeMap<String, &'static str>,
+    /// This host's part in its cluster, if it serves in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// One loaded context.
@@ -132,6 +136,9 @@ struct Inner {
     /// Set once shutdown begins: readiness probes fail from then on.
     draining: AtomicBool,
     metrics: Arc<Metrics>,
+    /// This host's part in a cluster, if it serves in one, and its running tasks.
+    cluster: OnceLock<Cluster>,
+    cluster_tasks: Mutex<Option<Running>>,
 }
 
 impl Runtime {
@@ -161,6 +168,8 @@ impl Runtime {
                 routes: RwLock::new(RouteTable::default()),
                 breakers: Mutex::new(HashMap::new()),
                 shares: Mutex::new(HashMap::new()),
+                cluster: OnceLock::new(),
+                cluster_tasks: Mutex::new(None),
             }),
         })
     }
@@ -230,6 +239,7 @@ impl Runtime {
             .collect();
         let log_open = self.inner.log.is_open();
         let failure = self.inner.log.storage_failure();
+        let cluster = self.cluster_status();
         let reason = if self.inner.draining.load(Ordering::Acquire) {
             Some("the server is shutting down".to_string())
         } else if !log_open {
@@ -239,14 +249,34 @@ impl Runtime {
         } else if contexts.is_empty() {
             Some("no context is loaded".to_string())
         } else {
-            None
+            cluster.as_ref().filter(|c| !c.caught_up).map(|c| {
+                format!(
+                    "catching up with the cluster's log: applied {} of {}",
+                    c.applied, c.log_last
+                )
+            })
         };
         Readiness {
             ready: reason.is_none(),
             reason,
             log: if log_open { "open" } else { "closed" },
             contexts,
+            cluster,
         }
+    }
+
+    /// Makes this runtime a host of `cluster` (once): it applies the cluster's log, takes the
+    /// units other hosts forward to it, and competes for the writer's lease.
+    pub(crate) fn join_cluster(&self, cluster: Cluster) {
+        let running = cluster.run(self.inner.log.clone());
+        if self.inner.cluster.set(cluster).is_ok() {
+            *self.inner.cluster_tasks.lock().unwrap_or_else(|p| p.into_inner()) = Some(running);
+        }
+    }
+
+    /// This host's part in its cluster, if it serves in one.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.inner.cluster.get().map(|c| c.status(&self.inner.log))
     }
 
     /// Marks the runtime as going away: readiness fails from now on, so load balancers stop
@@ -267,6 +297,15 @@ impl Runtime {
             .values()
         {
             share.close();
+        }
+        let cluster = self
+            .inner
+            .cluster_tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(running) = cluster {
+            running.stop().await;
         }
         self.inner.dispatcher.shutdown().await;
         self.inner.log.close();

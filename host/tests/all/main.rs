@@ -20,6 +20,7 @@ mod common;
 mod abuse;
 mod business;
 mod cli;
+mod cluster;
 mod foundation;
 mod newcomer;
 mod observe;

@@ -74,6 +74,17 @@ pub struct ServeArgs {
     /// Swap a context in when DIR/<context>.wasm changes
     #[arg(long, env = "CARSHARE_WATCH", value_name = "DIR")]
     pub watch: Option<PathBuf>,
+    /// Serve as one host of a cluster whose log is replicated by these NATS JetStream servers
+    /// (2.12 or later, run with `sync_interval: always`), comma-separated
+    #[arg(long, env = "CARSHARE_CLUSTER", value_name = "URLS", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This host's name in the cluster [default: made up on the first start and kept in the
+    /// data directory]
+    #[arg(long, env = "CARSHARE_CLUSTER_HOST", value_name = "NAME")]
+    pub cluster_host: Option<String>,
+    /// NATS servers keeping each copy of the cluster's log [default: 3]
+    #[arg(long, env = "CARSHARE_CLUSTER_REPLICAS", value_name = "N")]
+    pub cluster_replicas: Option<u64>,
     /// How wasm instances get memory: a pool reserved at start, or on demand where virtual
     /// address space is limited (ulimit -v, valgrind) [default: pooling]
     #[arg(long, env = "CARSHARE_INSTANCE_ALLOCATOR", value_name = "KIND")]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use carshare_host::{Config, Limits};
+use carshare_host::{ClusterConfig, Config, Limits};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
@@ -51,6 +51,10 @@ struct FileConfig {
     #[serde(default)]
     contexts: BTreeMap<String, PathBuf>,
     watch: Option<PathBuf>,
+    #[serde(default)]
+    cluster: Vec<String>,
+    cluster_host: Option<String>,
+    cluster_replicas: Option<u64>,
     instance_allocator: Option<Allocator>,
     log_format: Option<LogFormat>,
     db_cache_mb: Option<u64>,
@@ -115,6 +119,7 @@ const BREAKER_FAILURE_RATE: Numeric = numeric("breaker_failure_rate", "breakerFa
 const BREAKER_OPEN_MS: Numeric = numeric("breaker_open_ms", "breakerOpenMs", 1, 86_400_000);
 const BREAKER_PROBES: Numeric = numeric("breaker_probes", "breakerProbes", 1, 10_000);
 const BREAKER_MAX_CONCURRENT: Numeric = numeric("breaker_max_concurrent", "breakerMaxConcurrent", 1, 100_000);
+const CLUSTER_REPLICAS: Numeric = numeric("cluster_replicas", "clusterReplicas", 1, 5);
 const BREAKER_EXHAUSTED_CALLS: Numeric =
     numeric("breaker_exhausted_calls", "breakerExhaustedCalls", 1, 100_000);
 
@@ -214,6 +219,31 @@ fn config_from(args: &ServeArgs, matches: &ArgMatches, file: FileConfig) -> Resu
     }
     c.cache_dir = args.cache_dir.clone().or(file.cache_dir);
     c.watch = args.watch.clone().or(file.watch);
+    let servers = if args.cluster.is_empty() {
+        file.cluster
+    } else {
+        args.cluster.clone()
+    };
+    let replicas = src.number(&CLUSTER_REPLICAS, args.cluster_replicas, file.cluster_replicas)?;
+    let host = args.cluster_host.clone().or(file.cluster_host);
+    if servers.is_empty() && (replicas.is_some() || host.is_some()) {
+        return Err(SettingsError::Value {
+            origin: if host.is_some() {
+                "the cluster host"
+            } else {
+                "the cluster replicas"
+            }
+            .into(),
+            reason: "are only for a cluster: give --cluster URLS too".into(),
+        });
+    }
+    if !servers.is_empty() {
+        c.cluster = Some(ClusterConfig {
+            servers: servers.iter().map(|s| s.trim().to_string()).collect(),
+            host,
+            replicas: replicas.unwrap_or(3) as usize,
+        });
+    }
     if let Some(a) = args.instance_allocator.or(file.instance_allocator) {
         c.instance_allocator = a.into();
     }

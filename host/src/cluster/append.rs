@@ -1,0 +1,126 @@
+//! The writer's side of the log: appending a commit batch's record, fenced and de-duplicated
+//! by JetStream; sending a unit to the writer from any other host; and, on the writer, taking
+//! the units other hosts send.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::header::{NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::{HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+use carshare_core::{AppendError, ForwardError, Log};
+use futures_util::StreamExt;
+
+use super::{SUBJECT, Shared, commit_subject};
+
+/// How long the writer keeps resending a record that got no answer (a leader election of the
+/// stream takes up to about 9 s) before it calls the outcome unknown.
+const APPEND_PATIENCE: Duration = Duration::from_secs(12);
+
+/// How long a host waits for the writer's answer to a forwarded unit: longer than the writer
+/// may spend appending it.
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Shared {
+    /// Appends `record` right after position `after`; returns its position.
+    pub(super) async fn append(&self, record: Bytes, after: u64) -> Result<u64, AppendError> {
+        // The same id for every resend of this record: JetStream stores it once and answers
+        // a resend with the position it got. Another writer (or this one after taking the
+        // lease again) uses another epoch, so its record is never taken for this one.
+        let msg_id = format!(
+            "{}-{}-{}",
+            self.host,
+            self.epoch.load(Ordering::Acquire),
+            after + 1
+        );
+        let deadline = Instant::now() + APPEND_PATIENCE;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
+            headers.insert(NATS_EXPECTED_LAST_SEQUENCE, after.to_string().as_str());
+            let sent = async {
+                self.js
+                    .publish_with_headers(SUBJECT, headers, record.clone())
+                    .await?
+                    .await
+            };
+            match sent.await {
+                Ok(ack) => {
+                    self.log_last.fetch_max(ack.sequence, Ordering::AcqRel);
+                    return Ok(ack.sequence);
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::warn!(
+                        "fenced: the log has records after position {after} that this host has not applied"
+                    );
+                    self.fall_behind();
+                    return Err(AppendError::Fenced);
+                }
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(AppendError::Refused(format!(
+                        "the batch's record ({} bytes) is larger than the NATS servers' max_payload",
+                        record.len()
+                    )));
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::error!(
+                        "appending to the log at {}: no answer for {APPEND_PATIENCE:?}: {e}",
+                        after + 1
+                    );
+                    // If it landed, this host applies it like any other record before it
+                    // writes again.
+                    self.fall_behind();
+                    return Err(AppendError::Unknown(e.to_string()));
+                }
+                Err(e) => {
+                    tracing::debug!("appending to the log at {}: {e}; sending again", after + 1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a unit to the host that writes, and returns its answer.
+    pub(super) async fn forward(&self, unit: Vec<u8>) -> Result<Vec<u8>, ForwardError> {
+        let writer = self.writer_host().ok_or(ForwardError::NoWriter)?;
+        let asked = self.client.request(commit_subject(&writer), unit.into());
+        match tokio::time::timeout(FORWARD_TIMEOUT, asked).await {
+            Ok(Ok(answer)) => Ok(answer.payload.to_vec()),
+            // Nobody listens there (the writer is gone): the unit reached no one.
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Err(ForwardError::NoWriter),
+            Ok(Err(e)) => Err(ForwardError::Unknown(format!(
+                "the writer {writer} did not answer: {e}"
+            ))),
+            Err(_) => Err(ForwardError::Unknown(format!(
+                "the writer {writer} did not answer within {FORWARD_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+/// Takes the units other hosts forward to this one, for as long as it runs: the core commits
+/// each if this host writes, and says so if it does not.
+pub(super) async fn serve_forwarded(shared: Arc<Shared>, log: Log) {
+    loop {
+        let mut units = match shared.client.subscribe(commit_subject(&shared.host)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot take forwarded units: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(message) = units.next().await {
+            let Some(reply) = message.reply else { continue };
+            let (log, client) = (log.clone(), shared.client.clone());
+            tokio::spawn(async move {
+                let answer = log.commit_forwarded(&message.payload).await;
+                if let Err(e) = client.publish(reply, answer.into()).await {
+                    tracing::warn!("cannot answer a forwarded unit: {e}");
+                }
+            });
+        }
+    }
+}

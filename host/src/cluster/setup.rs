@@ -1,0 +1,238 @@
+//! Joining a cluster: connect to the NATS servers, make sure the log's stream and the buckets
+//! exist (any host may be the first: every step is idempotent), learn the log's id (the first
+//! host to join makes it) and this host's name and id slot.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, stream};
+
+use super::{Cluster, LEASE_TTL, STREAM, SUBJECT, Shared, State};
+
+/// How many hosts may take ids of their own (see `carshare_core::LogBuilder::id_slot`).
+pub const SLOTS: u64 = 16;
+
+const LEASE_BUCKET: &str = "carshare_lease";
+const META_BUCKET: &str = "carshare_meta";
+
+/// How long joining keeps trying while the NATS servers are still forming their cluster.
+const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Where the cluster is and who this host is in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://127.0.0.1:4222`); any one is enough to reach the cluster.
+    pub servers: Vec<String>,
+    /// This host's name (letters, digits, `-` and `_`); `None`: the one kept in the data
+    /// directory, made up on the first start.
+    pub host: Option<String>,
+    /// How many NATS servers keep each copy of the log and the buckets (3 in production;
+    /// 1 for a single development server).
+    pub replicas: usize,
+}
+
+/// Why a host could not join.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot join the cluster: {0}")]
+pub struct ClusterError(String);
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError(format!("{what}: {e}"))
+}
+
+/// A host that has joined: its part, and what its log must be opened with.
+pub struct Joined {
+    /// This host's part in the cluster (the log's replicator).
+    pub cluster: Cluster,
+    /// The cluster's log id.
+    pub log_id: u64,
+    /// This host's id slot, of [`SLOTS`].
+    pub slot: u64,
+}
+
+/// Joins the cluster of `config`, as the host kept in `data_dir` (or named in `config`).
+pub async fn join(config: &ClusterConfig, data_dir: &Path) -> Result<Joined, ClusterError> {
+    let host = host_name(config, data_dir)?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("carshare {host}"))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(super::append::FORWARD_TIMEOUT))
+        .connect(config.servers.clone())
+        .await
+        .map_err(|e| fail(&format!("cannot reach {}", config.servers.join(",")), e))?;
+    let js = jetstream::new(client.clone());
+    let replicas = config.replicas.max(1);
+    let stream = patiently("create the log's stream", || {
+        js.get_or_create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec![SUBJECT.into()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            // Resends of a record after a timeout are recognised for this long.
+            duplicate_window: Duration::from_secs(600),
+            // The log is the database: nothing is ever taken out of it.
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            ..Default::default()
+        })
+    })
+    .await?;
+    let lease = bucket(&js, LEASE_BUCKET, replicas, LEASE_TTL).await?;
+    let meta = bucket(&js, META_BUCKET, replicas, Duration::ZERO).await?;
+    let log_id = patiently("read the log's id", || log_id(&meta)).await?;
+    let slot = patiently("claim an id slot", || slot(&meta, &host)).await?;
+    let joined_at = stream
+        .get_info()
+        .await
+        .map_err(|e| fail("cannot read the log's end", e))?
+        .state
+        .last_sequence;
+    let shared = Shared {
+        host,
+        client,
+        js,
+        stream,
+        lease,
+        handle: tokio::runtime::Handle::current(),
+        writer: AtomicBool::new(false),
+        epoch: AtomicU64::new(0),
+        log_last: AtomicU64::new(joined_at),
+        joined_at,
+        state: Mutex::new(State::default()),
+    };
+    Ok(Joined {
+        cluster: Cluster {
+            shared: Arc::new(shared),
+        },
+        log_id,
+        slot,
+    })
+}
+
+/// Runs `step` until it succeeds or [`JOIN_PATIENCE`] is over: right after the NATS servers
+/// start, JetStream answers "temporarily unavailable" until they have elected a leader.
+async fn patiently<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> Result<T, ClusterError> {
+    let deadline = Instant::now() + JOIN_PATIENCE;
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(fail(&format!("cannot {what}"), e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store, ClusterError> {
+    patiently(&format!("create the bucket {name}"), || async {
+        match js.get_key_value(name).await {
+            Ok(store) => Ok(store),
+            Err(_) => {
+                js.create_key_value(kv::Config {
+                    bucket: name.into(),
+                    history: 1,
+                    max_age,
+                    num_replicas: replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    })
+    .await
+}
+
+/// The cluster's log id: made by the first host to ask.
+async fn log_id(meta: &kv::Store) -> Result<u64, ClusterError> {
+    let mine = random_u64();
+    if meta.create("log_id", mine.to_string().into()).await.is_ok() {
+        return Ok(mine);
+    }
+    let stored = meta
+        .get("log_id")
+        .await
+        .map_err(|e| fail("cannot read the log's id", e))?
+        .ok_or_else(|| ClusterError("the log's id is missing from carshare_meta".into()))?;
+    std::str::from_utf8(&stored)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClusterError("the log's id in carshare_meta is not a number".into()))
+}
+
+/// This host's id slot: the one it claimed before, else the first free one.
+async fn slot(meta: &kv::Store, host: &str) -> Result<u64, ClusterError> {
+    for s in 0..SLOTS {
+        let holder = meta
+            .get(format!("slot.{s}"))
+            .await
+            .map_err(|e| fail("cannot read the id slots", e))?;
+        if holder.as_deref() == Some(host.as_bytes()) {
+            return Ok(s);
+        }
+    }
+    for s in 0..SLOTS {
+        if meta
+            .create(format!("slot.{s}"), host.to_string().into())
+            .await
+            .is_ok()
+        {
+            return Ok(s);
+        }
+    }
+    Err(ClusterError(format!(
+        "all {SLOTS} id slots are taken by other hosts"
+    )))
+}
+
+/// This host's name: from the configuration, else the one kept in `data_dir`, else a new one
+/// (kept there for the next start).
+fn host_name(config: &ClusterConfig, data_dir: &Path) -> Result<String, ClusterError> {
+    let file = data_dir.join("cluster-host");
+    let name = match &config.host {
+        Some(name) => name.clone(),
+        None => match std::fs::read_to_string(&file) {
+            Ok(name) => name.trim().to_string(),
+            Err(_) => {
+                let name = format!("host-{:08x}", random_u64() as u32);
+                std::fs::write(&file, &name)
+                    .map_err(|e| fail(&format!("cannot write {}", file.display()), e))?;
+                name
+            }
+        },
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(ClusterError(format!(
+            "the host name {name:?} must be 1 to 64 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(name)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
