@@ -25,6 +25,7 @@ const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("PaymentDeclining", "carshare_test_payment_declining"),
     ("PaymentTrapping", "carshare_test_payment_trapping"),
     ("Auditor", "carshare_test_auditor"),
+    ("AuditorV2", "carshare_test_auditor_v2"),
     ("OrderV2", "carshare_test_order_v2"),
     ("PaymentV2", "carshare_test_payment_v2"),
     ("DeliveryV2", "carshare_test_delivery_v2"),

@@ -22,8 +22,9 @@ use crate::unit::Unit;
 use crate::writer::{Apply, CommitObserver, Committed, Message, Pending, Writer};
 
 /// How long a unit waits for a cluster's writer to take it, and a host for its replica to
-/// reach the writer's record: about one lease and one election of the log's own leader.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// reach the writer's record: a lease running out (5 s) after elections of the lease's and
+/// the log's own leaders (up to about 9 s each, at once when one server leading both dies).
+const PATIENCE: Duration = Duration::from_secs(20);
 
 /// How to open a [`Log`].
 pub struct LogBuilder {

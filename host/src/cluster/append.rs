@@ -19,6 +19,9 @@ use super::{SUBJECT, Shared, commit_subject};
 /// stream takes up to about 9 s) before it calls the outcome unknown.
 const APPEND_PATIENCE: Duration = Duration::from_secs(12);
 
+/// How long one attempt to append waits for the stream's answer before sending again.
+const ATTEMPT: Duration = Duration::from_secs(1);
+
 /// How long a host waits for the writer's answer to a forwarded unit: longer than the writer
 /// may spend appending it.
 pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,7 +49,22 @@ impl Shared {
                     .await?
                     .await
             };
-            match sent.await {
+            // An attempt that gets no answer soon is sent again (the id makes that safe), so
+            // that the record lands as soon as the stream has a leader again.
+            let Ok(sent) = tokio::time::timeout(ATTEMPT, sent).await else {
+                if Instant::now() >= deadline {
+                    tracing::error!(
+                        "appending to the log at {}: no answer for {APPEND_PATIENCE:?}",
+                        after + 1
+                    );
+                    self.fall_behind();
+                    return Err(AppendError::Unknown(format!(
+                        "the log's servers did not answer for {APPEND_PATIENCE:?}"
+                    )));
+                }
+                continue;
+            };
+            match sent {
                 Ok(ack) => {
                     self.log_last.fetch_max(ack.sequence, Ordering::AcqRel);
                     return Ok(ack.sequence);
@@ -86,7 +104,25 @@ impl Shared {
     pub(super) async fn forward(&self, unit: Vec<u8>) -> Result<Vec<u8>, ForwardError> {
         let writer = self.writer_host().ok_or(ForwardError::NoWriter)?;
         let asked = self.client.request(commit_subject(&writer), unit.into());
-        match tokio::time::timeout(FORWARD_TIMEOUT, asked).await {
+        // Another host taking the lease means this writer died or was deposed: its answer
+        // will likely never come, and waiting longer tells the client nothing more.
+        let replaced = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if self.writer_host().is_some_and(|w| w != writer) {
+                    return;
+                }
+            }
+        };
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(FORWARD_TIMEOUT, asked) => answer,
+            () = replaced => {
+                return Err(ForwardError::Unknown(format!(
+                    "the writer {writer} was replaced before it answered"
+                )));
+            }
+        };
+        match answer {
             Ok(Ok(answer)) => Ok(answer.payload.to_vec()),
             // Nobody listens there (the writer is gone): the unit reached no one.
             Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Err(ForwardError::NoWriter),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
 use carshare_core::Log;
 
-use super::{LEASE_RENEW, Shared};
+use super::{LEASE_RENEW, LEASE_TTL, Shared};
 
 const WRITER_KEY: &str = "writer";
 
@@ -37,6 +37,15 @@ pub(super) async fn hold(shared: Arc<Shared>, log: Log) {
                     Ok(r) => {
                         held = Some(r);
                         renewed = Instant::now();
+                    }
+                    // The bucket is electing a leader (or this host cannot reach it): no
+                    // other host can take the lease meanwhile, so keep writing until it
+                    // would have expired.
+                    Err(e)
+                        if e.kind() != UpdateErrorKind::WrongLastRevision
+                            && renewed.elapsed() < LEASE_TTL - LEASE_RENEW =>
+                    {
+                        tracing::debug!("cannot renew the writer's lease yet: {e}");
                     }
                     Err(e) => {
                         tracing::warn!("lost the writer's lease: {e}");
@@ -79,13 +88,18 @@ async fn catch_up_then_write(shared: &Shared, log: &Log) {
     let behind = std::mem::take(&mut shared.state.lock().unwrap_or_else(|p| p.into_inner()).behind);
     if behind {
         shared.writer.store(false, Ordering::Release);
-        match shared.stream.get_info().await {
-            Ok(info) => {
+        // Briefly: this task renews the lease too, and the log may be electing a leader.
+        match tokio::time::timeout(TICK * 10, shared.stream.get_info()).await {
+            Err(_) => {
+                shared.state.lock().unwrap_or_else(|p| p.into_inner()).behind = true;
+                return;
+            }
+            Ok(Ok(info)) => {
                 let end = info.state.last_sequence;
                 shared.log_last.fetch_max(end, Ordering::AcqRel);
                 shared.state.lock().unwrap_or_else(|p| p.into_inner()).catching_up = Some(end);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!("cannot read the log's end: {e}");
                 shared.state.lock().unwrap_or_else(|p| p.into_inner()).behind = true;
                 return;

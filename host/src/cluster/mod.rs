@@ -8,10 +8,13 @@
 //!   (so a deposed writer is fenced) and `Nats-Msg-Id` (so a resend after a timeout is never
 //!   stored twice), and units forwarded from other hosts, answered by the core.
 //! - `follow.rs`: every host applies the log's records in order, from the position it stored.
+//! - `components.rs`: the object store `carshare_components`, where a swap leaves the code it
+//!   names for the other hosts.
 //! - `lease.rs`: who writes. Safety never depends on the lease, only on fencing: the lease
 //!   only makes one host try.
 
 mod append;
+mod components;
 mod follow;
 mod lease;
 mod setup;
@@ -51,6 +54,8 @@ struct Shared {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     lease: jetstream::kv::Store,
+    /// Components by SHA-256, for swaps.
+    components: jetstream::object_store::ObjectStore,
     /// The runtime the writer's thread runs appends on.
     handle: tokio::runtime::Handle,
     /// Whether this host writes now: it holds the lease and has applied the whole log.

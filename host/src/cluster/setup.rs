@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 
 use super::{Cluster, LEASE_TTL, STREAM, SUBJECT, Shared, State};
 
@@ -16,6 +16,10 @@ pub const SLOTS: u64 = 16;
 
 const LEASE_BUCKET: &str = "carshare_lease";
 const META_BUCKET: &str = "carshare_meta";
+const COMPONENTS_BUCKET: &str = "carshare_components";
+
+/// How long a JetStream API request (stream info, consumer creation, a lease update) waits.
+const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long joining keeps trying while the NATS servers are still forming their cluster.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -63,7 +67,10 @@ pub async fn join(config: &ClusterConfig, data_dir: &Path) -> Result<Joined, Clu
         .connect(config.servers.clone())
         .await
         .map_err(|e| fail(&format!("cannot reach {}", config.servers.join(",")), e))?;
-    let js = jetstream::new(client.clone());
+    // JetStream's own requests fail fast while a stream elects a leader, and are retried by
+    // whoever made them; only a forwarded unit waits as long as the client allows.
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(JETSTREAM_TIMEOUT);
     let replicas = config.replicas.max(1);
     let stream = patiently("create the log's stream", || {
         js.get_or_create_stream(stream::Config {
@@ -83,6 +90,21 @@ pub async fn join(config: &ClusterConfig, data_dir: &Path) -> Result<Joined, Clu
     .await?;
     let lease = bucket(&js, LEASE_BUCKET, replicas, LEASE_TTL).await?;
     let meta = bucket(&js, META_BUCKET, replicas, Duration::ZERO).await?;
+    let components = patiently("create the object store carshare_components", || async {
+        match js.get_object_store(COMPONENTS_BUCKET).await {
+            Ok(store) => Ok(store),
+            Err(_) => {
+                js.create_object_store(object_store::Config {
+                    bucket: COMPONENTS_BUCKET.into(),
+                    num_replicas: replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    })
+    .await?;
     let log_id = patiently("read the log's id", || log_id(&meta)).await?;
     let slot = patiently("claim an id slot", || slot(&meta, &host)).await?;
     let joined_at = stream
@@ -97,6 +119,7 @@ pub async fn join(config: &ClusterConfig, data_dir: &Path) -> Result<Joined, Clu
         js,
         stream,
         lease,
+        components,
         handle: tokio::runtime::Handle::current(),
         writer: AtomicBool::new(false),
         epoch: AtomicU64::new(0),

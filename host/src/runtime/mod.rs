@@ -12,6 +12,7 @@
 mod calls;
 mod error;
 mod operator;
+mod replicated;
 mod request;
 mod subscriber;
 mod swap;
@@ -139,6 +140,10 @@ struct Inner {
     /// This host's part in a cluster, if it serves in one, and its running tasks.
     cluster: OnceLock<Cluster>,
     cluster_tasks: Mutex<Option<Running>>,
+    /// The task switching contexts to the code the cluster's log names.
+    pointer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Contexts stopped here because the code the cluster's log names would not load.
+    stopped_for_code: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Runtime {
@@ -170,6 +175,8 @@ impl Runtime {
                 shares: Mutex::new(HashMap::new()),
                 cluster: OnceLock::new(),
                 cluster_tasks: Mutex::new(None),
+                pointer_task: Mutex::new(None),
+                stopped_for_code: Mutex::new(std::collections::BTreeSet::new()),
             }),
         })
     }
@@ -271,6 +278,8 @@ impl Runtime {
         let running = cluster.run(self.inner.log.clone());
         if self.inner.cluster.set(cluster).is_ok() {
             *self.inner.cluster_tasks.lock().unwrap_or_else(|p| p.into_inner()) = Some(running);
+            let pointers = tokio::spawn(self.clone().follow_pointers());
+            *self.inner.pointer_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(pointers);
         }
     }
 
@@ -297,6 +306,15 @@ impl Runtime {
             .values()
         {
             share.close();
+        }
+        if let Some(task) = self
+            .inner
+            .pointer_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
         }
         let cluster = self
             .inner

@@ -44,8 +44,12 @@ impl EventHandler for Pinned {
             .any(|s| s == event_type)
     }
 
-    fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
+    fn handle<'a>(&'a self, mut unit: Unit, event: &'a Event) -> Handled<'a> {
         Box::pin(async move {
+            // In a cluster, only on the code the log says this context runs.
+            if let Err(waiting) = self.runtime.check_pointer(&mut unit, &self.plugin) {
+                return (unit, Err(HandlerError::transient(waiting)));
+            }
             let started = Instant::now();
             let (unit, r) = self.plugin.handle_event(self.runtime.calls(), event, unit).await;
             let metrics = self.runtime.metrics();

@@ -36,7 +36,7 @@ pub struct Swapped {
 }
 
 impl Runtime {
-    fn limits_for(&self, name: &str) -> Limits {
+    pub(super) fn limits_for(&self, name: &str) -> Limits {
         self.inner
             .options
             .context_limits
@@ -71,7 +71,13 @@ impl Runtime {
     pub async fn swap(&self, name: &str, bytes: &[u8]) -> Result<Swapped, LoadContextError> {
         let started = Instant::now();
         let _one_at_a_time = self.inner.swapping.lock().await;
-        let swapped = self.swap_locked(name, Arc::from(bytes), started).await;
+        let swapped = match self.inner.cluster.get() {
+            Some(cluster) => {
+                self.swap_in_cluster(cluster, name, Arc::from(bytes), started)
+                    .await
+            }
+            None => self.swap_locked(name, Arc::from(bytes), started).await,
+        };
         self.count_swap(name, "swap", swapped.is_ok());
         swapped
     }
@@ -100,6 +106,9 @@ impl Runtime {
         // Held from reading the previous version to installing it, so two rollbacks at once
         // cannot both install the same version and lose the other.
         let _one_at_a_time = self.inner.swapping.lock().await;
+        if let Some(cluster) = self.inner.cluster.get() {
+            return self.rollback_in_cluster(cluster, name, started).await;
+        }
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
@@ -134,7 +143,7 @@ impl Runtime {
         self.install(name, &slot, Arc::new(plugin), started).await
     }
 
-    async fn install(
+    pub(super) async fn install(
         &self,
         name: &str,
         slot: &Slot,

@@ -1,6 +1,7 @@
 //! A subscriber that fails on demand, for tests of dead letters: `PUT /audits/mode
 //! {"failing": true}` makes it fail on every `Ordered`; `GET /audits` lists the orders it
-//! recorded.
+//! recorded, and which version of it recorded each (for tests of swaps: the same sources are
+//! built as 0.9.0 and as 2.0.0).
 
 use carshare_guest::body::Body;
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, state};
@@ -11,7 +12,7 @@ impl Context for Auditor {
     fn manifest() -> Manifest {
         Manifest {
             name: "auditor",
-            version: "1.0.0",
+            version: env!("CARGO_PKG_VERSION"),
             routes: &["/audits"],
             subscriptions: &["Ordered"],
             operations: Vec::new(),
@@ -32,9 +33,13 @@ impl Context for Auditor {
             }
             ("GET", "/audits") => {
                 // A test component: the tests audit far fewer than a page of scan rows.
-                let rows: Vec<(String, u64)> = state::scan("audit/", None, 10_000)?;
-                let ids: Vec<u64> = rows.into_iter().map(|(_, id)| id).collect();
-                Ok(Response::json(200, &serde_json::json!({ "audited": ids })))
+                let rows: Vec<(String, serde_json::Value)> = state::scan("audit/", None, 10_000)?;
+                let ids: Vec<&serde_json::Value> = rows.iter().map(|(_, a)| &a["id"]).collect();
+                let by: serde_json::Map<String, serde_json::Value> = rows
+                    .iter()
+                    .map(|(_, a)| (a["id"].to_string(), a["version"].clone()))
+                    .collect();
+                Ok(Response::json(200, &serde_json::json!({ "audited": ids, "by": by })))
             }
             _ => Err(Error::NotFound(format!("no {} {}", req.method, req.path))),
         }
@@ -45,7 +50,8 @@ impl Context for Auditor {
             return Err(Error::Internal("the auditor is failing on purpose".into()));
         }
         let id = event.payload::<serde_json::Value>()?["id"].as_u64().unwrap_or(0);
-        state::put(&format!("audit/{id:020}"), &id)
+        let audit = serde_json::json!({ "id": id, "version": env!("CARGO_PKG_VERSION") });
+        state::put(&format!("audit/{id:020}"), &audit)
     }
 }
 
