@@ -203,7 +203,7 @@ impl Runtime {
             instances: c.instances,
             breaker: c.breaker.state,
         });
-        Ok(self.inner.metrics.encode(gauges))
+        Ok(self.inner.metrics.encode(gauges, self.cluster_status().as_ref()))
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

@@ -261,6 +261,49 @@ fn assert_consistent(hosts: &[&TestServer], acknowledged: &BTreeSet<u64>, regist
     }
 }
 
+/// Each host's metrics and system page say which host it is, its role, the writer, what it
+/// applied and its lag (the hosts have settled: no lag).
+fn shows_its_part(hosts: &[TestServer]) {
+    crate::ui::chromium();
+    let dir = crate::ui::driver();
+    let statuses: Vec<Value> = hosts.iter().map(cluster_status).collect();
+    let writer = statuses.iter().find(|s| s["role"] == "writer").expect("a writer")["host"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (h, status) in hosts.iter().zip(&statuses) {
+        let name = status["host"].as_str().unwrap();
+        let role = status["role"].as_str().unwrap();
+        let metrics = h.get("/metrics").body;
+        for line in [
+            format!("carshare_cluster_role{{host=\"{name}\",role=\"{role}\"}} 1"),
+            format!("carshare_cluster_writer{{host=\"{name}\",writer=\"{writer}\"}} 1"),
+            format!(
+                "carshare_cluster_applied_position{{host=\"{name}\"}} {}",
+                status["applied"]
+            ),
+            format!("carshare_cluster_lag_records{{host=\"{name}\"}} 0"),
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
+        let out = Command::new("node")
+            .arg(dir.join("cluster-line.mjs"))
+            .arg(format!("http://{}", h.addr))
+            .arg(crate::common::TOKEN)
+            .current_dir(&dir)
+            .output()
+            .expect("run node");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprint!("{stdout}");
+        let expected = format!("cluster line: host {name}: {role} · writer {writer} · applied ");
+        assert!(
+            out.status.success() && stdout.contains(&expected) && stdout.contains("· lag 0"),
+            "{expected} on the page:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Every failure in `failures` told its client that the unit's outcome is unknown, and there
 /// are no more than one per client (each had one request in flight when the fault struck).
 fn assert_only_in_doubt(failures: &[String], clients: usize) {
@@ -380,6 +423,7 @@ fn three_hosts_take_orders_at_once_and_agree_on_everything() {
     assert_eq!(failures, Vec::<String>::new());
     settle_all(&all);
     assert_consistent(&all, &acknowledged, &BTreeMap::from([(product, 10_000)]));
+    shows_its_part(&hosts);
     // Reads see the writes of the host that answered, at once.
     for h in &hosts {
         let id = h.order(product, 1)["id"].as_u64().unwrap();

@@ -16,7 +16,7 @@ fn run(cmd: &mut Command) -> bool {
 }
 
 /// Debian's Chromium, installed with apt when missing.
-fn chromium() {
+pub(crate) fn chromium() {
     if Path::new(CHROMIUM).exists() {
         return;
     }
@@ -31,12 +31,17 @@ fn chromium() {
     );
 }
 
-/// A directory with playwright-core installed (from the committed lock file) and the script.
-fn driver() -> PathBuf {
+/// A directory with playwright-core installed (from the committed lock file) and the scripts.
+pub(crate) fn driver() -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui");
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["package.json", "package-lock.json", "system-page.mjs"] {
+    for f in [
+        "package.json",
+        "package-lock.json",
+        "system-page.mjs",
+        "cluster-line.mjs",
+    ] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     if !dir.join("node_modules/playwright-core").exists() {

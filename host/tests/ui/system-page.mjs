@@ -31,6 +31,7 @@ try {
   const orderRow = page.locator('#contexts tr[data-context="order"]');
   await orderRow.waitFor();
   step("logged in; the contexts are listed");
+  if (await page.locator("#cluster").isVisible()) throw new Error("a single process shows a cluster line");
   if (page.url().includes(token)) throw new Error("the token is in the URL");
 
   // Orders placed now move the order context's request rate, and show in the last events.
