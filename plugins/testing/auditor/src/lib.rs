@@ -39,7 +39,10 @@ impl Context for Auditor {
                     .iter()
                     .map(|(_, a)| (a["id"].to_string(), a["version"].clone()))
                     .collect();
-                Ok(Response::json(200, &serde_json::json!({ "audited": ids, "by": by })))
+                Ok(Response::json(
+                    200,
+                    &serde_json::json!({ "audited": ids, "by": by }),
+                ))
             }
             _ => Err(Error::NotFound(format!("no {} {}", req.method, req.path))),
         }
