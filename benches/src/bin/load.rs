@@ -26,9 +26,10 @@ use tokio::sync::Mutex;
 #[derive(Parser, Clone)]
 #[command(about = "Load for carshare: closed loop, or open loop at a constant rate")]
 struct Args {
-    /// The server (loopback addresses only: this is a load generator)
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// The server (loopback addresses only: this is a load generator); several, separated by
+    /// commas (the hosts of a cluster), share the connections in turn
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    url: Vec<String>,
     /// Keep-alive connections
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -128,14 +129,14 @@ impl Conn {
 }
 
 /// Each connection sends its next request when the last is answered.
-async fn closed_loop(args: Arc<Args>, host: String) -> Tally {
+async fn closed_loop(args: Arc<Args>, hosts: Vec<String>) -> Tally {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let connections = args.connections.max(1);
     // Exactly `requests` in all: the first `requests % connections` connections send one more.
     let share = |c: usize| args.requests / connections + usize::from(c < args.requests % connections);
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let (args, host) = (args.clone(), host.clone());
+            let (args, host) = (args.clone(), hosts[c % hosts.len()].clone());
             let first: usize = (0..c).map(share).sum();
             let mine = share(c);
             tokio::spawn(async move {
@@ -163,12 +164,12 @@ async fn closed_loop(args: Arc<Args>, host: String) -> Tally {
 
 /// Requests fall due at a constant rate; free connections take them in order. A request
 /// waiting for a connection waits on the clock: its latency runs from when it was due.
-async fn open_loop(args: Arc<Args>, host: String, rate: u64) -> Tally {
+async fn open_loop(args: Arc<Args>, hosts: Vec<String>, rate: u64) -> Tally {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let rx = Arc::new(Mutex::new(rx));
     let tasks: Vec<_> = (0..args.connections.max(1))
-        .map(|_| {
-            let (args, host, rx) = (args.clone(), host.clone(), rx.clone());
+        .map(|c| {
+            let (args, host, rx) = (args.clone(), hosts[c % hosts.len()].clone(), rx.clone());
             tokio::spawn(async move {
                 let mut conn = Conn { host, sender: None };
                 let mut tally = Tally::default();
@@ -242,15 +243,15 @@ async fn caught_up(host: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
-    let host = args
+    let hosts: Vec<String> = args
         .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+        .iter()
+        .map(|u| u.trim_start_matches("http://").trim_end_matches('/').to_string())
+        .collect();
     let start = Instant::now();
     let mut tally = match args.rate {
-        Some(rate) => open_loop(args.clone(), host.clone(), rate).await,
-        None => closed_loop(args.clone(), host.clone()).await,
+        Some(rate) => open_loop(args.clone(), hosts.clone(), rate).await,
+        None => closed_loop(args.clone(), hosts.clone()).await,
     };
     let elapsed = start.elapsed().as_secs_f64();
     tally.latencies.sort();
@@ -291,7 +292,9 @@ async fn main() {
         summary.push_str(&format!(" status_{status}={n}"));
     }
     if args.wait_caught_up {
-        match caught_up(&host).await {
+        // The first URL's host is asked: in a cluster every host sees the cursors the
+        // writer's subscribers commit.
+        match caught_up(&hosts[0]).await {
             Ok(d) => {
                 println!(
                     "every subscriber caught up {:.2} s after the load",
