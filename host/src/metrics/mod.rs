@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::ClusterStatus;
+
+mod cluster;
 use carshare_core::{BatchReport, BreakerState, CommitObserver};
+use cluster::ClusterGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -299,96 +302,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// One host of a cluster, and what it is.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RoleLabels {
-    host: String,
-    /// `writer`, `catching up` or `follower`.
-    role: &'static str,
-}
-
-/// One host of a cluster.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HostLabel {
-    host: String,
-}
-
-/// The host that writes, as one host sees it.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WriterLabels {
-    host: String,
-    writer: String,
-}
-
-/// A host's part in a cluster; without a cluster the families have no series.
-struct ClusterGauges {
-    role: Family<RoleLabels, Gauge>,
-    writer: Family<WriterLabels, Gauge>,
-    applied: Family<HostLabel, Gauge>,
-    log_last: Family<HostLabel, Gauge>,
-    lag: Family<HostLabel, Gauge>,
-}
-
-impl ClusterGauges {
-    fn register(registry: &mut Registry) -> ClusterGauges {
-        let g = ClusterGauges {
-            role: Family::default(),
-            writer: Family::default(),
-            applied: Family::default(),
-            log_last: Family::default(),
-            lag: Family::default(),
-        };
-        registry.register(
-            "cluster_role",
-            "1 for this host's role in the cluster (writer, catching up, follower), 0 for the others",
-            g.role.clone(),
-        );
-        registry.register(
-            "cluster_writer",
-            "1 for the host this host last saw writing",
-            g.writer.clone(),
-        );
-        registry.register(
-            "cluster_applied_position",
-            "The position of the last log record applied on this host",
-            g.applied.clone(),
-        );
-        registry.register(
-            "cluster_log_position",
-            "The last position of the cluster's log this host knows of",
-            g.log_last.clone(),
-        );
-        registry.register(
-            "cluster_lag_records",
-            "Records of the cluster's log not yet applied on this host",
-            g.lag.clone(),
-        );
-        g
-    }
-
-    fn set(&self, s: &ClusterStatus) {
-        for role in ["writer", "catching up", "follower"] {
-            let labels = RoleLabels {
-                host: s.host.clone(),
-                role,
-            };
-            self.role.get_or_create(&labels).set(i64::from(role == s.role));
-        }
-        self.writer.clear();
-        if let Some(writer) = &s.writer {
-            let labels = WriterLabels {
-                host: s.host.clone(),
-                writer: writer.clone(),
-            };
-            self.writer.get_or_create(&labels).set(1);
-        }
-        let host = HostLabel { host: s.host.clone() };
-        self.applied.get_or_create(&host).set(s.applied as i64);
-        self.log_last.get_or_create(&host).set(s.log_last as i64);
-        self.lag.get_or_create(&host).set(s.lag as i64);
     }
 }
 

@@ -1,12 +1,12 @@
 //! [`Log`]: the handle an embedder holds. It opens the database, starts the commit writer, and
 //! hands out units of work and snapshots. In a cluster it also routes each unit to the writer
-//! (`replicate.rs`) and takes the records of the replicated log to apply.
+//! and takes the records of the replicated log to apply (`replica.rs`, through the
+//! `Replicator` of `replicate.rs`).
 
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use redb::{Database, StorageBackend};
 use tokio::sync::{oneshot, watch};
@@ -15,16 +15,13 @@ use crate::changes::ChangeSet;
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::IdSequences;
-use crate::replicate::{ForwardError, Replicator, Reply};
+use crate::replicate::Replicator;
 use crate::store::{self, Snapshot};
 use crate::tail::Tail;
 use crate::unit::Unit;
-use crate::writer::{Apply, CommitObserver, Committed, Message, Pending, Writer};
+use crate::writer::{CommitObserver, Committed, Message, Pending, Writer};
 
-/// How long a unit waits for a cluster's writer to take it, and a host for its replica to
-/// reach the writer's record: a lease running out (5 s) after elections of the lease's and
-/// the log's own leaders (up to about 9 s each, at once when one server leading both dies).
-const PATIENCE: Duration = Duration::from_secs(20);
+mod replica;
 
 /// How to open a [`Log`].
 pub struct LogBuilder {
@@ -236,17 +233,6 @@ impl Log {
             .unwrap_or(Err(CommitError::Closed))
     }
 
-    /// Whether this host commits units itself: always, unless it is a cluster's host that is
-    /// not the writer now.
-    pub fn is_writer(&self) -> bool {
-        self.inner.replicator.as_ref().is_none_or(|r| r.is_writer())
-    }
-
-    /// The replicator to forward units to, if this host is a cluster's and not its writer.
-    fn forwarding(&self) -> Option<Arc<dyn Replicator>> {
-        self.inner.replicator.as_ref().filter(|r| !r.is_writer()).cloned()
-    }
-
     /// Hands the change set to this host's writer.
     fn send(
         &self,
@@ -257,128 +243,12 @@ impl Log {
         Ok(rx)
     }
 
-    fn send_message(&self, message: Message) -> Result<(), CommitError> {
+    pub(super) fn send_message(&self, message: Message) -> Result<(), CommitError> {
         let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
         match tx.as_ref() {
             Some(tx) => tx.send(message).map_err(|_| CommitError::Closed),
             None => Err(CommitError::Closed),
         }
-    }
-
-    /// Sends `changes` to the cluster's writer until one takes it (sending again is safe while
-    /// none has), then waits until this replica has applied the writer's record.
-    async fn forward(
-        &self,
-        replicator: Arc<dyn Replicator>,
-        changes: ChangeSet,
-    ) -> Result<Committed, CommitError> {
-        let unit = serde_json::to_vec(&changes).map_err(|e| CommitError::Storage(e.into()))?;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let reply = match replicator.forward(unit.clone()).await {
-                Ok(reply) => serde_json::from_slice(&reply)
-                    .map_err(|e| CommitError::Unknown(format!("the writer's reply is unreadable: {e}")))?,
-                Err(ForwardError::NoWriter) => Reply::NotWriter,
-                Err(ForwardError::Unknown(m)) => return Err(CommitError::Unknown(m)),
-            };
-            match reply {
-                Reply::Committed { seqs, position } => {
-                    // Committed either way; if this replica is slow to show it, so be it.
-                    self.wait_applied(position).await;
-                    return Ok(Committed { seqs, position });
-                }
-                Reply::Conflict { position } => {
-                    // A rerun on a replica that has not caught up would only conflict again.
-                    return if self.wait_applied(position).await {
-                        Err(CommitError::Conflict)
-                    } else {
-                        Err(CommitError::Unavailable(format!(
-                            "this host has not applied the cluster's log up to position \
-                             {position} within {PATIENCE:?}"
-                        )))
-                    };
-                }
-                Reply::NotWriter if replicator.is_writer() => {
-                    // This host has become the writer meanwhile.
-                    return self.send(changes)?.await.unwrap_or(Err(CommitError::Closed));
-                }
-                Reply::NotWriter if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Reply::NotWriter => {
-                    return Err(CommitError::Unavailable(format!(
-                        "no writer took the unit within {PATIENCE:?}"
-                    )));
-                }
-                Reply::Failed(m) => return Err(CommitError::Unavailable(m)),
-                Reply::Unknown(m) => return Err(CommitError::Unknown(m)),
-            }
-        }
-    }
-
-    /// Waits (a while at most) until this replica has applied the record at `position`;
-    /// returns whether it has.
-    async fn wait_applied(&self, position: u64) -> bool {
-        let mut applied = self.inner.applied.clone();
-        matches!(
-            tokio::time::timeout(PATIENCE, applied.wait_for(|a| *a >= position)).await,
-            Ok(Ok(_))
-        )
-    }
-
-    /// On the cluster's writer: commits a unit another host forwarded (its encoded change set)
-    /// and returns the encoded reply for that host's [`Log::commit`].
-    pub async fn commit_forwarded(&self, unit: &[u8]) -> Vec<u8> {
-        let reply = self.commit_forwarded_reply(unit).await;
-        serde_json::to_vec(&reply).unwrap_or_default()
-    }
-
-    async fn commit_forwarded_reply(&self, unit: &[u8]) -> Reply {
-        let is_writer = || self.inner.replicator.as_ref().is_some_and(|r| r.is_writer());
-        if !is_writer() {
-            return Reply::NotWriter;
-        }
-        let changes: ChangeSet = match serde_json::from_slice(unit) {
-            Ok(c) => c,
-            Err(e) => return Reply::Failed(format!("the unit is unreadable: {e}")),
-        };
-        let outcome = match self.send(changes) {
-            Ok(rx) => rx.await.unwrap_or(Err(CommitError::Closed)),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(c) => Reply::Committed {
-                seqs: c.seqs,
-                position: c.position,
-            },
-            Err(CommitError::Conflict) if is_writer() => Reply::Conflict {
-                position: self.applied(),
-            },
-            Err(CommitError::Conflict | CommitError::Closed) => Reply::NotWriter,
-            Err(CommitError::Unknown(m)) => Reply::Unknown(m),
-            Err(e) => Reply::Failed(e.to_string()),
-        }
-    }
-
-    /// Applies records of the cluster's replicated log, in log order, with their positions;
-    /// those applied before are skipped. Returns the position of the last record applied.
-    pub async fn apply(&self, records: Vec<(u64, Vec<u8>)>) -> Result<u64, StorageError> {
-        let (reply, rx) = oneshot::channel();
-        self.send_message(Message::Apply(Apply { records, reply }))
-            .map_err(StorageError::new)?;
-        rx.await
-            .unwrap_or_else(|_| Err(StorageError::new("the log is closed")))
-    }
-
-    /// The position of the last record of the cluster's log applied here (0 outside a
-    /// cluster).
-    pub fn applied(&self) -> u64 {
-        *self.inner.applied.borrow()
-    }
-
-    /// A receiver that changes whenever this replica applies more of the cluster's log.
-    pub fn watch_applied(&self) -> watch::Receiver<u64> {
-        self.inner.applied.clone()
     }
 
     /// The log's id: random, made when the database was created (or the cluster's).

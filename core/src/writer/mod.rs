@@ -11,7 +11,7 @@
 //!
 //! With a [`Replicator`] (a cluster), the writer appends each batch's effects to the replicated
 //! log before it commits locally, and it also applies the records other writers appended
-//! (`apply_records`): the one thread that writes the database does both, in log order.
+//! (`records.rs`): the one thread that writes the database does both, in log order.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,9 +26,11 @@ use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::ids::{self, COUNTERS};
 use crate::index::{self, CountDeltas, IDX, IDX_COUNTS};
-use crate::replicate::{AppendError, Record, RecordOut, Replicator};
+use crate::replicate::{AppendError, RecordOut, Replicator};
 use crate::store::{self, CURSORS, EVENTS, META, STATE};
 use crate::tail::Tail;
+
+mod records;
 
 /// What the writer reports of each batch it committed or failed, for an embedder's metrics.
 #[derive(Debug)]
@@ -304,91 +306,6 @@ impl Writer {
         let started = Instant::now();
         txn.commit()?;
         Ok((outcomes, next_seq, committed, started.elapsed(), position))
-    }
-
-    /// Applies records of the replicated log in one transaction, skipping those applied
-    /// before (this writer's own, or a replay after a restart), and stores the position of the
-    /// last. Returns that position.
-    fn apply_records(&mut self, records: Vec<(u64, Vec<u8>)>) -> Result<u64, StorageError> {
-        let result = self.apply_records_in_txn(&records);
-        match result {
-            Ok((next_seq, millis, applied, events)) => {
-                self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(observer) = self.observer.get() {
-                    observer.batch(&BatchReport {
-                        units: 0,
-                        conflicts: 0,
-                        events: &events,
-                        commit: Duration::ZERO,
-                        failed: false,
-                    });
-                }
-                let moved = next_seq != self.next_seq;
-                self.next_seq = next_seq;
-                self.last_millis = millis;
-                self.applied = applied;
-                self.tail.push(events);
-                if moved {
-                    self.head.send_replace(next_seq - 1);
-                }
-                self.applied_tx.send_replace(applied);
-                Ok(applied)
-            }
-            Err(e) => {
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                Err(e)
-            }
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn apply_records_in_txn(
-        &self,
-        records: &[(u64, Vec<u8>)],
-    ) -> Result<(u64, u64, u64, Vec<Arc<Event>>), StorageError> {
-        let txn = self.db.begin_write()?;
-        let mut next_seq = self.next_seq;
-        let mut millis = self.last_millis;
-        let mut applied = self.applied;
-        let mut committed = Vec::new();
-        {
-            let mut t = self.tables(&txn)?;
-            for (position, bytes) in records {
-                if *position <= applied {
-                    continue;
-                }
-                let record: Record = serde_json::from_slice(bytes)?;
-                if record.log_id != self.log_id {
-                    return Err(StorageError::new(format!(
-                        "the record at position {position} belongs to log {:016x}, and this \
-                         database to log {:016x}",
-                        record.log_id, self.log_id
-                    )));
-                }
-                if record.first_seq != next_seq {
-                    return Err(StorageError::new(format!(
-                        "this replica has diverged from the log: the record at position \
-                         {position} numbers its events from {}, and the next here is {next_seq}",
-                        record.first_seq
-                    )));
-                }
-                let timestamp = crate::time::rfc3339_utc(record.millis);
-                for unit in &record.units {
-                    next_seq = self.write(unit, &mut t, next_seq, &timestamp, &mut committed)?;
-                }
-                millis = millis.max(record.millis);
-                applied = *position;
-            }
-            let deltas = std::mem::take(&mut t.deltas);
-            deltas.write(&mut t.index_counts)?;
-            for (sequence, id) in std::mem::take(&mut t.ids) {
-                ids::record(&mut t.counters, &sequence, id)?;
-            }
-            txn.open_table(META)?
-                .insert(store::APPLIED, applied.to_be_bytes().as_slice())?;
-        }
-        txn.commit()?;
-        Ok((next_seq, millis, applied, committed))
     }
 
     /// The tables a batch writes, open in `txn`.
