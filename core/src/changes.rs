@@ -65,6 +65,9 @@ pub(crate) struct ChangeSet {
     /// The highest id the unit took of each sequence.
     #[serde(default)]
     pub ids: Vec<(SequenceKey, u64)>,
+    /// The id a forwarded unit carries, so that it commits at most once (`forwarded.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_id: Option<String>,
 }
 
 /// A change set's effects without its reads: what a log record carries, borrowed from the
@@ -79,6 +82,8 @@ pub(crate) struct Effects<'a> {
     pub cursors: &'a [CursorMove],
     pub dead: &'a [DeadWrite],
     pub ids: &'a [(SequenceKey, u64)],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_id: Option<&'a str>,
 }
 
 impl<'a> From<&'a ChangeSet> for Effects<'a> {
@@ -90,6 +95,7 @@ impl<'a> From<&'a ChangeSet> for Effects<'a> {
             cursors: &c.cursors,
             dead: &c.dead,
             ids: &c.ids,
+            unit_id: c.unit_id.as_deref(),
         }
     }
 }

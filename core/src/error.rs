@@ -39,6 +39,12 @@ pub enum CommitError {
     /// was written; running it again on fresh state is safe.
     #[error("the unit conflicted with a concurrent commit")]
     Conflict,
+    /// This host stopped being the cluster's writer before the unit committed (another
+    /// writer appended first): nothing of it was written here. [`crate::Log::commit`] turns
+    /// it into [`CommitError::Conflict`] (run it again: it goes to the new writer); a unit
+    /// forwarded here is sent again, with its id, to the new writer.
+    #[error("this host is no longer the cluster's writer")]
+    Deposed,
     /// The log's writer has shut down; nothing of this unit was written.
     #[error("the log is closed")]
     Closed,

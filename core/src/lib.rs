@@ -34,6 +34,7 @@ mod dead;
 mod dispatch;
 mod error;
 mod event;
+mod forwarded;
 mod ids;
 mod index;
 mod log;

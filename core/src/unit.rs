@@ -365,6 +365,7 @@ impl Unit {
             cursors: self.cursors,
             dead: self.dead,
             ids: self.ids.into_iter().collect(),
+            unit_id: None,
         }
     }
 }

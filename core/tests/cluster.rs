@@ -25,6 +25,9 @@ struct Shared {
     logs: Mutex<Vec<Arc<OnceLock<Log>>>>,
     /// Refuse appends with this reason while set.
     refuse: Mutex<Option<String>>,
+    /// When set, the next forwarded unit's reply is lost on its way back, and then the host
+    /// named here becomes the writer.
+    lose_reply: Mutex<Option<usize>>,
 }
 
 /// One host's view of the replicated log.
@@ -61,7 +64,12 @@ impl Replicator for Host {
                 .get(writer)
                 .and_then(|l| l.get().cloned())
                 .ok_or(ForwardError::NoWriter)?;
-            Ok(log.commit_forwarded(&unit).await)
+            let reply = log.commit_forwarded(&unit).await;
+            if let Some(next) = shared.lose_reply.lock().unwrap().take() {
+                shared.writer.store(next, Ordering::SeqCst);
+                return Err(ForwardError::Unknown("the reply was lost".into()));
+            }
+            Ok(reply)
         })
     }
 }
@@ -234,6 +242,30 @@ async fn units_from_every_host_commit_once_through_the_writer_and_every_replica_
         let mut s = log.snapshot().unwrap();
         assert_eq!(s.scan("order", "orders/").unwrap().len(), 120);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_unit_sent_again_after_its_reply_was_lost_commits_once() {
+    let c = Cluster::new(3);
+    // The writer commits the unit, its reply is lost, and another host becomes the writer
+    // before the unit is sent again: the new writer is fenced until it has applied the
+    // record, then finds the unit's id there.
+    *c.shared.lose_reply.lock().unwrap() = Some(2);
+    let first = c.logs[1].commit(order(&c.logs[1], 1)).await.unwrap();
+    assert_eq!(first.seqs, 1..2);
+    // The same writer, asked again after a lost reply.
+    *c.shared.lose_reply.lock().unwrap() = Some(2);
+    let second = c.logs[0].commit(order(&c.logs[0], 2)).await.unwrap();
+    assert_eq!(second.seqs, 2..3);
+    c.settle().await;
+    for log in &c.logs {
+        let events = events(log);
+        assert_eq!(events.len(), 2, "each unit committed once: {events:?}");
+    }
+    // Read-your-writes holds on the host that asked.
+    let mut snapshot = c.logs[0].snapshot().unwrap();
+    let orders = snapshot.scan("order", "orders/").unwrap();
+    assert_eq!(orders.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,7 +209,7 @@ impl Log {
         let changes = unit.into_changes();
         match self.forwarding() {
             Some(replicator) => self.forward(replicator, changes).await,
-            None => self.send(changes)?.await.unwrap_or(Err(CommitError::Closed)),
+            None => rerun_if_deposed(self.send(changes)?.await.unwrap_or(Err(CommitError::Closed))),
         }
     }
 
@@ -228,9 +228,11 @@ impl Log {
                 position: 0,
             });
         }
-        self.send(unit.into_changes())?
-            .blocking_recv()
-            .unwrap_or(Err(CommitError::Closed))
+        rerun_if_deposed(
+            self.send(unit.into_changes())?
+                .blocking_recv()
+                .unwrap_or(Err(CommitError::Closed)),
+        )
     }
 
     /// Hands the change set to this host's writer.
@@ -310,6 +312,15 @@ impl Log {
         if let Some(h) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
+    }
+}
+
+/// A unit of this host whose writer was deposed before it committed wrote nothing: its caller
+/// runs it again (and it goes to the new writer).
+fn rerun_if_deposed(outcome: Result<Committed, CommitError>) -> Result<Committed, CommitError> {
+    match outcome {
+        Err(CommitError::Deposed) => Err(CommitError::Conflict),
+        other => other,
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, watch};
 use super::Log;
 use crate::changes::ChangeSet;
 use crate::error::{CommitError, StorageError};
+use crate::forwarded;
 use crate::replicate::{ForwardError, Replicator, Reply};
 use crate::writer::{Apply, Committed, Message};
 
@@ -30,21 +31,40 @@ impl Log {
         self.inner.replicator.as_ref().filter(|r| !r.is_writer()).cloned()
     }
 
-    /// Sends `changes` to the cluster's writer until one takes it (sending again is safe while
-    /// none has), then waits until this replica has applied the writer's record.
+    /// Sends `changes` to the cluster's writer until one takes it, then waits until this
+    /// replica has applied the writer's record. The unit carries an id (`forwarded.rs`), so
+    /// sending it again after no answer came, to the same writer or a new one, commits it at
+    /// most once.
     pub(super) async fn forward(
         &self,
         replicator: Arc<dyn Replicator>,
-        changes: ChangeSet,
+        mut changes: ChangeSet,
     ) -> Result<Committed, CommitError> {
+        changes.unit_id = Some(forwarded::new_id());
         let unit = serde_json::to_vec(&changes).map_err(|e| CommitError::Storage(e.into()))?;
         let deadline = Instant::now() + PATIENCE;
+        // Why an earlier attempt may have committed, if one may have.
+        let mut in_doubt: Option<String> = None;
         loop {
-            let reply = match replicator.forward(unit.clone()).await {
-                Ok(reply) => serde_json::from_slice(&reply)
-                    .map_err(|e| CommitError::Unknown(format!("the writer's reply is unreadable: {e}")))?,
-                Err(ForwardError::NoWriter) => Reply::NotWriter,
-                Err(ForwardError::Unknown(m)) => return Err(CommitError::Unknown(m)),
+            let reply = if replicator.is_writer() {
+                // This host has become the writer meanwhile: it commits the unit itself.
+                let local: ChangeSet =
+                    serde_json::from_slice(&unit).map_err(|e| CommitError::Storage(e.into()))?;
+                match self.send(local)?.await.unwrap_or(Err(CommitError::Closed)) {
+                    Ok(c) => return Ok(c),
+                    // Checked against the whole log, its id first: it never committed.
+                    Err(CommitError::Conflict) => return Err(CommitError::Conflict),
+                    Err(CommitError::Deposed) => Reply::NotWriter,
+                    Err(CommitError::Unknown(m)) => Reply::Unknown(m),
+                    Err(e) => return Err(give_up(in_doubt, e)),
+                }
+            } else {
+                match replicator.forward(unit.clone()).await {
+                    Ok(reply) => serde_json::from_slice(&reply)
+                        .unwrap_or_else(|e| Reply::Unknown(format!("the writer's reply is unreadable: {e}"))),
+                    Err(ForwardError::NoWriter) => Reply::NotWriter,
+                    Err(ForwardError::Unknown(m)) => Reply::Unknown(m),
+                }
             };
             match reply {
                 Reply::Committed { seqs, position } => {
@@ -53,6 +73,7 @@ impl Log {
                     return Ok(Committed { seqs, position });
                 }
                 Reply::Conflict { position } => {
+                    // The writer checked the unit's id first: it had not committed before.
                     // A rerun on a replica that has not caught up would only conflict again.
                     return if self.wait_applied(position).await {
                         Err(CommitError::Conflict)
@@ -63,20 +84,20 @@ impl Log {
                         )))
                     };
                 }
-                Reply::NotWriter if replicator.is_writer() => {
-                    // This host has become the writer meanwhile.
-                    return self.send(changes)?.await.unwrap_or(Err(CommitError::Closed));
-                }
-                Reply::NotWriter if Instant::now() < deadline => {
+                Reply::NotWriter | Reply::Unknown(_) if Instant::now() < deadline => {
+                    if let Reply::Unknown(m) = reply {
+                        in_doubt = Some(m);
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Reply::NotWriter => {
-                    return Err(CommitError::Unavailable(format!(
-                        "no writer took the unit within {PATIENCE:?}"
-                    )));
+                    return Err(give_up(
+                        in_doubt,
+                        CommitError::Unavailable(format!("no writer took the unit within {PATIENCE:?}")),
+                    ));
                 }
-                Reply::Failed(m) => return Err(CommitError::Unavailable(m)),
                 Reply::Unknown(m) => return Err(CommitError::Unknown(m)),
+                Reply::Failed(m) => return Err(give_up(in_doubt, CommitError::Unavailable(m))),
             }
         }
     }
@@ -116,10 +137,11 @@ impl Log {
                 seqs: c.seqs,
                 position: c.position,
             },
-            Err(CommitError::Conflict) if is_writer() => Reply::Conflict {
+            // Validated on a current replica (its record was appended right after it).
+            Err(CommitError::Conflict) => Reply::Conflict {
                 position: self.applied(),
             },
-            Err(CommitError::Conflict | CommitError::Closed) => Reply::NotWriter,
+            Err(CommitError::Deposed | CommitError::Closed) => Reply::NotWriter,
             Err(CommitError::Unknown(m)) => Reply::Unknown(m),
             Err(e) => Reply::Failed(e.to_string()),
         }
@@ -144,5 +166,14 @@ impl Log {
     /// A receiver that changes whenever this replica applies more of the cluster's log.
     pub fn watch_applied(&self) -> watch::Receiver<u64> {
         self.inner.applied.clone()
+    }
+}
+
+/// The error a forwarded unit ends with: `error`, unless an earlier attempt may have committed
+/// it, which the client must then be told.
+fn give_up(in_doubt: Option<String>, error: CommitError) -> CommitError {
+    match in_doubt {
+        Some(m) => CommitError::Unknown(m),
+        None => error,
     }
 }

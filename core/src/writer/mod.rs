@@ -17,13 +17,14 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable, Table};
+use redb::{Database, Table};
 use tokio::sync::{oneshot, watch};
 
 use crate::changes::ChangeSet;
 use crate::dead::{self, DEAD};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
+use crate::forwarded::{self, FORWARDED, Forwarded};
 use crate::ids::{self, COUNTERS};
 use crate::index::{self, CountDeltas, IDX, IDX_COUNTS};
 use crate::replicate::{AppendError, RecordOut, Replicator};
@@ -31,6 +32,9 @@ use crate::store::{self, CURSORS, EVENTS, META, STATE};
 use crate::tail::Tail;
 
 mod records;
+mod valid;
+
+use valid::still_valid;
 
 /// What the writer reports of each batch it committed or failed, for an embedder's metrics.
 #[derive(Debug)]
@@ -126,6 +130,7 @@ struct Tables<'txn> {
     dead: Table<'txn, (&'static str, u64), &'static [u8]>,
     index: Table<'txn, (&'static str, &'static str, &'static [u8], u64), ()>,
     index_counts: Table<'txn, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
+    forwarded: Forwarded<'txn>,
     /// How the batch moves the index counts, written once at its end.
     deltas: CountDeltas,
     /// The highest id the batch's units took of each sequence, recorded once at its end.
@@ -169,7 +174,7 @@ impl Writer {
         // writer: run again, it is forwarded to the new one.
         if self.replicator.as_ref().is_some_and(|r| !r.is_writer()) {
             for p in batch {
-                let _ = p.reply.send(Err(CommitError::Conflict));
+                let _ = p.reply.send(Err(CommitError::Deposed));
             }
             return;
         }
@@ -208,7 +213,7 @@ impl Writer {
                 let error = || match &e {
                     // Fenced: another writer appended first. The units run again and are
                     // forwarded to it (this host is no longer the writer).
-                    AppendError::Fenced => CommitError::Conflict,
+                    AppendError::Fenced => CommitError::Deposed,
                     AppendError::Refused(m) => CommitError::Unavailable(m.clone()),
                     AppendError::Unknown(m) => CommitError::Unknown(m.clone()),
                 };
@@ -257,20 +262,44 @@ impl Writer {
         let txn = self.db.begin_write()?;
         let mut next_seq = self.next_seq;
         let mut outcomes = Vec::with_capacity(batch.len());
+        // Which units this batch writes (and its record carries).
+        let mut written = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
+        // Fencing puts this batch's record right after the last one applied.
+        let record_position = self.applied + 1;
         {
             let mut t = self.tables(&txn)?;
+            if self.replicator.is_some() {
+                forwarded::prune(&mut t.forwarded, millis)?;
+            }
             for p in batch {
+                // A forwarded unit sent again after it committed: its first outcome.
+                if let Some(id) = &p.changes.unit_id
+                    && let Some((seqs, position)) = forwarded::lookup(&t.forwarded, id)?
+                {
+                    outcomes.push(Ok(Committed { seqs, position }));
+                    written.push(false);
+                    continue;
+                }
                 if !still_valid(&p.changes, &t)? {
                     outcomes.push(Err(CommitError::Conflict));
+                    written.push(false);
                     continue;
                 }
                 let first = next_seq;
-                next_seq = self.write(&p.changes, &mut t, next_seq, &timestamp, &mut committed)?;
+                next_seq = self.write(
+                    &p.changes,
+                    &mut t,
+                    next_seq,
+                    &timestamp,
+                    &mut committed,
+                    record_position,
+                )?;
                 outcomes.push(Ok(Committed {
                     seqs: first..next_seq,
                     position: 0,
                 }));
+                written.push(true);
             }
             let deltas = std::mem::take(&mut t.deltas);
             deltas.write(&mut t.index_counts)?;
@@ -286,8 +315,8 @@ impl Writer {
                 first_seq: self.next_seq,
                 units: batch
                     .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, o)| o.is_ok())
+                    .zip(&written)
+                    .filter(|(_, w)| **w)
                     .map(|(p, _)| (&p.changes).into())
                     .collect(),
             };
@@ -299,8 +328,10 @@ impl Writer {
                 .map_err(BatchError::Append)?;
             txn.open_table(META)?
                 .insert(store::APPLIED, position.to_be_bytes().as_slice())?;
-            for c in outcomes.iter_mut().flatten() {
-                c.position = position;
+            for (outcome, _) in outcomes.iter_mut().zip(&written).filter(|(_, w)| **w) {
+                if let Ok(c) = outcome {
+                    c.position = position;
+                }
             }
         }
         let started = Instant::now();
@@ -318,13 +349,15 @@ impl Writer {
             dead: txn.open_table(DEAD)?,
             index: txn.open_table(IDX)?,
             index_counts: txn.open_table(IDX_COUNTS)?,
+            forwarded: txn.open_table(FORWARDED)?,
             deltas: CountDeltas::default(),
             ids: std::collections::HashMap::new(),
         })
     }
 
-    /// Applies one unit's effects, numbering its events from `next_seq`; returns the next free
-    /// sequence number.
+    /// Applies one unit's effects, numbering its events from `next_seq`, and remembers a
+    /// forwarded unit's id with the `position` of its record; returns the next free sequence
+    /// number.
     fn write(
         &self,
         c: &ChangeSet,
@@ -332,7 +365,9 @@ impl Writer {
         mut next_seq: u64,
         timestamp: &str,
         committed: &mut Vec<Arc<Event>>,
+        position: u64,
     ) -> Result<u64, StorageError> {
+        let first = next_seq;
         for ((ctx, key), v) in &c.writes {
             match v {
                 Some(v) => t.state.insert((ctx.as_str(), key.as_str()), v.as_slice())?,
@@ -359,45 +394,9 @@ impl Writer {
         for d in &c.dead {
             dead::apply(&mut t.dead, d)?;
         }
+        if let Some(id) = &c.unit_id {
+            forwarded::record(&mut t.forwarded, id, &(first..next_seq), position)?;
+        }
         Ok(next_seq)
     }
-}
-
-/// True if every value, scan, cursor and dead letter the unit relied on is unchanged in the
-/// open transaction.
-fn still_valid(c: &ChangeSet, t: &Tables<'_>) -> Result<bool, StorageError> {
-    for d in &c.dead {
-        if !dead::still_valid(&t.dead, d)? {
-            return Ok(false);
-        }
-    }
-    for ((ctx, key), seen) in &c.reads {
-        let now = t.state.get((ctx.as_str(), key.as_str()))?;
-        if now.as_ref().map(|g| g.value()) != seen.as_deref() {
-            return Ok(false);
-        }
-    }
-    for scan in &c.scans {
-        let now = store::scan_prefix(
-            &t.state,
-            &scan.context,
-            &scan.prefix,
-            scan.after.as_deref(),
-            scan.limit,
-        )?;
-        if now != scan.rows {
-            return Ok(false);
-        }
-    }
-    for m in &c.cursors {
-        let now = t
-            .cursors
-            .get(m.subscriber.as_str())?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        if now != m.expected {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{BatchReport, Writer};
 use crate::error::StorageError;
 use crate::event::Event;
+use crate::forwarded;
 use crate::ids;
 use crate::replicate::Record;
 use crate::store::{self, META};
@@ -60,6 +61,7 @@ impl Writer {
         let mut committed = Vec::new();
         {
             let mut t = self.tables(&txn)?;
+            forwarded::prune(&mut t.forwarded, crate::time::now_millis())?;
             for (position, bytes) in records {
                 if *position <= applied {
                     continue;
@@ -81,7 +83,7 @@ impl Writer {
                 }
                 let timestamp = crate::time::rfc3339_utc(record.millis);
                 for unit in &record.units {
-                    next_seq = self.write(unit, &mut t, next_seq, &timestamp, &mut committed)?;
+                    next_seq = self.write(unit, &mut t, next_seq, &timestamp, &mut committed, *position)?;
                 }
                 millis = millis.max(record.millis);
                 applied = *position;

@@ -22,9 +22,9 @@ const APPEND_PATIENCE: Duration = Duration::from_secs(12);
 /// How long one attempt to append waits for the stream's answer before sending again.
 const ATTEMPT: Duration = Duration::from_secs(1);
 
-/// How long a host waits for the writer's answer to a forwarded unit: longer than the writer
-/// may spend appending it.
-pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a host waits for the writer's answer to a forwarded unit before it sends the unit
+/// again (its id makes that safe: the core commits it at most once).
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Shared {
     /// Appends `record` right after position `after`; returns its position.
