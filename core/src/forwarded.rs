@@ -1,8 +1,9 @@
-//! A forwarded unit commits at most once. A host that forwards a unit to the cluster's writer
-//! gives it an id; the writer records, in the transaction that commits the unit, the id with
-//! the unit's event numbers and the log position of its record, and every replica records the
-//! same when it applies that record. A host that got no answer (a reply lost with a NATS
-//! server, a writer that died or was deposed) sends the unit again with the same id:
+//! A unit of a cluster commits at most once, even when sent again. A host gives each unit it
+//! commits an id (whether it forwards the unit or, being the writer, commits it itself); the
+//! writer records, in the transaction that commits the unit, the id with the unit's event
+//! numbers and the log position of its record, and every replica records the same when it
+//! applies that record. A host that got no answer (a reply lost with a NATS server, an append
+//! left in doubt, a writer that died or was deposed) sends the unit again with the same id:
 //! whichever host writes then has applied the whole log before writing, finds the id, and
 //! answers with the first outcome instead of committing the unit twice.
 

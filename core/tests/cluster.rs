@@ -312,11 +312,14 @@ async fn a_writer_behind_the_log_is_fenced_until_it_has_applied_it() {
     }
     cluster.set_writer(1);
     // B appends after the last record it applied, which is no longer the log's last: fenced,
-    // nothing appended, nothing committed, the unit may run again.
-    assert!(matches!(
-        b.commit(order(&b, 100)).await,
-        Err(CommitError::Conflict)
-    ));
+    // nothing appended, nothing committed. Its unit is sent again, with its id, until B has
+    // applied the log.
+    let pending = tokio::spawn({
+        let b = b.clone();
+        async move { b.commit(order(&b, 100)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "the unit waits");
     assert_eq!(cluster.shared.records.lock().unwrap().len(), 8);
     assert_eq!(b.head(), 5);
     // A deposed writer is fenced the same way.
@@ -331,8 +334,11 @@ async fn a_writer_behind_the_log_is_fenced_until_it_has_applied_it() {
     );
     cluster.shared.records.lock().unwrap().pop();
     assert_eq!(zombie.append(b"{}", 7), Err(AppendError::Fenced));
-    // Once B has applied the log, its units and A's (forwarded to B) commit after it.
+    // Once B has applied the log, the waiting unit commits (once, after everything A
+    // committed), and so do B's next units and A's (forwarded to B).
     cluster.pump(&b);
+    let committed = pending.await.unwrap().unwrap();
+    assert_eq!(committed.seqs, 9..10);
     cluster.settle().await;
     b.commit(order(&b, 101)).await.unwrap();
     loop {
@@ -344,7 +350,7 @@ async fn a_writer_behind_the_log_is_fenced_until_it_has_applied_it() {
     }
     cluster.settle().await;
     assert_eq!(events(&a), events(&b));
-    assert_eq!(a.head(), 10);
+    assert_eq!(a.head(), 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -198,7 +198,8 @@ impl Log {
     /// Commits `unit` durably: when this returns `Ok`, its writes and events are on disk. Units
     /// committed concurrently share one transaction and one fsync. In a cluster, a host that
     /// is not the writer forwards the unit to the writer, and returns once its own replica
-    /// holds the unit's effects.
+    /// holds the unit's effects; every unit carries an id there, so one whose outcome was
+    /// left in doubt is sent again and still commits at most once.
     pub async fn commit(&self, unit: Unit) -> Result<Committed, CommitError> {
         if unit.is_read_only() {
             return Ok(Committed {
@@ -207,7 +208,7 @@ impl Log {
             });
         }
         let changes = unit.into_changes();
-        match self.forwarding() {
+        match self.replicated() {
             Some(replicator) => self.forward(replicator, changes).await,
             None => rerun_if_deposed(self.send(changes)?.await.unwrap_or(Err(CommitError::Closed))),
         }
@@ -215,7 +216,7 @@ impl Log {
 
     /// [`Log::commit`] for callers outside an async runtime. Must not be called on one.
     pub fn commit_blocking(&self, unit: Unit) -> Result<Committed, CommitError> {
-        if self.forwarding().is_some() {
+        if self.replicated().is_some() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()

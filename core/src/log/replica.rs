@@ -26,13 +26,14 @@ impl Log {
         self.inner.replicator.as_ref().is_none_or(|r| r.is_writer())
     }
 
-    /// The replicator to forward units to, if this host is a cluster's and not its writer.
-    pub(super) fn forwarding(&self) -> Option<Arc<dyn Replicator>> {
-        self.inner.replicator.as_ref().filter(|r| !r.is_writer()).cloned()
+    /// The replicated log, if this host is a cluster's: then every unit, the writer's own
+    /// too, goes through [`Log::forward`], so that one left in doubt is sent again with its id.
+    pub(super) fn replicated(&self) -> Option<Arc<dyn Replicator>> {
+        self.inner.replicator.clone()
     }
 
-    /// Sends `changes` to the cluster's writer until one takes it, then waits until this
-    /// replica has applied the writer's record. The unit carries an id (`forwarded.rs`), so
+    /// Sends `changes` to the cluster's writer (this host's own when it writes) until one
+    /// takes it, then waits until this replica has applied the writer's record. The unit carries an id (`forwarded.rs`), so
     /// sending it again after no answer came, to the same writer or a new one, commits it at
     /// most once.
     pub(super) async fn forward(
