@@ -7,9 +7,7 @@
 //! whichever host writes then has applied the whole log before writing, finds the id, and
 //! answers with the first outcome instead of committing the unit twice.
 
-use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableTable, Table, TableDefinition};
 
@@ -25,13 +23,14 @@ pub(crate) type Forwarded<'txn> = Table<'txn, &'static str, (u64, u64, u64)>;
 /// How long an id is remembered: far longer than a host keeps sending one unit.
 const KEEP_MILLIS: u64 = 10 * 60 * 1000;
 
-/// A new unit id: the time it was made (so that ids sort by age, for [`prune`]), then bits
-/// random per process and counted within it.
+/// A new unit id: the time it was made (so that ids sort by age, for [`prune`]), then
+/// random bits.
 pub(crate) fn new_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut bits = std::collections::hash_map::RandomState::new().build_hasher();
-    bits.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:016x}-{:016x}", crate::time::now_millis(), bits.finish())
+    format!(
+        "{:016x}-{:016x}",
+        crate::time::now_millis(),
+        crate::store::random_u64()
+    )
 }
 
 /// The outcome recorded for `id`: its event numbers and its record's position.

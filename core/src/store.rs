@@ -109,7 +109,7 @@ pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, Storag
 
 /// A random 64-bit number from the OS's hash seed and the clock: the log id needs to differ
 /// between databases, not to be secret.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -91,17 +91,10 @@ impl Runtime {
             .await
     }
 
-    /// `bytes` loaded as context `name`, checked as a swap checks it.
+    /// `bytes` loaded as context `name`, with its routes checked before the pointer to it is
+    /// committed (installing checks them again, too late to keep it out of the log).
     async fn checked(&self, name: &str, bytes: Arc<[u8]>) -> Result<Plugin, LoadContextError> {
-        let plugin = Plugin::load(&self.inner.engine, bytes, self.limits_for(name))
-            .await
-            .map_err(LoadContextError::Load)?;
-        if plugin.manifest().name != name {
-            return Err(LoadContextError::WrongContext {
-                expected: name.to_string(),
-                found: plugin.manifest().name.clone(),
-            });
-        }
+        let plugin = self.loaded(name, bytes).await?;
         self.inner
             .routes
             .read()

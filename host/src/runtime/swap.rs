@@ -131,6 +131,12 @@ impl Runtime {
         let slot = self
             .slot(name)
             .ok_or_else(|| LoadContextError::NoSuchContext(name.to_string()))?;
+        let plugin = self.loaded(name, bytes).await?;
+        self.install(name, &slot, Arc::new(plugin), started).await
+    }
+
+    /// `bytes` loaded with `name`'s limits, refused unless it is a version of `name`.
+    pub(super) async fn loaded(&self, name: &str, bytes: Arc<[u8]>) -> Result<Plugin, LoadContextError> {
         let plugin = Plugin::load(&self.inner.engine, bytes, self.limits_for(name))
             .await
             .map_err(LoadContextError::Load)?;
@@ -140,7 +146,7 @@ impl Runtime {
                 found: plugin.manifest().name.clone(),
             });
         }
-        self.install(name, &slot, Arc::new(plugin), started).await
+        Ok(plugin)
     }
 
     pub(super) async fn install(
