@@ -9,7 +9,9 @@
 //! In a cluster each host takes the ids of its own slot (`slot + 1`, `slot + 1 + of`, ...), so
 //! hosts never hand out the same id and never need to ask one another.
 
-use std::collections::HashMap;
+// The maps of a unit and of the id sequences are on every request's path: foldhash is
+// several times quicker than SipHash on short keys, and still seeded per process.
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -36,7 +38,7 @@ impl IdSequences {
             db,
             slot: slot % of.max(1),
             of: of.max(1),
-            next: Mutex::new(HashMap::new()),
+            next: Mutex::new(HashMap::default()),
         }
     }
 

@@ -12,7 +12,6 @@
 //! Only the commit writer changes the tables: it applies each unit's index writes, and adds up
 //! how the counts move over the whole batch before writing them once.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use redb::{ReadableTable, Table, TableDefinition};
@@ -35,23 +34,38 @@ const LEVELS: [u8; 3] = [3, 2, 1];
 /// One index write of a unit: put (`true`) or delete (`false`) the entry.
 pub(crate) type IndexKey = (String, String, Vec<u8>, u64);
 
-/// How a batch moves the counts, added up before they are written.
+/// How a batch moves the counts, added up before they are written: per index (a batch touches
+/// a few, so they are found by a linear search), per term, the deltas of its (level, bucket)
+/// counts. Once a term's counts are there, a put or delete costs a few lookups and no
+/// allocation.
 #[derive(Default)]
-pub(crate) struct CountDeltas(HashMap<(String, String, u8, Vec<u8>, u64), i64>);
+pub(crate) struct CountDeltas(Vec<((String, String), TermDeltas)>);
+
+/// One index's count deltas: term → (level, bucket) → delta.
+type TermDeltas = foldhash::HashMap<Vec<u8>, foldhash::HashMap<(u8, u64), i64>>;
 
 impl CountDeltas {
     fn add(&mut self, (ctx, index, term, id): &IndexKey, delta: i64) {
-        let mut bump = |level: u8, term: &[u8], bucket: u64| {
-            *self
-                .0
-                .entry((ctx.clone(), index.clone(), level, term.to_vec(), bucket))
-                .or_default() += delta;
+        let at = match self.0.iter().position(|((c, i), _)| c == ctx && i == index) {
+            Some(at) => at,
+            None => {
+                self.0.push(((ctx.clone(), index.clone()), TermDeltas::default()));
+                self.0.len() - 1
+            }
         };
-        bump(0, term, 0);
+        let terms = &mut self.0[at].1;
+        let mut bump = |term: &[u8], level: u8, bucket: u64| {
+            let buckets = match terms.get_mut(term) {
+                Some(b) => b,
+                None => terms.entry(term.to_vec()).or_default(),
+            };
+            *buckets.entry((level, bucket)).or_default() += delta;
+        };
+        bump(term, 0, 0);
         for level in LEVELS {
-            bump(level, term, id >> (8 * u32::from(level)));
+            bump(term, level, id >> (8 * u32::from(level)));
         }
-        bump(TOTAL, &[], 0);
+        bump(&[], TOTAL, 0);
     }
 
     /// Writes the counts, dropping those that fall to zero.
@@ -59,17 +73,21 @@ impl CountDeltas {
         self,
         counts: &mut Table<'_, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
     ) -> Result<(), StorageError> {
-        for ((ctx, index, level, term, bucket), delta) in self.0 {
-            if delta == 0 {
-                continue;
-            }
-            let key = (ctx.as_str(), index.as_str(), level, term.as_slice(), bucket);
-            let now = counts.get(key)?.map(|v| v.value()).unwrap_or(0);
-            let next = (now as i64 + delta).max(0) as u64;
-            if next == 0 {
-                counts.remove(key)?;
-            } else {
-                counts.insert(key, next)?;
+        for ((ctx, index), terms) in &self.0 {
+            for (term, buckets) in terms {
+                for (&(level, bucket), &delta) in buckets {
+                    if delta == 0 {
+                        continue;
+                    }
+                    let key = (ctx.as_str(), index.as_str(), level, term.as_slice(), bucket);
+                    let now = counts.get(key)?.map(|v| v.value()).unwrap_or(0);
+                    let next = (now as i64 + delta).max(0) as u64;
+                    if next == 0 {
+                        counts.remove(key)?;
+                    } else {
+                        counts.insert(key, next)?;
+                    }
+                }
             }
         }
         Ok(())

@@ -134,7 +134,7 @@ struct Tables<'txn> {
     /// How the batch moves the index counts, written once at its end.
     deltas: CountDeltas,
     /// The highest id the batch's units took of each sequence, recorded once at its end.
-    ids: std::collections::HashMap<crate::changes::SequenceKey, u64>,
+    ids: foldhash::HashMap<crate::changes::SequenceKey, u64>,
 }
 
 impl Writer {
@@ -351,7 +351,7 @@ impl Writer {
             index_counts: txn.open_table(IDX_COUNTS)?,
             forwarded: txn.open_table(FORWARDED)?,
             deltas: CountDeltas::default(),
-            ids: std::collections::HashMap::new(),
+            ids: foldhash::HashMap::default(),
         })
     }
 
