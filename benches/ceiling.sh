@@ -10,6 +10,7 @@
 #   CARSHARE=/path/to/other/carshare benches/ceiling.sh   # compare another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 connections=${CONNECTIONS:-64}
 requests=${REQUESTS:-100000}
 seconds=${SECONDS_EACH:-20}
@@ -25,12 +26,7 @@ start() {
     local name=$1; shift
     "$@" 2>"$work/$name.log" &
     pids+=($!)
-    for _ in $(seq 1 600); do
-        addr=$(grep -o 'ready on http://[^ ]*' "$work/$name.log" | head -1 | sed 's|ready on http://||') || true
-        [ -n "${addr:-}" ] && return 0
-        sleep 0.05
-    done
-    echo "$name did not start:"; cat "$work/$name.log"; exit 1
+    wait_ready "$work/$name.log"
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }

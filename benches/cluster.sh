@@ -12,6 +12,7 @@
 #   CONNECTIONS=64 SECONDS_EACH=20 benches/cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 connections=${CONNECTIONS:-32}
 seconds=${SECONDS_EACH:-15}
 cargo build --release -q -p carshare-host -p carshare-benches --bins
@@ -45,8 +46,8 @@ summary() {
 echo "== one process, no cluster"
 target/release/carshare serve --listen 127.0.0.1:0 --data-dir "$work/single" 2>"$work/single.log" &
 pids+=($!)
-for _ in $(seq 1 600); do grep -q 'ready on' "$work/single.log" && break; sleep 0.05; done
-url=$(grep -o 'ready on http://[^ ]*' "$work/single.log" | sed 's|ready on ||')
+wait_ready "$work/single.log"
+url=http://$addr
 id=$(product "$url")
 body="{\"productId\":$id,\"qty\":1}"
 single_one=$(load --url "$url" --connections 1 --body "$body")

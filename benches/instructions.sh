@@ -12,6 +12,7 @@
 #   ORDERS=500 benches/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 orders=${ORDERS:-2000}
 cargo build --release -q -p carshare-host -p carshare-benches --bins
 carshare=${CARSHARE:-target/release/carshare}
@@ -21,7 +22,7 @@ export CARSHARE_ADMIN_TOKEN=bench
 # A warm compile cache, so that neither run compiles components.
 "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/warm" --cache-dir "$work/cache" 2>"$work/warm.log" &
 warm=$!
-for _ in $(seq 1 200); do grep -q 'ready on' "$work/warm.log" && break; sleep 0.05; done
+wait_ready "$work/warm.log"
 kill "$warm"; wait "$warm" 2>/dev/null || true
 
 # Runs carshare under callgrind, takes $1 orders, and prints the instructions counted.
@@ -32,13 +33,9 @@ count() {
         --instance-allocator on-demand \
         2>"$work/server-$n.log" &
     local pid=$!
-    local addr=""
-    for _ in $(seq 1 1200); do
-        addr=$(grep -o 'ready on http://[^ ]*' "$work/server-$n.log" | head -1 | sed 's|ready on http://||') || true
-        [ -n "$addr" ] && break
-        sleep 0.1
-    done
-    [ -n "$addr" ] || { cat "$work/server-$n.log"; exit 1; }
+    local addr
+    # Under valgrind the server starts in seconds, not milliseconds.
+    wait_ready "$work/server-$n.log" 120
     target/release/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
         --body '{"modelname":"bench","qty":1000000000}' >/dev/null
     target/release/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \

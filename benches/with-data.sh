@@ -14,6 +14,7 @@
 # measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/ready.sh
 orders=${ORDERS:-2500000}
 runs=${RUNS:-2}
 seconds=${SECONDS_EACH:-10}
@@ -33,20 +34,14 @@ if [ ! -e "$filled/carshare.redb" ]; then
 fi
 echo "filled: $(du -sh "$filled/carshare.redb" | cut -f1) on disk"
 
-# Starts the server on $1, prints how long it took to answer its readiness probe, and leaves
+# Starts the server on $1, prints how long it took to say it is ready, and leaves
 # its address in $addr.
 start() {
     local log="$work/server.log" t0
     t0=$(date +%s%N)
     "$carshare" serve --listen 127.0.0.1:0 --data-dir "$1" --cache-dir "$work/cache" 2>"$log" &
     pid=$!
-    addr=
-    for _ in $(seq 1 6000); do
-        addr=$(grep -o 'ready on http://[^ ]*' "$log" | head -1 | sed 's|ready on http://||') || true
-        [ -n "$addr" ] && break
-        sleep 0.005
-    done
-    [ -n "$addr" ] || { cat "$log"; exit 1; }
+    wait_ready "$log"
     echo "ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }

@@ -1,0 +1,16 @@
+# Sourced by the benchmark scripts: waits for a carshare server (or carshare-ceiling) started
+# with its stderr in a log file.
+#
+# wait_ready LOG [SECONDS]: waits up to SECONDS (default 30) for the "ready on http://ADDR"
+# line in LOG and sets $addr to ADDR; if it never comes, prints LOG to stderr and fails.
+wait_ready() {
+    local log=$1 tries=$(( ${2:-30} * 100 ))
+    addr=
+    for _ in $(seq 1 "$tries"); do
+        addr=$(grep -o 'ready on http://[^ ]*' "$log" 2>/dev/null | head -1 | sed 's|ready on http://||') || true
+        [ -n "$addr" ] && return 0
+        sleep 0.01
+    done
+    { echo "no server got ready; its log ($log):"; cat "$log"; } >&2
+    return 1
+}
