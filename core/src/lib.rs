@@ -48,7 +48,8 @@ mod writer;
 pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket, Verdict};
 pub use crate::dead::DeadLetter;
 pub use crate::dispatch::{
-    Dispatcher, EventHandler, Failing, Handled, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
+    Dispatcher, EventHandler, Failing, Handled, HandledAll, HandlerError, RetryError, RetryPolicy,
+    SubscriberStatus, handle_each,
 };
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};

@@ -16,6 +16,11 @@ use crate::unit::Unit;
 /// What handling one event comes back with: the unit, and whether the event was applied.
 pub type Handled<'a> = Pin<Box<dyn Future<Output = (Unit, Result<(), HandlerError>)> + Send + 'a>>;
 
+/// What handling a step's events comes back with: the unit, and either all applied or the
+/// index (in the list handed over) of the first that failed, with why.
+pub type HandledAll<'a> =
+    Pin<Box<dyn Future<Output = (Unit, Result<(), (usize, HandlerError)>)> + Send + 'a>>;
+
 /// A subscribing context, as the dispatcher sees it.
 pub trait EventHandler: Send + Sync + 'static {
     /// Whether the subscriber wants events of this type (others only move its cursor).
@@ -25,6 +30,14 @@ pub trait EventHandler: Send + Sync + 'static {
     /// length of the call. An error undoes whatever the handler did in the unit. It runs on
     /// the async runtime's workers: it must not block them for long.
     fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a>;
+    /// Applies `events` (each one the subscriber wants, in log order) inside `unit`, each as
+    /// [`EventHandler::handle`] would, the events each publishes caused by it. On
+    /// `Err((i, e))` the unit holds exactly the effects of `events[..i]`. The default calls
+    /// `handle` once per event ([`handle_each`]); a handler that can apply several events in
+    /// one call overrides it.
+    fn handle_all<'a>(&'a self, unit: Unit, events: &'a [Arc<Event>]) -> HandledAll<'a> {
+        Box::pin(handle_each(self, unit, events))
+    }
     /// Told of every failed attempt (for logging); `parked` is true on the last one.
     fn on_failure(&self, _event: &Event, _error: &HandlerError, _attempt: u32, _parked: bool) {}
 
@@ -34,6 +47,28 @@ pub trait EventHandler: Send + Sync + 'static {
     fn pin(&self) -> Option<Arc<dyn EventHandler>> {
         None
     }
+}
+
+/// Applies `events` one [`EventHandler::handle`] call at a time, each from a savepoint and
+/// with the unit's events caused by it, stopping at the first that fails (whose effects are
+/// undone): the default of [`EventHandler::handle_all`], and its fallback for handlers that
+/// batch.
+pub async fn handle_each<H: EventHandler + ?Sized>(
+    handler: &H,
+    mut unit: Unit,
+    events: &[Arc<Event>],
+) -> (Unit, Result<(), (usize, HandlerError)>) {
+    for (i, event) in events.iter().enumerate() {
+        let sp = unit.savepoint();
+        unit.caused_by(event);
+        let (back, result) = handler.handle(unit, event).await;
+        unit = back;
+        if let Err(e) = result {
+            unit.rollback_to(sp);
+            return (unit, Err((i, e)));
+        }
+    }
+    (unit, Ok(()))
 }
 
 /// Why a handler did not apply an event.

@@ -22,7 +22,10 @@ use futures_util::FutureExt;
 
 use tokio::sync::watch;
 
-pub use handler::{EventHandler, Failing, Handled, HandlerError, RetryError, RetryPolicy, SubscriberStatus};
+pub use handler::{
+    EventHandler, Failing, Handled, HandledAll, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
+    handle_each,
+};
 use worker::Worker;
 
 use crate::error::{CommitError, StorageError};

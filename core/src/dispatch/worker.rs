@@ -190,21 +190,27 @@ async fn apply_batch(
     if events.is_empty() {
         return Ok(None);
     }
-    let mut done = from;
+    // The events the subscriber does not want only move its cursor.
+    let wanted: Vec<Arc<Event>> = events
+        .iter()
+        .filter(|e| handler.wants(&e.event_type))
+        .cloned()
+        .collect();
+    let mut done = events.last().map_or(from, |e| e.seq);
     let mut failed = None;
-    for event in events {
-        if handler.wants(&event.event_type) {
-            let sp = unit.savepoint();
-            unit.caused_by(&event);
-            let (back, result) = handler.handle(unit, &event).await;
-            unit = back;
-            if let Err(e) = result {
-                unit.rollback_to(sp);
-                failed = Some((event, e));
-                break;
-            }
+    if !wanted.is_empty() {
+        let (back, result) = handler.handle_all(unit, &wanted).await;
+        unit = back;
+        if let Err((i, e)) = result {
+            let event = wanted[i.min(wanted.len() - 1)].clone();
+            // Done with every event before the failed one, wanted or not.
+            done = events
+                .iter()
+                .take_while(|x| x.seq < event.seq)
+                .last()
+                .map_or(from, |x| x.seq);
+            failed = Some((event, e));
         }
-        done = event.seq;
     }
     Ok(Some(Applied {
         unit,

@@ -186,7 +186,7 @@ impl Metrics {
             Family::<SubscriberLabel, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
         registry.register_with_unit(
             "subscriber_handler_duration",
-            "Time a subscriber's handler took for one event",
+            "Time one call of a subscriber's handler took (a step's events go in one call)",
             Unit::Seconds,
             handler_seconds.clone(),
         );

@@ -1,16 +1,17 @@
 //! A context as a subscriber of the core's dispatcher: each dispatcher step is pinned to the
-//! version of the context current when it starts, and a handler's failure is told apart as
-//! transient (a dependency is down: wait) or not (retry, then park as a dead letter).
+//! version of the context current when it starts, its events go to the context in one call
+//! (`handle-events`), and a handler's failure is told apart as transient (a dependency is
+//! down: wait) or not (retry, then park as a dead letter).
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use carshare_core::{Event, EventHandler, Handled, HandlerError, Unit};
+use carshare_core::{Event, EventHandler, Handled, HandledAll, HandlerError, Unit, handle_each};
 
 use super::{Inner, Runtime, Slot};
 use crate::metrics::Metrics;
 use crate::types::{CallError, DomainError};
-use crate::wasm::Plugin;
+use crate::wasm::{AppliedEvents, Plugin};
 
 /// A context as a subscriber of the dispatcher. Holds the runtime weakly: the dispatcher lives
 /// inside the runtime.
@@ -61,18 +62,65 @@ impl EventHandler for Pinned {
             if r.is_ok() {
                 metrics.handled.get_or_create(&label).inc();
             }
-            let r = r.map_err(|e| match e {
-                // A dependency that is down or shedding load: wait for it, never park.
-                CallError::Domain(DomainError::Unavailable(_))
-                | CallError::Stopped(_)
-                | CallError::Busy(_)
-                | CallError::NoSuchContext(_)
-                | CallError::CircuitOpen { .. } => HandlerError::transient(e),
-                // Dead letters are the operator's: they keep the engine's detail.
-                e => HandlerError::new(e.detailed()),
-            });
-            (unit, r)
+            (unit, r.map_err(handler_error))
         })
+    }
+
+    /// The step's events in one call. If the call fails as a whole (a trap, its deadline),
+    /// they are applied again one call each, which finds the event at fault and gives each
+    /// event its own deadline.
+    fn handle_all<'a>(&'a self, mut unit: Unit, events: &'a [Arc<Event>]) -> HandledAll<'a> {
+        Box::pin(async move {
+            if let Err(waiting) = self.runtime.check_pointer(&mut unit, &self.plugin) {
+                return (unit, Err((0, HandlerError::transient(waiting))));
+            }
+            let started = Instant::now();
+            let (unit, applied) = self
+                .plugin
+                .handle_events(self.runtime.calls(), events, unit)
+                .await;
+            let metrics = self.runtime.metrics();
+            let label = Metrics::subscriber(&self.plugin.manifest().name);
+            metrics
+                .handler_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            let handled = match &applied {
+                AppliedEvents::All => events.len(),
+                AppliedEvents::Failed { index, .. } => *index,
+                AppliedEvents::Whole(_) => 0,
+            };
+            if handled > 0 {
+                metrics.handled.get_or_create(&label).inc_by(handled as u64);
+            }
+            match applied {
+                AppliedEvents::All => (unit, Ok(())),
+                AppliedEvents::Failed { index, error } => (unit, Err((index, handler_error(error)))),
+                AppliedEvents::Whole(e) => {
+                    tracing::debug!(
+                        "{} could not apply {} events in one call ({}); applying them one by one",
+                        self.plugin.manifest().name,
+                        events.len(),
+                        e.detailed()
+                    );
+                    handle_each(self, unit, events).await
+                }
+            }
+        })
+    }
+}
+
+/// A context's failure as the dispatcher retries it.
+fn handler_error(e: CallError) -> HandlerError {
+    match e {
+        // A dependency that is down or shedding load: wait for it, never park.
+        CallError::Domain(DomainError::Unavailable(_))
+        | CallError::Stopped(_)
+        | CallError::Busy(_)
+        | CallError::NoSuchContext(_)
+        | CallError::CircuitOpen { .. } => HandlerError::transient(e),
+        // Dead letters are the operator's: they keep the engine's detail.
+        e => HandlerError::new(e.detailed()),
     }
 }
 

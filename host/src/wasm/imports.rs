@@ -67,6 +67,30 @@ impl events::Host for InstanceState {
     fn publish(&mut self, event_type: String, key: Option<String>, payload: String) -> wasmtime::Result<()> {
         self.own()?.publish(&event_type, key, payload)
     }
+
+    fn handling(&mut self, seq: u64) -> wasmtime::Result<()> {
+        let Some(Scope {
+            unit,
+            batch: Some(batch),
+            ..
+        }) = self.scope.as_mut()
+        else {
+            wasmtime::bail!("events.handling was called outside of handle-events");
+        };
+        let next = batch.marks.len();
+        let Some(event) = batch.events.get(next).filter(|e| e.seq == seq) else {
+            wasmtime::bail!(
+                "events.handling({seq}) out of order: the next event of the call is {}",
+                batch
+                    .events
+                    .get(next)
+                    .map_or("none (all were started)".to_string(), |e| format!("#{}", e.seq))
+            );
+        };
+        batch.marks.push(unit.savepoint());
+        unit.caused_by(event);
+        Ok(())
+    }
 }
 
 impl calls::Host for InstanceState {
@@ -76,7 +100,12 @@ impl calls::Host for InstanceState {
         mut request: types::Request,
     ) -> wasmtime::Result<Result<types::Response, types::ContextError>> {
         request.caller = Some(self.context.to_string());
-        let Scope { unit, calls, depth } = self
+        let Scope {
+            unit,
+            calls,
+            depth,
+            batch,
+        } = self
             .scope
             .take()
             .ok_or_else(|| wasmtime::format_err!("call outside of a call"))?;
@@ -90,7 +119,12 @@ impl calls::Host for InstanceState {
         if result.is_err() {
             unit.rollback_to(savepoint);
         }
-        self.scope = Some(Scope { unit, calls, depth });
+        self.scope = Some(Scope {
+            unit,
+            calls,
+            depth,
+            batch,
+        });
         Ok(result
             .map(convert::response_to_wit)
             .map_err(convert::call_error_to_wit))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use carshare_core::Unit;
+use carshare_core::{Event, Savepoint, Unit};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
@@ -39,6 +39,17 @@ pub struct Scope {
     pub calls: Arc<dyn Calls>,
     /// How deep in a chain of synchronous calls this call is (0 for the outermost).
     pub depth: u32,
+    /// In a `handle-events` call: its events, and the unit's savepoint before each the guest
+    /// has started (through `events.handling`).
+    pub batch: Option<Batch>,
+}
+
+/// The events of one `handle-events` call and how far the guest got through them.
+pub struct Batch {
+    /// The events handed over, in order.
+    pub events: Vec<Arc<Event>>,
+    /// The unit's savepoint before each event the guest started, in order.
+    pub marks: Vec<Savepoint>,
 }
 
 impl InstanceState {

@@ -22,7 +22,7 @@ use carshare_core::Unit;
 
 pub use engine::{InstanceAllocator, WasmEngine};
 pub use manifest::{Limits, LoadError, Manifest, Operation, Parameter};
-pub use plugin::Plugin;
+pub use plugin::{AppliedEvents, Plugin};
 
 use crate::types::{CallError, Request, Response};
 

@@ -453,3 +453,31 @@ impl TestServer {
         all
     }
 }
+
+impl TestServer {
+    /// The Prometheus scrape of `/metrics`.
+    pub fn scrape(&self) -> String {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        r.body
+    }
+}
+
+/// The value of the sample `name{labels}` in a scrape, 0 if absent.
+pub fn sample(scrape: &str, name: &str, labels: &str) -> f64 {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}

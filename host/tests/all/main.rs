@@ -11,6 +11,7 @@
 //! - `observe`: metrics, request and correlation ids, log lines.
 //! - `openapi`: the OpenAPI document, and schemathesis against the real server.
 //! - `ui`: the live system page in Chromium, driven by Playwright.
+//! - `steps`: a subscriber's step as one call, and an event failing in it undone alone.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
 //! - `volume`: a million orders, every listing and search at its first, middle and last page
 //!   (ignored in the default run; `.ci/run` runs it).
@@ -25,6 +26,7 @@ mod foundation;
 mod newcomer;
 mod observe;
 mod openapi;
+mod steps;
 mod swap;
 mod ui;
 mod volume;

@@ -4,43 +4,18 @@
 
 use serde_json::Value;
 
-use crate::common::TestServer;
-
-/// The value of the sample `name{labels}` in a scrape, 0 if absent.
-fn sample(scrape: &str, name: &str, labels: &str) -> f64 {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
-
-fn scrape(s: &TestServer) -> String {
-    let r = s.get("/metrics");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert!(
-        r.header("content-type")
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    r.body
-}
+use crate::common::{TestServer, sample};
 
 #[test]
 fn metrics_move_with_traffic_and_lag_returns_to_zero() {
     let s = TestServer::start(&[]);
     let product = s.register_product("test1", 100);
-    let before = scrape(&s);
+    let before = s.scrape();
     for _ in 0..10 {
         s.order(product, 1);
     }
     s.settle();
-    let after = scrape(&s);
+    let after = s.scrape();
     let moved = |name: &str, labels: &str| sample(&after, name, labels) - sample(&before, name, labels);
     assert_eq!(
         moved(

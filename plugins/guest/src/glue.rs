@@ -37,6 +37,18 @@ impl<C: Context> crate::bindings::Guest for Adapter<C> {
         crate::rest::begin_call();
         C::handle_event(Event::from(event)).map_err(Into::into)
     }
+
+    /// A step's events in one call: each is told to the host before it is applied, so the
+    /// host can undo a failing event alone and attribute what each publishes.
+    fn handle_events(events: Vec<wit::Event>) -> Result<(), (u32, wit::ContextError)> {
+        for (i, event) in events.into_iter().enumerate() {
+            crate::bindings::carshare::context::events::handling(event.seq);
+            crate::rest::begin_call();
+            // A list longer than u32::MAX cannot cross the component boundary.
+            C::handle_event(Event::from(event)).map_err(|e| (i as u32, e.into()))?;
+        }
+        Ok(())
+    }
 }
 
 fn operation(op: crate::api::Operation) -> wit::Operation {

@@ -1,7 +1,8 @@
 //! A subscriber that fails on demand, for tests of dead letters: `PUT /audits/mode
-//! {"failing": true}` makes it fail on every `Ordered`; `GET /audits` lists the orders it
-//! recorded, and which version of it recorded each (for tests of swaps: the same sources are
-//! built as 0.9.0 and as 2.0.0).
+//! {"failing": true}` makes it fail on every `Ordered`; `{"failOnQty": 3}` makes it record an
+//! order of quantity 3 and then fail (so the failure must undo the record), `{"trapOnQty": 3}`
+//! makes it trap on one. `GET /audits` lists the orders it recorded, and which version of it
+//! recorded each (for tests of swaps: the same sources are built as 0.9.0 and as 2.0.0).
 
 use carshare_guest::body::Body;
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, state};
@@ -23,13 +24,9 @@ impl Context for Auditor {
     fn handle_request(req: Request) -> Result<Response, Error> {
         match (req.method.as_str(), req.path.as_str()) {
             ("PUT", "/audits/mode") => {
-                let failing = Body(req.json_object()?)
-                    .0
-                    .get("failing")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                state::put("mode", &failing)?;
-                Ok(Response::json(200, &serde_json::json!({ "failing": failing })))
+                let mode = Body(req.json_object()?).0;
+                state::put("mode", &mode)?;
+                Ok(Response::json(200, &mode))
             }
             ("GET", "/audits") => {
                 // A test component: the tests audit far fewer than a page of scan rows.
@@ -49,12 +46,23 @@ impl Context for Auditor {
     }
 
     fn handle_event(event: Event) -> Result<(), Error> {
-        if state::get::<bool>("mode")?.unwrap_or(false) {
+        let mode = state::get::<serde_json::Value>("mode")?.unwrap_or_default();
+        if mode["failing"] == true {
             return Err(Error::Internal("the auditor is failing on purpose".into()));
         }
-        let id = event.payload::<serde_json::Value>()?["id"].as_u64().unwrap_or(0);
+        let order = event.payload::<serde_json::Value>()?;
+        let id = order["id"].as_u64().unwrap_or(0);
         let audit = serde_json::json!({ "id": id, "version": env!("CARGO_PKG_VERSION") });
-        state::put(&format!("audit/{id:020}"), &audit)
+        state::put(&format!("audit/{id:020}"), &audit)?;
+        if order["qty"].is_u64() && order["qty"] == mode["failOnQty"] {
+            return Err(Error::Internal(format!(
+                "the auditor fails on order {id} on purpose"
+            )));
+        }
+        if order["qty"].is_u64() && order["qty"] == mode["trapOnQty"] {
+            panic!("the auditor traps on order {id} on purpose");
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use carshare_core::{Event, Unit};
+use carshare_core::Unit;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::Calls;
@@ -21,6 +21,10 @@ use super::engine::{EPOCH_TICK, WasmEngine};
 use super::instance::{InstanceState, Scope};
 use super::manifest::{Limits, LoadError, Manifest, check_manifest};
 use crate::types::{CallError, Request, Response};
+
+mod events;
+
+pub use events::AppliedEvents;
 
 struct Instance {
     store: Store<InstanceState>,
@@ -192,35 +196,6 @@ impl Plugin {
         (unit, r)
     }
 
-    /// Applies `event` inside `unit`.
-    pub async fn handle_event(
-        &self,
-        calls: Arc<dyn Calls>,
-        event: &Event,
-        unit: Unit,
-    ) -> (Unit, Result<(), CallError>) {
-        let ev = wit::Event {
-            seq: event.seq,
-            id: event.event_id.clone(),
-            event_type: event.event_type.clone(),
-            source: event.source.clone(),
-            key: event.key.clone(),
-            timestamp: event.timestamp.clone(),
-            payload: event.payload.get().to_string(),
-        };
-        let mut inst = match self.enter(calls, unit, 0).await {
-            Ok(inst) => inst,
-            Err((unit, e)) => return (unit, Err(e)),
-        };
-        let started = Instant::now();
-        let result = inst.bindings.call_handle_event(&mut inst.store, &ev).await;
-        let (unit, r) = self.leave(inst, result, started);
-        (
-            unit,
-            r.and_then(|r| r.map_err(|e| CallError::Domain(convert::from_wit(e)))),
-        )
-    }
-
     /// A pooled instance with `unit` in its scope and a fresh deadline; on failure the unit
     /// comes back with the error.
     async fn enter(
@@ -233,7 +208,12 @@ impl Plugin {
             Ok(i) => i,
             Err(e) => return Err((unit, e)),
         };
-        inst.store.data_mut().scope = Some(Scope { unit, calls, depth });
+        inst.store.data_mut().scope = Some(Scope {
+            unit,
+            calls,
+            depth,
+            batch: None,
+        });
         self.start_call(&mut inst);
         Ok(inst)
     }
