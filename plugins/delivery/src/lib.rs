@@ -103,7 +103,7 @@ fn ship(paid: Paid) -> Result<(), Error> {
         payment_id: paid.id,
         status: domain::SHIPPED.into(),
     };
-    DELIVERIES.save(&d)?;
+    DELIVERIES.insert(&d)?;
     state::put(&delivery_key(d.order_id), &d.id)?;
     events::publish("Shipped", Some(d.order_id), &d)
 }
@@ -146,7 +146,7 @@ fn cancel(req: &Request) -> Result<Response, Error> {
         payment_id: refund.payment_id,
         status: domain::CANCELLED.into(),
     };
-    CANCELLATIONS.save(&c)?;
+    CANCELLATIONS.insert(&c)?;
     state::put(&cancellation_key(order_id), &c.id)?;
     events::publish("DeliveryCanceled", Some(order_id), &c)?;
     Ok(CANCELLATIONS.created(req, &c))

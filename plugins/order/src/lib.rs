@@ -152,7 +152,7 @@ fn place(req: &Request) -> Result<Response, Error> {
     let new = NewOrder::parse(&Body(req.json_object()?))?;
     check_stock(&new, &req.base_url)?;
     let order = new.into_order(state::next_id("order"));
-    ORDERS.save(&order)?;
+    ORDERS.insert(&order)?;
     events::publish("Ordered", Some(order.id), &Ordered::from(&order))?;
     let payment = Request::new("POST", "/payments", &req.base_url).with_json(&json!({
         "orderId": order.id,

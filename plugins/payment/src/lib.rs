@@ -103,7 +103,7 @@ fn take(req: &Request) -> Result<Response, Error> {
         return Ok(PAYMENTS.ok(req, &PAYMENTS.require::<Payment>(id)?));
     }
     let payment = new.into_payment(state::next_id("payment"));
-    PAYMENTS.save(&payment)?;
+    PAYMENTS.insert(&payment)?;
     state::put(&index, &payment.id)?;
     events::publish("Paid", Some(payment.order_id), &Paid::from(&payment))?;
     Ok(PAYMENTS.created(req, &payment))
@@ -128,7 +128,7 @@ fn refund(req: &Request) -> Result<Response, Error> {
     payment.status = domain::CANCELLED.into();
     PAYMENTS.save(&payment)?;
     let c = Cancellation::of(&payment, state::next_id("paymentCancellation"));
-    CANCELLATIONS.save(&c)?;
+    CANCELLATIONS.insert(&c)?;
     state::put(&index, &c.id)?;
     events::publish("PayCancelled", Some(order_id), &PayCancelled::from(&c))?;
     Ok(CANCELLATIONS.created(req, &c))

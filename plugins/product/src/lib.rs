@@ -86,7 +86,7 @@ fn register(req: &Request) -> Result<Response, Error> {
         modelname,
         qty,
     };
-    PRODUCTS.save(&p)?;
+    PRODUCTS.insert(&p)?;
     events::publish("ProductRegistered", None, &p)?;
     Ok(PRODUCTS.created(req, &p))
 }

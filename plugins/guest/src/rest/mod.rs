@@ -86,9 +86,10 @@ impl<T: Into<Key>> From<Option<T>> for Key {
 }
 
 thread_local! {
-    /// The index terms of each entity loaded or saved during the current call (the glue clears
-    /// it when a call begins), so that saving it needs no second read to know what changed.
-    static LOADED: RefCell<HashMap<String, Vec<Vec<u8>>>> = RefCell::new(HashMap::new());
+    /// The index terms of each entity loaded or saved during the current call, or `None` for
+    /// a key known to hold nothing (the glue clears it when a call begins), so that saving it
+    /// needs no second read to know what changed.
+    static LOADED: RefCell<HashMap<String, Option<Vec<Vec<u8>>>>> = RefCell::new(HashMap::new());
 }
 
 /// Forgets what the last call loaded; called by the glue when a call begins.
@@ -184,10 +185,8 @@ impl Collection {
     pub fn load<T: Entity>(&self, id: u64) -> Result<Option<T>, Error> {
         let key = self.key(id);
         let found: Option<T> = state::get(&key)?;
-        if let Some(entity) = &found {
-            let terms = self.terms(entity);
-            LOADED.with(|l| l.borrow_mut().insert(key, terms));
-        }
+        let terms = found.as_ref().map(|entity| self.terms(entity));
+        LOADED.with(|l| l.borrow_mut().insert(key, terms));
         Ok(found)
     }
 
@@ -197,14 +196,22 @@ impl Collection {
             .ok_or_else(|| Error::NotFound(format!("no {} with id {id}", self.name)))
     }
 
+    /// Stores a new `entity`, whose id was just taken from [`state::next_id`] (which never
+    /// gives an id twice, so nothing is stored under it): [`Collection::save`] without reading
+    /// what was there.
+    pub fn insert<T: Entity>(&self, entity: &T) -> Result<(), Error> {
+        LOADED.with(|l| l.borrow_mut().insert(self.key(entity.id()), None));
+        self.save(entity)
+    }
+
     /// Stores `entity` under its id, and moves its index entries where its fields now say.
     pub fn save<T: Entity>(&self, entity: &T) -> Result<(), Error> {
         let id = entity.id();
         let key = self.key(id);
         let known = LOADED.with(|l| l.borrow().get(&key).cloned());
         let before = match known {
-            Some(terms) => Some(terms),
-            // Not loaded in this call: read what is stored (a new entity reads nothing).
+            Some(terms) => terms,
+            // Not loaded in this call: read what is stored.
             None => state::get::<T>(&key)?.map(|old| self.terms(&old)),
         };
         let after = self.terms(entity);
@@ -223,7 +230,7 @@ impl Collection {
             }
             state::index_put(&index, &after[i], id);
         }
-        LOADED.with(|l| l.borrow_mut().insert(key, after));
+        LOADED.with(|l| l.borrow_mut().insert(key, Some(after)));
         Ok(())
     }
 
