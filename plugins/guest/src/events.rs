@@ -11,6 +11,7 @@ use crate::bindings::carshare::context::events as host;
 pub fn publish(event_type: &str, key: Option<u64>, payload: &impl Serialize) -> Result<(), Error> {
     let json = serde_json::to_string(payload)
         .map_err(|e| Error::Internal(format!("cannot encode {event_type}: {e}")))?;
-    host::publish(event_type, key.map(|k| k.to_string()).as_deref(), &json);
+    let mut digits = itoa::Buffer::new();
+    host::publish(event_type, key.map(|k| digits.format(k)), &json);
     Ok(())
 }
