@@ -277,13 +277,52 @@ impl Collection {
 
     /// 200 with `entity`.
     pub fn ok<T: Entity>(&self, request: &Request, entity: &T) -> Response {
-        Response::json(200, &self.resource(request, entity))
+        let href = self.href(request, entity.id());
+        Response::json(200, &self.hal(entity, &href))
     }
 
     /// 201 with `entity` and its `Location`.
     pub fn created<T: Entity>(&self, request: &Request, entity: &T) -> Response {
-        Response::json(201, &self.resource(request, entity))
-            .with_header("location", &self.href(request, entity.id()))
+        let href = self.href(request, entity.id());
+        Response::json(201, &self.hal(entity, &href)).with_header("location", &href)
+    }
+
+    /// What [`Collection::resource`] gives, written straight out: no `Value` tree is built for
+    /// a response that holds one entity.
+    fn hal<'a, T: Entity>(&'a self, entity: &'a T, href: &'a str) -> Hal<'a, T> {
+        Hal {
+            entity,
+            links: Links { href, rel: self.rel },
+        }
+    }
+}
+
+/// An entity with its `_links`, serialized as one object.
+#[derive(Serialize)]
+struct Hal<'a, T: Serialize> {
+    #[serde(flatten)]
+    entity: &'a T,
+    #[serde(rename = "_links")]
+    links: Links<'a>,
+}
+
+/// `{"self": {"href": …}, "<rel>": {"href": …}}`.
+struct Links<'a> {
+    href: &'a str,
+    rel: &'a str,
+}
+
+impl Serialize for Links<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct Href<'a> {
+            href: &'a str,
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("self", &Href { href: self.href })?;
+        map.serialize_entry(self.rel, &Href { href: self.href })?;
+        map.end()
     }
 }
 
@@ -328,6 +367,52 @@ mod tests {
         assert_eq!(THINGS.index("qty"), "things/qty");
         let req = Request::new("GET", "/things/7", "http://h:1");
         assert_eq!(THINGS.href(&req, 7), "http://h:1/things/7");
+    }
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Thing {
+        id: u64,
+        qty: Option<i64>,
+        model_name: String,
+    }
+
+    impl Entity for Thing {
+        fn id(&self) -> u64 {
+            self.id
+        }
+
+        fn key_of(&self, _field: &str) -> Key {
+            Key::Null
+        }
+    }
+
+    #[test]
+    fn a_response_holds_exactly_what_the_resource_value_does() {
+        let req = Request::new("GET", "/things/7", "http://h:1");
+        let thing = Thing {
+            id: 7,
+            qty: None,
+            model_name: "a \"quoted\" name".into(),
+        };
+        for r in [THINGS.ok(&req, &thing), THINGS.created(&req, &thing)] {
+            // The same bytes: the fields in order, then the links.
+            assert_eq!(
+                r.body,
+                serde_json::to_vec(&THINGS.resource(&req, &thing)).unwrap()
+            );
+        }
+        let created = THINGS.created(&req, &thing);
+        assert_eq!(created.status, 201);
+        assert!(
+            created
+                .headers
+                .contains(&("location".into(), "http://h:1/things/7".into()))
+        );
+        assert_eq!(
+            String::from_utf8(created.body).unwrap(),
+            r#"{"id":7,"qty":null,"modelName":"a \"quoted\" name","_links":{"self":{"href":"http://h:1/things/7"},"thing":{"href":"http://h:1/things/7"}}}"#
+        );
     }
 
     #[test]
