@@ -67,7 +67,7 @@ impl Context for CustomerPageContext {
         if domain::status_of(&event.event_type).is_none() {
             return Ok(());
         }
-        let payload: serde_json::Value = event.payload()?;
+        let payload: domain::Facts = event.payload()?;
         let Some(order_id) = domain::order_id_of(&event.event_type, &payload) else {
             return Err(Error::Internal(format!(
                 "{} #{} names no order",
