@@ -131,6 +131,27 @@ impl From<&Order> for Ordered {
     }
 }
 
+/// What order asks payment for: `POST /payments`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequest {
+    pub order_id: u64,
+    pub product_id: u64,
+    pub qty: i64,
+    pub status: &'static str,
+}
+
+impl From<&Order> for PaymentRequest {
+    fn from(o: &Order) -> Self {
+        PaymentRequest {
+            order_id: o.id,
+            product_id: o.product_id,
+            qty: o.qty,
+            status: "OrderApproved",
+        }
+    }
+}
+
 /// What order needs of a `Paid` event.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -215,6 +236,17 @@ mod tests {
 
     fn body(v: serde_json::Value) -> Body {
         Body(v.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn payment_is_asked_with_the_order_s_id_product_and_quantity() {
+        let o = NewOrder::parse(&body(json!({"productId": 3, "qty": 2})))
+            .unwrap()
+            .into_order(9);
+        assert_eq!(
+            serde_json::to_string(&PaymentRequest::from(&o)).unwrap(),
+            r#"{"orderId":9,"productId":3,"qty":2,"status":"OrderApproved"}"#
+        );
     }
 
     #[test]

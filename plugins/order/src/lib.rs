@@ -11,7 +11,7 @@ use carshare_guest::rest::{Collection, Target, method_not_allowed};
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, log, state};
 use serde_json::json;
 
-use domain::{NewOrder, Order, OrderRef, Ordered, Paid, ProductReplica};
+use domain::{NewOrder, Order, OrderRef, Ordered, Paid, PaymentRequest, ProductReplica};
 
 /// Orders sort by id or by quantity; every other field would cost each order an index entry
 /// and is refused as a sort, with the list of those supported.
@@ -154,12 +154,7 @@ fn place(req: &Request) -> Result<Response, Error> {
     let order = new.into_order(state::next_id("order"));
     ORDERS.insert(&order)?;
     events::publish("Ordered", Some(order.id), &Ordered::from(&order))?;
-    let payment = Request::new("POST", "/payments", &req.base_url).with_json(&json!({
-        "orderId": order.id,
-        "productId": order.product_id,
-        "qty": order.qty,
-        "status": "OrderApproved",
-    }));
+    let payment = Request::new("POST", "/payments", &req.base_url).with_json(&PaymentRequest::from(&order));
     match call("payment", payment) {
         Ok(r) if r.status == 200 || r.status == 201 => Ok(ORDERS.created(req, &order)),
         Ok(r) => Err(Error::Internal(format!(
