@@ -36,6 +36,21 @@ struct Pinned {
     plugin: Arc<Plugin>,
 }
 
+impl Pinned {
+    /// Counts one call into the context, started at `started`, that applied `handled` events.
+    fn record(&self, started: Instant, handled: usize) {
+        let metrics = self.runtime.metrics();
+        let label = Metrics::subscriber(&self.plugin.manifest().name);
+        metrics
+            .handler_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if handled > 0 {
+            metrics.handled.get_or_create(&label).inc_by(handled as u64);
+        }
+    }
+}
+
 impl EventHandler for Pinned {
     fn wants(&self, event_type: &str) -> bool {
         self.plugin
@@ -53,15 +68,7 @@ impl EventHandler for Pinned {
             }
             let started = Instant::now();
             let (unit, r) = self.plugin.handle_event(self.runtime.calls(), event, unit).await;
-            let metrics = self.runtime.metrics();
-            let label = Metrics::subscriber(&self.plugin.manifest().name);
-            metrics
-                .handler_seconds
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
-            if r.is_ok() {
-                metrics.handled.get_or_create(&label).inc();
-            }
+            self.record(started, usize::from(r.is_ok()));
             (unit, r.map_err(handler_error))
         })
     }
@@ -79,20 +86,12 @@ impl EventHandler for Pinned {
                 .plugin
                 .handle_events(self.runtime.calls(), events, unit)
                 .await;
-            let metrics = self.runtime.metrics();
-            let label = Metrics::subscriber(&self.plugin.manifest().name);
-            metrics
-                .handler_seconds
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
             let handled = match &applied {
                 AppliedEvents::All => events.len(),
                 AppliedEvents::Failed { index, .. } => *index,
                 AppliedEvents::Whole(_) => 0,
             };
-            if handled > 0 {
-                metrics.handled.get_or_create(&label).inc_by(handled as u64);
-            }
+            self.record(started, handled);
             match applied {
                 AppliedEvents::All => (unit, Ok(())),
                 AppliedEvents::Failed { index, error } => (unit, Err((index, handler_error(error)))),

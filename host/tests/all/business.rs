@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{TestComponent, TestServer};
+use crate::common::TestServer;
 use serde_json::Value;
 
 fn embedded(s: &TestServer, collection: &str) -> Vec<Value> {
@@ -322,15 +322,7 @@ fn redelivering_handled_events_changes_nothing() {
 
 #[test]
 fn a_failing_subscriber_parks_its_event_without_holding_up_the_others_and_can_be_retried() {
-    let auditor = format!("auditor={}", TestComponent::Auditor.path());
-    let s = TestServer::start(&[
-        "--context",
-        &auditor,
-        "--event-attempts",
-        "3",
-        "--event-backoff-ms",
-        "5",
-    ]);
+    let s = TestServer::with_auditor("3");
     let product = s.register_product("test1", 10);
     let r = s.request("PUT", "/audits/mode", &[], br#"{"failing":true}"#);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -341,10 +333,7 @@ fn a_failing_subscriber_parks_its_event_without_holding_up_the_others_and_can_be
         "Shipped",
         "the others went on"
     );
-    let dead = s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let dead = s.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["subscriber"], "auditor");
     assert_eq!(dead[0]["attempts"], 3);
@@ -359,13 +348,7 @@ fn a_failing_subscriber_parks_its_event_without_holding_up_the_others_and_can_be
 
     let retry = format!("/admin/dead-letters/auditor/{seq}/retry");
     assert_eq!(s.admin("POST", &retry).status, 409, "still failing: kept");
-    assert_eq!(
-        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.dead_letters().len(), 1);
     assert_eq!(
         s.request("PUT", "/audits/mode", &[], br#"{"failing":false}"#)
             .status,
@@ -373,12 +356,7 @@ fn a_failing_subscriber_parks_its_event_without_holding_up_the_others_and_can_be
     );
     assert_eq!(s.admin("POST", &retry).status, 200);
     assert_eq!(s.get("/audits").json()["audited"], serde_json::json!([order]));
-    assert!(
-        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.dead_letters().is_empty());
     assert_eq!(s.admin("POST", &retry).status, 404, "retried once only");
 }
 
@@ -541,12 +519,7 @@ fn a_compensation_waits_for_a_stopped_context_instead_of_being_parked() {
             .unwrap_or(0)
             > 3
     }));
-    assert!(
-        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.dead_letters().is_empty());
     assert_ne!(
         s.get(&format!("/orders/{second}")).json()["status"],
         "OrderRejected",
@@ -562,10 +535,5 @@ fn a_compensation_waits_for_a_stopped_context_instead_of_being_parked() {
         find(&embedded(&s, "paymentCancellations"), "orderId", second)["status"],
         "PaymentCancelled"
     );
-    assert!(
-        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.dead_letters().is_empty());
 }

@@ -481,3 +481,26 @@ pub fn sample(scrape: &str, name: &str, labels: &str) -> f64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
+
+impl TestServer {
+    /// A server with the test auditor (a subscriber that fails on demand) loaded beside the
+    /// built-in contexts, parking an event after `attempts` attempts 5 ms apart.
+    pub fn with_auditor(attempts: &str) -> TestServer {
+        let auditor = format!("auditor={}", TestComponent::Auditor.path());
+        TestServer::start(&[
+            "--context",
+            &auditor,
+            "--event-attempts",
+            attempts,
+            "--event-backoff-ms",
+            "5",
+        ])
+    }
+
+    /// Every dead letter, as `GET /admin/dead-letters` lists them.
+    pub fn dead_letters(&self) -> Vec<Value> {
+        let r = self.admin("GET", "/admin/dead-letters");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["deadLetters"].as_array().unwrap().clone()
+    }
+}

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{TestComponent, TestServer, sample};
+use crate::common::{TestServer, sample};
 
 /// The auditor's calls and handled events so far.
 fn auditor_counts(s: &TestServer) -> (f64, f64) {
@@ -25,15 +25,7 @@ fn auditor_counts(s: &TestServer) -> (f64, f64) {
 /// to 5, and starts it again: its first step then holds all five. Returns the server, the
 /// orders' ids, and the auditor's counts before it started again.
 fn five_orders_in_one_step(mode: Value) -> (TestServer, Vec<u64>, (f64, f64)) {
-    let auditor = format!("auditor={}", TestComponent::Auditor.path());
-    let s = TestServer::start(&[
-        "--context",
-        &auditor,
-        "--event-attempts",
-        "2",
-        "--event-backoff-ms",
-        "5",
-    ]);
+    let s = TestServer::with_auditor("2");
     let product = s.register_product("test1", 100);
     let r = s.request("PUT", "/audits/mode", &[], mode.to_string().as_bytes());
     assert_eq!(r.status, 200, "{}", r.body);
@@ -50,10 +42,7 @@ fn five_orders_in_one_step(mode: Value) -> (TestServer, Vec<u64>, (f64, f64)) {
 
 /// The one dead letter, which must be the auditor's, of the order of quantity 3.
 fn parked_order_of_qty_3(s: &TestServer) -> Value {
-    let dead = s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let dead = s.dead_letters();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["subscriber"], "auditor");
     assert_eq!(dead[0]["attempts"], 2);

@@ -143,12 +143,7 @@ fn contexts_swap_back_and_forth_under_load_without_a_failed_request() {
         STOCK - placed.len() as i64,
         "every order took its stock exactly once"
     );
-    assert!(
-        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.dead_letters().is_empty());
 }
 
 #[test]
@@ -252,10 +247,7 @@ fn runaway_and_greedy_contexts_fail_alone_and_are_replaced() {
     // The looper also spins on every Ordered: each such event ends as a dead letter, and the
     // business is untouched.
     s.settle();
-    let dead = s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let dead = s.dead_letters();
     assert_eq!(dead.len(), 5, "{dead:?}");
     assert!(
         dead.iter()

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{TOKEN, TestComponent, TestServer};
+use crate::common::{TOKEN, TestServer};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -59,15 +59,7 @@ pub(crate) fn driver() -> PathBuf {
 fn the_system_page_shows_the_system_live_and_drives_it() {
     chromium();
     let dir = driver();
-    let auditor = format!("auditor={}", TestComponent::Auditor.path());
-    let s = TestServer::start(&[
-        "--context",
-        &auditor,
-        "--event-attempts",
-        "2",
-        "--event-backoff-ms",
-        "5",
-    ]);
+    let s = TestServer::with_auditor("2");
     let product = s.register_product("ui", 1000);
     assert_eq!(product, 1, "the page's script orders product 1");
     // A dead letter for the page to retry.
@@ -75,9 +67,7 @@ fn the_system_page_shows_the_system_live_and_drives_it() {
     assert_eq!(r.status, 200, "{}", r.body);
     s.order(product, 1);
     let parked = |s: &TestServer| -> Vec<u64> {
-        s.admin("GET", "/admin/dead-letters").json()["deadLetters"]
-            .as_array()
-            .unwrap()
+        s.dead_letters()
             .iter()
             .map(|d| d["event"]["seq"].as_u64().unwrap())
             .collect()
