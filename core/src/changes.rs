@@ -1,5 +1,5 @@
 //! A unit's change set: what it read (checked again at commit) and what it writes, handed from
-//! the unit of work (`unit.rs`) to the commit writer (`writer.rs`) as one value, so neither
+//! the unit of work (`unit.rs`) to the commit writer (`writer/`) as one value, so neither
 //! needs to know the other. It also travels between hosts of a cluster (`replicate.rs`): whole,
 //! from a host to the writer, and as effects only, in the log's records.
 
@@ -68,6 +68,15 @@ pub(crate) struct ChangeSet {
     /// The id a forwarded unit carries, so that it commits at most once (`forwarded.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_id: Option<String>,
+    /// The end of each event's stored JSON, encoded by the unit ([`NewEvent::stored_tail`]),
+    /// in `events` order; empty when it was not (a change set read back from a log record), and
+    /// then the writer serializes the whole event.
+    #[serde(skip)]
+    pub event_tails: Vec<Vec<u8>>,
+    /// How many batches this host's writer had committed when the unit's snapshot was taken
+    /// (`writer/valid.rs`); unknown for a change set read back from elsewhere.
+    #[serde(skip)]
+    pub snapshot_generation: Option<u64>,
 }
 
 /// A change set's effects without its reads: what a log record carries, borrowed from the

@@ -7,7 +7,7 @@
 //!    key-value state ([`Unit::get`], [`Unit::set`], [`Unit::scan`]), take ids
 //!    ([`Unit::next_id`]) and publish events ([`Unit::publish`]). Nothing is visible to anyone
 //!    else yet; a [`Savepoint`] undoes part of it.
-//! 3. [`Log::commit`] hands the unit to the commit writer (`writer.rs`), which validates what
+//! 3. [`Log::commit`] hands the unit to the commit writer (`writer/`), which validates what
 //!    the unit read, writes its state, numbers its events gap-free and fsyncs, together with
 //!    every other unit waiting at that moment (group commit). The future resolves once the unit
 //!    is durable, or with [`CommitError::Conflict`] if it must be run again.

@@ -1,6 +1,6 @@
 //! The on-disk layout: one redb file, its tables, and read-only snapshots of it.
 //!
-//! Every table is written only by the commit writer (`writer.rs`); everything else reads
+//! Every table is written only by the commit writer (`writer/`); everything else reads
 //! through a [`Snapshot`], redb's MVCC read transaction, which sees one committed state. The
 //! tables of id sequences (`ids.rs`) and dead letters (`dead.rs`) live beside the code that
 //! owns them.

@@ -37,6 +37,8 @@ pub struct Unit {
     snapshot: Snapshot,
     /// The head when the unit began: every event up to it is in the snapshot.
     visible: u64,
+    /// The writer's generation when the unit began: every batch up to it is in the snapshot.
+    generation: u64,
     ids_source: Arc<IdSequences>,
     tail: Arc<Tail>,
     /// (correlation id, causation id) given to the events it publishes from now on.
@@ -57,13 +59,14 @@ pub struct Unit {
 impl Unit {
     pub(crate) fn new(
         snapshot: Snapshot,
-        visible: u64,
+        (visible, generation): (u64, u64),
         ids_source: Arc<IdSequences>,
         tail: Arc<Tail>,
     ) -> Self {
         Unit {
             snapshot,
             visible,
+            generation,
             ids_source,
             tail,
             cause: (None, None),
@@ -363,11 +366,15 @@ impl Unit {
             scans: self.scans,
             writes: self.writes.into_iter().collect(),
             index: self.index.into_iter().collect(),
-            events: self.events,
             cursors: self.cursors,
             dead: self.dead,
             ids: self.ids.into_iter().collect(),
             unit_id: None,
+            snapshot_generation: Some(self.generation),
+            // An event that cannot be encoded here (none can) leaves the list short, and the
+            // writer serializes every event of the unit itself.
+            event_tails: self.events.iter().map_while(|e| e.stored_tail().ok()).collect(),
+            events: self.events,
         }
     }
 }

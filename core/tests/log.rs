@@ -382,3 +382,42 @@ fn a_unit_that_only_took_an_id_still_records_it() {
     let log = Log::open(&path).unwrap();
     assert!(log.begin().unwrap().next_id("c", "seq").unwrap() > given);
 }
+
+/// The writer validates reads against the keys recent batches wrote, and remembers only so
+/// many batches: a unit older than that is checked against the database, so a stale read is
+/// still found.
+#[test]
+fn a_unit_older_than_the_writers_memory_of_batches_still_conflicts() {
+    let (_d, log) = open();
+    let mut seed = log.begin().unwrap();
+    seed.set("product", "stock/1", b"10".to_vec());
+    log.commit_blocking(seed).unwrap();
+
+    let mut old = log.begin().unwrap();
+    assert_eq!(old.get("product", "stock/1").unwrap(), Some(b"10".to_vec()));
+    let mut change = log.begin().unwrap();
+    change.set("product", "stock/1", b"9".to_vec());
+    log.commit_blocking(change).unwrap();
+    // More batches than the writer remembers, none of them touching the key.
+    for i in 0..1100 {
+        let mut u = log.begin().unwrap();
+        u.set("other", &format!("k/{i}"), b"1".to_vec());
+        log.commit_blocking(u).unwrap();
+    }
+    old.set("product", "stock/1", b"8".to_vec());
+    assert!(matches!(log.commit_blocking(old), Err(CommitError::Conflict)));
+
+    // A unit begun now is checked by the keys written since it began: its read of a key
+    // written meanwhile conflicts, its read of a key nobody wrote does not.
+    let mut fresh = log.begin().unwrap();
+    let mut quiet = log.begin().unwrap();
+    assert_eq!(fresh.get("product", "stock/1").unwrap(), Some(b"9".to_vec()));
+    assert_eq!(quiet.get("other", "k/5").unwrap(), Some(b"1".to_vec()));
+    let mut change = log.begin().unwrap();
+    change.set("product", "stock/1", b"7".to_vec());
+    log.commit_blocking(change).unwrap();
+    fresh.set("product", "stock/2", b"1".to_vec());
+    assert!(matches!(log.commit_blocking(fresh), Err(CommitError::Conflict)));
+    quiet.set("other", "k/5", b"2".to_vec());
+    log.commit_blocking(quiet).unwrap();
+}

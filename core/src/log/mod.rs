@@ -4,6 +4,7 @@
 //! `Replicator` of `replicate.rs`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -19,7 +20,7 @@ use crate::replicate::Replicator;
 use crate::store::{self, Snapshot};
 use crate::tail::Tail;
 use crate::unit::Unit;
-use crate::writer::{CommitObserver, Committed, Message, Pending, Writer};
+use crate::writer::{CommitObserver, Committed, Message, Outcome, Pending, Recent, Writer};
 
 mod replica;
 
@@ -104,7 +105,10 @@ impl LogBuilder {
         let failure = Arc::new(Mutex::new(None));
         let tail = Arc::new(Tail::default());
         let observer = Arc::new(OnceLock::new());
+        let generation = Arc::new(AtomicU64::new(0));
         let writer = Writer {
+            generation: generation.clone(),
+            recent: Recent::new(0),
             observer: observer.clone(),
             tail: tail.clone(),
             replicator: self.replicator.clone(),
@@ -135,6 +139,7 @@ impl LogBuilder {
                 applied: applied_rx,
                 failure,
                 observer,
+                generation,
             }),
         })
     }
@@ -156,6 +161,8 @@ struct Inner {
     tx: RwLock<Option<Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<u64>,
+    /// How many batches the writer has committed (`writer/valid.rs`).
+    generation: Arc<AtomicU64>,
     applied: watch::Receiver<u64>,
     failure: Arc<Mutex<Option<StorageError>>>,
     observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
@@ -180,11 +187,13 @@ impl Log {
 
     /// Starts a unit of work on the newest committed state.
     pub fn begin(&self) -> Result<Unit, StorageError> {
-        // The head is read first: every event up to it is committed, so the snapshot holds it.
+        // The head and the generation are read first: every event and batch up to them is
+        // committed, so the snapshot holds them.
         let visible = self.head();
+        let generation = self.inner.generation.load(Ordering::Acquire);
         Ok(Unit::new(
             self.snapshot()?,
-            visible,
+            (visible, generation),
             self.inner.ids.clone(),
             self.inner.tail.clone(),
         ))
@@ -210,7 +219,7 @@ impl Log {
         let changes = unit.into_changes();
         match self.replicated() {
             Some(replicator) => self.forward(replicator, changes).await,
-            None => rerun_if_deposed(self.send(changes)?.await.unwrap_or(Err(CommitError::Closed))),
+            None => rerun_if_deposed(outcome(self.send(changes)?.await)),
         }
     }
 
@@ -229,18 +238,11 @@ impl Log {
                 position: 0,
             });
         }
-        rerun_if_deposed(
-            self.send(unit.into_changes())?
-                .blocking_recv()
-                .unwrap_or(Err(CommitError::Closed)),
-        )
+        rerun_if_deposed(outcome(self.send(unit.into_changes())?.blocking_recv()))
     }
 
     /// Hands the change set to this host's writer.
-    fn send(
-        &self,
-        changes: ChangeSet,
-    ) -> Result<oneshot::Receiver<Result<Committed, CommitError>>, CommitError> {
+    fn send(&self, changes: ChangeSet) -> Result<oneshot::Receiver<Outcome>, CommitError> {
         let (reply, rx) = oneshot::channel();
         self.send_message(Message::Commit(Pending { changes, reply }))?;
         Ok(rx)
@@ -332,4 +334,10 @@ impl Drop for Inner {
             let _ = h.join();
         }
     }
+}
+
+/// The outcome the writer sent back; the unit's change set is freed here, on the committer's
+/// thread. A writer gone before it answered is [`CommitError::Closed`].
+fn outcome(reply: Result<Outcome, oneshot::error::RecvError>) -> Result<Committed, CommitError> {
+    reply.map_or(Err(CommitError::Closed), |(result, _changes)| result)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use super::Log;
+use super::{Log, outcome};
 use crate::changes::ChangeSet;
 use crate::error::{CommitError, StorageError};
 use crate::forwarded;
@@ -51,7 +51,7 @@ impl Log {
                 // This host has become the writer meanwhile: it commits the unit itself.
                 let local: ChangeSet =
                     serde_json::from_slice(&unit).map_err(|e| CommitError::Storage(e.into()))?;
-                match self.send(local)?.await.unwrap_or(Err(CommitError::Closed)) {
+                match outcome(self.send(local)?.await) {
                     Ok(c) => return Ok(c),
                     // Checked against the whole log, its id first: it never committed.
                     Err(CommitError::Conflict) => return Err(CommitError::Conflict),
@@ -130,7 +130,7 @@ impl Log {
             Err(e) => return Reply::Failed(format!("the unit is unreadable: {e}")),
         };
         let outcome = match self.send(changes) {
-            Ok(rx) => rx.await.unwrap_or(Err(CommitError::Closed)),
+            Ok(rx) => outcome(rx.await),
             Err(e) => Err(e),
         };
         match outcome {

@@ -3,6 +3,7 @@
 //! transaction.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{BatchReport, Writer};
@@ -21,6 +22,11 @@ impl Writer {
         let result = self.apply_records_in_txn(&records);
         match result {
             Ok((next_seq, millis, applied, events)) => {
+                // The records' writes are not tracked key by key: units whose snapshots are
+                // older than them are validated in full.
+                let generation = self.generation.load(Ordering::Relaxed) + 1;
+                self.recent.forget(generation);
+                self.generation.store(generation, Ordering::Release);
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(observer) = self.observer.get() {
                     observer.batch(&BatchReport {
