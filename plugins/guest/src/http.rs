@@ -46,6 +46,32 @@ impl Request {
         self
     }
 
+    /// A header's value (names are lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// This request asking the context it calls for no representation in the answer
+    /// (`Prefer: return=minimal`, RFC 7240): for a caller that only needs to know it worked.
+    pub fn minimal(mut self) -> Self {
+        self.headers.push(("prefer".into(), "return=minimal".into()));
+        self
+    }
+
+    /// Whether this is a call from another context that asked for no representation in the
+    /// answer ([`Request::minimal`]). Clients' requests always get one: the OpenAPI document
+    /// promises it.
+    pub fn wants_minimal(&self) -> bool {
+        self.caller.is_some()
+            && self.header("prefer").is_some_and(|v| {
+                v.split([',', ';'])
+                    .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+            })
+    }
+
     /// The body as a JSON object, or a 400 saying why it is not one.
     pub fn json_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         if self.body.is_empty() {
@@ -324,6 +350,30 @@ impl From<wit::Event> for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_minimal_answer_is_what_a_calling_context_prefers() {
+        let call = |prefer: &str| Request {
+            caller: Some("order".into()),
+            headers: vec![("prefer".into(), prefer.into())],
+            ..Request::new("POST", "/x", "http://h")
+        };
+        for yes in [
+            "return=minimal",
+            "Return=Minimal",
+            "handling=lenient, return=minimal",
+            " return=minimal ; x",
+        ] {
+            assert!(call(yes).wants_minimal(), "{yes}");
+        }
+        for no in ["return=representation", "minimal", "return=minimalist", ""] {
+            assert!(!call(no).wants_minimal(), "{no}");
+        }
+        let mut client = call("return=minimal");
+        client.caller = None;
+        assert!(!client.wants_minimal());
+        assert!(Request::new("POST", "/x", "h").minimal().header("prefer") == Some("return=minimal"));
+    }
 
     #[test]
     fn query_parameters_are_decoded() {

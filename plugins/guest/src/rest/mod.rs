@@ -281,9 +281,19 @@ impl Collection {
         Response::json(200, &self.hal(entity, &href))
     }
 
-    /// 201 with `entity` and its `Location`.
+    /// 201 with `entity` and its `Location`; without the entity for a call from another
+    /// context that asked for none ([`Request::wants_minimal`]).
     pub fn created<T: Entity>(&self, request: &Request, entity: &T) -> Response {
         let href = self.href(request, entity.id());
+        if request.wants_minimal() {
+            // No `Preference-Applied`: an empty 201 says so, and every string that crosses
+            // into the caller is a call into its allocator.
+            return Response {
+                status: 201,
+                headers: vec![("location".into(), href)],
+                body: Vec::new(),
+            };
+        }
         Response::json(201, &self.hal(entity, &href)).with_header("location", &href)
     }
 
@@ -413,6 +423,25 @@ mod tests {
             String::from_utf8(created.body).unwrap(),
             r#"{"id":7,"qty":null,"modelName":"a \"quoted\" name","_links":{"self":{"href":"http://h:1/things/7"},"thing":{"href":"http://h:1/things/7"}}}"#
         );
+    }
+
+    /// A call that asks for a minimal answer gets the status and the location only; a client
+    /// always gets the entity, whatever it sends.
+    #[test]
+    fn a_call_that_asks_for_a_minimal_answer_gets_no_entity() {
+        let thing = Thing {
+            id: 7,
+            qty: None,
+            model_name: "x".into(),
+        };
+        let mut call = Request::new("POST", "/things", "http://h:1").minimal();
+        call.caller = Some("order".into());
+        let r = THINGS.created(&call, &thing);
+        assert_eq!(r.status, 201);
+        assert!(r.body.is_empty());
+        assert_eq!(r.headers, vec![("location".into(), "http://h:1/things/7".into())]);
+        let client = Request::new("POST", "/things", "http://h:1").minimal();
+        assert!(!THINGS.created(&client, &thing).body.is_empty());
     }
 
     #[test]
