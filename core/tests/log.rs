@@ -15,6 +15,13 @@ fn open() -> (tempfile::TempDir, Log) {
     (dir, log)
 }
 
+/// Commits a unit that only sets `key` of `context` to `value`.
+fn set_committed(log: &Log, context: &str, key: &str, value: &[u8]) {
+    let mut u = log.begin().unwrap();
+    u.set(context, key, value.to_vec());
+    log.commit_blocking(u).unwrap();
+}
+
 #[test]
 fn state_and_events_commit_together_and_sequence_numbers_are_gap_free() {
     let (_d, log) = open();
@@ -50,9 +57,7 @@ fn a_dropped_unit_leaves_nothing() {
 #[test]
 fn contexts_do_not_see_each_others_keys() {
     let (_d, log) = open();
-    let mut u = log.begin().unwrap();
-    u.set("order", "k", b"mine".to_vec());
-    log.commit_blocking(u).unwrap();
+    set_committed(&log, "order", "k", b"mine");
     let mut u = log.begin().unwrap();
     assert_eq!(u.get("payment", "k").unwrap(), None);
     assert!(u.scan("payment", "").unwrap().is_empty());
@@ -62,9 +67,7 @@ fn contexts_do_not_see_each_others_keys() {
 #[test]
 fn a_unit_whose_reads_went_stale_conflicts_and_writes_nothing() {
     let (_d, log) = open();
-    let mut seed = log.begin().unwrap();
-    seed.set("product", "stock/1", b"10".to_vec());
-    log.commit_blocking(seed).unwrap();
+    set_committed(&log, "product", "stock/1", b"10");
 
     let mut a = log.begin().unwrap();
     let mut b = log.begin().unwrap();
@@ -91,9 +94,7 @@ fn a_scan_that_went_stale_conflicts() {
     let mut a = log.begin().unwrap();
     assert!(a.scan("c", "rows/").unwrap().is_empty());
     a.set("c", "count", b"0".to_vec());
-    let mut b = log.begin().unwrap();
-    b.set("c", "rows/1", b"x".to_vec());
-    log.commit_blocking(b).unwrap();
+    set_committed(&log, "c", "rows/1", b"x");
     assert!(matches!(log.commit_blocking(a), Err(CommitError::Conflict)));
 }
 
@@ -285,15 +286,11 @@ async fn the_dispatcher_delivers_in_order_parks_poison_and_catches_up_after_a_pa
 #[test]
 fn a_peeked_value_that_changed_does_not_conflict() {
     let (_d, log) = open();
-    let mut seed = log.begin().unwrap();
-    seed.set("order", "replica", b"10".to_vec());
-    log.commit_blocking(seed).unwrap();
+    set_committed(&log, "order", "replica", b"10");
     let mut a = log.begin().unwrap();
     assert_eq!(a.peek("order", "replica").unwrap(), Some(b"10".to_vec()));
     a.set("order", "orders/1", b"x".to_vec());
-    let mut b = log.begin().unwrap();
-    b.set("order", "replica", b"9".to_vec());
-    log.commit_blocking(b).unwrap();
+    set_committed(&log, "order", "replica", b"9");
     log.commit_blocking(a).unwrap();
 }
 
@@ -389,20 +386,14 @@ fn a_unit_that_only_took_an_id_still_records_it() {
 #[test]
 fn a_unit_older_than_the_writers_memory_of_batches_still_conflicts() {
     let (_d, log) = open();
-    let mut seed = log.begin().unwrap();
-    seed.set("product", "stock/1", b"10".to_vec());
-    log.commit_blocking(seed).unwrap();
+    set_committed(&log, "product", "stock/1", b"10");
 
     let mut old = log.begin().unwrap();
     assert_eq!(old.get("product", "stock/1").unwrap(), Some(b"10".to_vec()));
-    let mut change = log.begin().unwrap();
-    change.set("product", "stock/1", b"9".to_vec());
-    log.commit_blocking(change).unwrap();
+    set_committed(&log, "product", "stock/1", b"9");
     // More batches than the writer remembers, none of them touching the key.
     for i in 0..1100 {
-        let mut u = log.begin().unwrap();
-        u.set("other", &format!("k/{i}"), b"1".to_vec());
-        log.commit_blocking(u).unwrap();
+        set_committed(&log, "other", &format!("k/{i}"), b"1");
     }
     old.set("product", "stock/1", b"8".to_vec());
     assert!(matches!(log.commit_blocking(old), Err(CommitError::Conflict)));
@@ -413,9 +404,7 @@ fn a_unit_older_than_the_writers_memory_of_batches_still_conflicts() {
     let mut quiet = log.begin().unwrap();
     assert_eq!(fresh.get("product", "stock/1").unwrap(), Some(b"9".to_vec()));
     assert_eq!(quiet.get("other", "k/5").unwrap(), Some(b"1".to_vec()));
-    let mut change = log.begin().unwrap();
-    change.set("product", "stock/1", b"7".to_vec());
-    log.commit_blocking(change).unwrap();
+    set_committed(&log, "product", "stock/1", b"7");
     fresh.set("product", "stock/2", b"1".to_vec());
     assert!(matches!(log.commit_blocking(fresh), Err(CommitError::Conflict)));
     quiet.set("other", "k/5", b"2".to_vec());

@@ -108,7 +108,7 @@ impl LogBuilder {
         let generation = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             generation: generation.clone(),
-            recent: Recent::new(0),
+            recent: Recent::default(),
             observer: observer.clone(),
             tail: tail.clone(),
             replicator: self.replicator.clone(),

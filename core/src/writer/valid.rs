@@ -70,7 +70,8 @@ const KEEP: usize = 1024;
 
 /// The state keys (hashed) that the last [`KEEP`] committed batches wrote, each with the
 /// generation (the count of batches committed) that last wrote it. A hash two keys share only
-/// sends a read to the database.
+/// sends a read to the database. It starts with the writer, at generation 0.
+#[derive(Default)]
 pub(crate) struct Recent {
     hasher: foldhash::fast::RandomState,
     /// Key hash → the generation that last wrote it.
@@ -82,16 +83,6 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
-    /// Remembering from `generation` on.
-    pub(crate) fn new(generation: u64) -> Recent {
-        Recent {
-            hasher: foldhash::fast::RandomState::default(),
-            last: foldhash::HashMap::default(),
-            batches: VecDeque::new(),
-            floor: generation,
-        }
-    }
-
     pub(super) fn hash(&self, ctx: &str, key: &str) -> u64 {
         self.hasher.hash_one((ctx, key))
     }
@@ -141,7 +132,7 @@ mod tests {
 
     #[test]
     fn remembers_the_last_writer_of_each_key_for_keep_batches() {
-        let mut r = Recent::new(0);
+        let mut r = Recent::default();
         r.committed(1, set(&[10, 11]));
         r.committed(2, set(&[11]));
         assert!(r.written_after(10, 0) && !r.written_after(10, 1));
