@@ -111,8 +111,8 @@ impl PartialEq for Event {
 
 impl Event {
     /// `new` as the log stores it: numbered `seq`, identified by the log's id and `seq`, and
-    /// stamped with its unit's commit time.
-    pub(crate) fn numbered(new: &NewEvent, seq: u64, log_id: u64, timestamp: &str) -> Event {
+    /// stamped with its unit's commit time. Takes `new` whole: its strings move into the event.
+    pub(crate) fn numbered(new: NewEvent, seq: u64, log_id: u64, timestamp: &str) -> Event {
         let mut event_id = String::with_capacity(33);
         push_hex16(&mut event_id, log_id);
         event_id.push('-');
@@ -120,13 +120,13 @@ impl Event {
         Event {
             seq,
             event_id,
-            event_type: new.event_type.clone(),
+            event_type: new.event_type,
             timestamp: timestamp.to_string(),
-            source: new.source.clone(),
-            key: new.key.clone(),
-            payload: new.payload.clone(),
-            correlation_id: new.correlation_id.clone(),
-            causation_id: new.causation_id.clone(),
+            source: new.source,
+            key: new.key,
+            payload: new.payload,
+            correlation_id: new.correlation_id,
+            causation_id: new.causation_id,
         }
     }
 
@@ -183,7 +183,7 @@ mod tests {
             new_event(Some("k\u{1}"), Some(("c", "d")), r#"{ "spaced" : [1, 2] }"#),
         ] {
             for (seq, log_id) in [(1, 0), (42, 0x0123_4567_89ab_cdef), (u64::MAX, u64::MAX)] {
-                let event = Event::numbered(&new, seq, log_id, "2026-11-30T20:00:00.123Z");
+                let event = Event::numbered(new.clone(), seq, log_id, "2026-11-30T20:00:00.123Z");
                 assert_eq!(event.event_id, format!("{log_id:016x}-{seq:016x}"));
                 let fast = event.stored_with(&new.stored_tail().unwrap()).unwrap();
                 assert_eq!(

@@ -190,7 +190,7 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: Vec<Pending>) {
+    fn commit_batch(&mut self, mut batch: Vec<Pending>) {
         // A unit that reached this host's writer after the host stopped being the cluster's
         // writer: run again, it is forwarded to the new one.
         if self.replicator.as_ref().is_some_and(|r| !r.is_writer()) {
@@ -202,7 +202,7 @@ impl Writer {
         let millis = crate::time::now_millis().max(self.last_millis);
         let start_seq = self.next_seq;
         let units = batch.len();
-        match self.apply(&batch, millis) {
+        match self.apply(&mut batch, millis) {
             Ok((outcomes, next_seq, events, commit, position)) => {
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 self.next_seq = next_seq;
@@ -267,7 +267,7 @@ impl Writer {
     #[allow(clippy::type_complexity)]
     fn apply(
         &mut self,
-        batch: &[Pending],
+        batch: &mut [Pending],
         millis: u64,
     ) -> Result<
         (
@@ -294,7 +294,7 @@ impl Writer {
             if self.replicator.is_some() {
                 forwarded::prune(&mut t.forwarded, millis)?;
             }
-            for p in batch {
+            for p in batch.iter_mut() {
                 // A forwarded unit sent again after it committed: its first outcome.
                 if let Some(id) = &p.changes.unit_id
                     && let Some((seqs, position)) = forwarded::lookup(&t.forwarded, id)?
@@ -310,7 +310,7 @@ impl Writer {
                 }
                 let first = next_seq;
                 next_seq = self.write(
-                    &p.changes,
+                    &mut p.changes,
                     &mut t,
                     next_seq,
                     &timestamp,
@@ -386,10 +386,11 @@ impl Writer {
 
     /// Applies one unit's effects, numbering its events from `next_seq`, and remembers a
     /// forwarded unit's id with the `position` of its record; returns the next free sequence
-    /// number.
+    /// number. The events move out of `c` into the log's, unless the batch's record (in a
+    /// cluster) still has to carry them.
     fn write(
         &self,
-        c: &ChangeSet,
+        c: &mut ChangeSet,
         t: &mut Tables<'_>,
         mut next_seq: u64,
         timestamp: &str,
@@ -408,7 +409,11 @@ impl Writer {
             index::apply(&mut t.index, &mut t.deltas, key, *put)?;
         }
         let tails = (c.event_tails.len() == c.events.len()).then_some(&c.event_tails);
-        for (i, e) in c.events.iter().enumerate() {
+        let events = match self.replicator {
+            Some(_) => c.events.clone(),
+            None => std::mem::take(&mut c.events),
+        };
+        for (i, e) in events.into_iter().enumerate() {
             let event = Event::numbered(e, next_seq, self.log_id, timestamp);
             let stored = match tails {
                 Some(tails) => event.stored_with(&tails[i])?,

@@ -72,7 +72,7 @@ impl Writer {
                 if *position <= applied {
                     continue;
                 }
-                let record: Record = serde_json::from_slice(bytes)?;
+                let mut record: Record = serde_json::from_slice(bytes)?;
                 if record.log_id != self.log_id {
                     return Err(StorageError::new(format!(
                         "the record at position {position} belongs to log {:016x}, and this \
@@ -88,7 +88,7 @@ impl Writer {
                     )));
                 }
                 let timestamp = crate::time::rfc3339_utc(record.millis);
-                for unit in &record.units {
+                for unit in &mut record.units {
                     next_seq = self.write(unit, &mut t, next_seq, &timestamp, &mut committed, *position)?;
                 }
                 millis = millis.max(record.millis);
