@@ -13,4 +13,5 @@ wasmtime::component::bindgen!({
         default: trappable,
     },
     exports: { default: async },
+    ownership: Borrowing { duplicate_if_necessary: true },
 });

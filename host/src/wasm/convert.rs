@@ -49,7 +49,7 @@ pub(super) fn call_error_to_wit(e: CallError) -> wit::ContextError {
     }
 }
 
-pub(super) fn request_from_wit(r: wit::Request) -> Request {
+pub(super) fn request_from_wit(r: wit::RequestResult) -> Request {
     Request {
         method: r.method,
         path: r.path,

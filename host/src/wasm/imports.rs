@@ -97,7 +97,7 @@ impl calls::Host for InstanceState {
     async fn call(
         &mut self,
         context: String,
-        mut request: types::Request,
+        mut request: types::RequestResult,
     ) -> wasmtime::Result<Result<types::Response, types::ContextError>> {
         request.caller = Some(self.context.to_string());
         let Scope {

@@ -41,7 +41,7 @@ impl Plugin {
             Err((unit, e)) => return (unit, Err(e)),
         };
         let started = Instant::now();
-        let result = inst.bindings.call_handle_event(&mut inst.store, &ev).await;
+        let result = inst.bindings.call_handle_event(&mut inst.store, ev).await;
         let (unit, r) = self.leave(inst, result, started);
         (
             unit,
@@ -57,7 +57,7 @@ impl Plugin {
         events: &[Arc<Event>],
         unit: Unit,
     ) -> (Unit, AppliedEvents) {
-        let evs: Vec<wit::Event> = events.iter().map(|e| event_to_wit(e)).collect();
+        let evs: Vec<wit::Event<'_>> = events.iter().map(|e| event_to_wit(e)).collect();
         let start = unit.savepoint();
         let mut inst = match self.enter(calls, unit, 0).await {
             Ok(inst) => inst,
@@ -124,15 +124,16 @@ impl Plugin {
     }
 }
 
-/// An event as a guest receives it.
-fn event_to_wit(event: &Event) -> wit::Event {
+/// An event as a guest receives it, borrowed from the log's: its strings are copied once,
+/// straight into the guest's memory.
+fn event_to_wit(event: &Event) -> wit::Event<'_> {
     wit::Event {
         seq: event.seq,
-        id: event.event_id.clone(),
-        event_type: event.event_type.clone(),
-        source: event.source.clone(),
-        key: event.key.clone(),
-        timestamp: event.timestamp.clone(),
-        payload: event.payload.get().to_string(),
+        id: &event.event_id,
+        event_type: &event.event_type,
+        source: &event.source,
+        key: event.key.as_deref(),
+        timestamp: &event.timestamp,
+        payload: event.payload.get(),
     }
 }

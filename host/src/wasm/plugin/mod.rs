@@ -169,21 +169,27 @@ impl Plugin {
         unit: Unit,
         depth: u32,
     ) -> (Unit, Result<Response, CallError>) {
-        let req = wit::Request {
-            method: request.method,
-            path: request.path,
-            query: request.query,
-            headers: request.headers,
-            body: request.body,
-            base_url: request.base_url,
-            caller: request.caller,
+        // The request's strings are copied once, straight into the guest's memory.
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let req = wit::RequestParam {
+            method: &request.method,
+            path: &request.path,
+            query: &request.query,
+            headers: &headers,
+            body: &request.body,
+            base_url: &request.base_url,
+            caller: request.caller.as_deref(),
         };
         let mut inst = match self.enter(calls, unit, depth).await {
             Ok(inst) => inst,
             Err((unit, e)) => return (unit, Err(e)),
         };
         let started = Instant::now();
-        let result = inst.bindings.call_handle_request(&mut inst.store, &req).await;
+        let result = inst.bindings.call_handle_request(&mut inst.store, req).await;
         let (unit, r) = self.leave(inst, result, started);
         let r = r.and_then(|r| {
             r.map(|r| Response {
