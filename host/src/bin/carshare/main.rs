@@ -1,7 +1,8 @@
 //! The `carshare` binary: the command line (`cli`), where the server's settings come from
-//! (`settings`), and the admin client (`client`). Everything else is the `carshare_host`
+//! (`settings`), the admin client (`client`), and the allocator (`alloc`). Everything else is the `carshare_host`
 //! library; this file only dispatches.
 
+mod alloc;
 mod cli;
 mod client;
 mod fill;
