@@ -9,8 +9,9 @@
 //! offset be found by walking at most a few hundred counts per level and then 256 entries,
 //! whatever the index holds; the total is one read.
 //!
-//! Only the commit writer changes the tables: it applies each unit's index writes, and adds up
-//! how the counts move over the whole batch before writing them once.
+//! Only the commit writer changes the tables: it applies each unit's index writes, adds up
+//! how the counts move over the whole batch before writing them once, and keeps the counts it
+//! committed last, so that it adds to them without reading them back.
 
 use std::ops::RangeInclusive;
 
@@ -34,26 +35,47 @@ const LEVELS: [u8; 3] = [3, 2, 1];
 /// One index write of a unit: put (`true`) or delete (`false`) the entry.
 pub(crate) type IndexKey = (String, String, Vec<u8>, u64);
 
-/// How a batch moves the counts, added up before they are written: per index (a batch touches
-/// a few, so they are found by a linear search), per term, the deltas of its (level, bucket)
-/// counts. Once a term's counts are there, a put or delete costs a few lookups and no
-/// allocation.
-#[derive(Default)]
-pub(crate) struct CountDeltas(Vec<((String, String), TermDeltas)>);
+/// Values per count of the indexes a batch touches: per index (a batch touches a few, so
+/// they are found by a linear search), per term, per (level, bucket). Once a term is there, a
+/// lookup costs a few hash probes and no allocation.
+pub(crate) struct PerCount<T>(Vec<((String, String), TermValues<T>)>);
 
-/// One index's count deltas: term → (level, bucket) → delta.
-type TermDeltas = foldhash::HashMap<Vec<u8>, foldhash::HashMap<(u8, u64), i64>>;
+/// One index's values: term → (level, bucket) → value.
+type TermValues<T> = foldhash::HashMap<Vec<u8>, foldhash::HashMap<(u8, u64), T>>;
 
-impl CountDeltas {
-    fn add(&mut self, (ctx, index, term, id): &IndexKey, delta: i64) {
+impl<T> Default for PerCount<T> {
+    fn default() -> Self {
+        PerCount(Vec::new())
+    }
+}
+
+impl<T> PerCount<T> {
+    fn terms(&self, ctx: &str, index: &str) -> Option<&TermValues<T>> {
+        self.0
+            .iter()
+            .find(|((c, i), _)| c == ctx && i == index)
+            .map(|(_, terms)| terms)
+    }
+
+    fn terms_mut(&mut self, ctx: &str, index: &str) -> &mut TermValues<T> {
         let at = match self.0.iter().position(|((c, i), _)| c == ctx && i == index) {
             Some(at) => at,
             None => {
-                self.0.push(((ctx.clone(), index.clone()), TermDeltas::default()));
+                self.0
+                    .push(((ctx.to_string(), index.to_string()), TermValues::default()));
                 self.0.len() - 1
             }
         };
-        let terms = &mut self.0[at].1;
+        &mut self.0[at].1
+    }
+}
+
+/// How a batch moves the counts, added up before they are written.
+pub(crate) type CountDeltas = PerCount<i64>;
+
+impl CountDeltas {
+    fn add(&mut self, (ctx, index, term, id): &IndexKey, delta: i64) {
+        let terms = self.terms_mut(ctx, index);
         let mut bump = |term: &[u8], level: u8, bucket: u64| {
             let buckets = match terms.get_mut(term) {
                 Some(b) => b,
@@ -68,29 +90,87 @@ impl CountDeltas {
         bump(&[], TOTAL, 0);
     }
 
-    /// Writes the counts, dropping those that fall to zero.
+    /// Writes the counts, dropping those that fall to zero. A count `known` holds is not read
+    /// from the table. Returns the counts written, for [`KnownCounts::learn`] once the batch
+    /// has committed.
     pub(crate) fn write(
         self,
         counts: &mut Table<'_, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
-    ) -> Result<(), StorageError> {
-        for ((ctx, index), terms) in &self.0 {
+        known: &KnownCounts,
+    ) -> Result<PerCount<u64>, StorageError> {
+        let mut written = PerCount(Vec::with_capacity(self.0.len()));
+        for ((ctx, index), terms) in self.0 {
+            let cached = known.0.terms(&ctx, &index);
+            let mut values = TermValues::default();
             for (term, buckets) in terms {
-                for (&(level, bucket), &delta) in buckets {
+                let cached = cached.and_then(|c| c.get(&term));
+                let mut now_values = foldhash::HashMap::default();
+                for ((level, bucket), delta) in buckets {
                     if delta == 0 {
                         continue;
                     }
                     let key = (ctx.as_str(), index.as_str(), level, term.as_slice(), bucket);
-                    let now = counts.get(key)?.map(|v| v.value()).unwrap_or(0);
+                    let now = match cached.and_then(|c| c.get(&(level, bucket))) {
+                        Some(n) => *n,
+                        None => counts.get(key)?.map(|v| v.value()).unwrap_or(0),
+                    };
                     let next = (now as i64 + delta).max(0) as u64;
                     if next == 0 {
                         counts.remove(key)?;
                     } else {
                         counts.insert(key, next)?;
                     }
+                    now_values.insert((level, bucket), next);
+                }
+                values.insert(term, now_values);
+            }
+            written.0.push(((ctx, index), values));
+        }
+        Ok(written)
+    }
+}
+
+/// The counts as the writer last committed them (0 for a count the table does not hold), so
+/// that a batch adds to them without reading them back. Only the writer changes the counts,
+/// and it learns a batch's only after the batch committed: what this holds is what the table
+/// holds. Bounded: forgotten whole when it passes [`KnownCounts::LIMIT`] counts.
+#[derive(Default)]
+pub(crate) struct KnownCounts(PerCount<u64>, usize);
+
+impl KnownCounts {
+    /// How many counts are kept at most: a few MiB.
+    pub(crate) const LIMIT: usize = 1 << 16;
+
+    /// Takes in the counts a committed batch wrote.
+    pub(crate) fn learn(&mut self, written: PerCount<u64>) {
+        for ((ctx, index), terms) in written.0 {
+            let known = self.0.terms_mut(&ctx, &index);
+            for (term, buckets) in terms {
+                let known = match known.get_mut(&term) {
+                    Some(k) => k,
+                    None => known.entry(term).or_default(),
+                };
+                for (at, n) in buckets {
+                    if known.insert(at, n).is_none() {
+                        self.1 += 1;
+                    }
                 }
             }
         }
-        Ok(())
+        if self.1 > Self::LIMIT {
+            self.forget();
+        }
+    }
+
+    /// Forgets every count (they are read from the table again).
+    pub(crate) fn forget(&mut self) {
+        *self = KnownCounts::default();
+    }
+
+    /// How many counts are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.1
     }
 }
 
@@ -279,5 +359,32 @@ fn id_at(
     match row {
         Some(row) => Ok(Some(row?.0.value().3)),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(counts: impl IntoIterator<Item = (u64, u64)>) -> PerCount<u64> {
+        let mut w = PerCount::default();
+        let buckets = w.terms_mut("c", "i").entry(b"t".to_vec()).or_default();
+        for (bucket, n) in counts {
+            buckets.insert((1, bucket), n);
+        }
+        w
+    }
+
+    #[test]
+    fn known_counts_are_updated_in_place_and_forgotten_past_the_limit() {
+        let mut known = KnownCounts::default();
+        known.learn(written([(0, 3), (1, 4)]));
+        known.learn(written([(1, 5)]));
+        assert_eq!(known.len(), 2);
+        let buckets = known.0.terms("c", "i").and_then(|t| t.get(&b"t"[..])).unwrap();
+        assert_eq!((buckets[&(1, 0)], buckets[&(1, 1)]), (3, 5));
+        known.learn(written((0..=KnownCounts::LIMIT as u64).map(|b| (b, 1))));
+        assert_eq!(known.len(), 0);
+        assert!(known.0.terms("c", "i").is_none());
     }
 }

@@ -171,6 +171,7 @@ fn order(log: &Log, n: u64) -> Unit {
         &format!("orders/{id}"),
         json!({ "n": n }).to_string().into_bytes(),
     );
+    u.index_put("order", "orders", b"", id);
     u.publish(
         "order",
         "Ordered",
@@ -372,6 +373,17 @@ async fn a_refused_append_fails_the_whole_batch_and_the_log_goes_on_without_a_ga
     assert_eq!((c.seqs, c.position), (2..3, 2));
     cluster.settle().await;
     assert_eq!(events(a), events(&cluster.logs[1]));
+    // The refused batch's index entries are not counted, on the writer (which counts on from
+    // what it committed) nor on the replica.
+    for log in [a, &cluster.logs[1]] {
+        assert_eq!(
+            log.snapshot()
+                .unwrap()
+                .index_count("order", "orders", None)
+                .unwrap(),
+            2
+        );
+    }
 }
 
 async fn futures_join(log: &Log, n: u64) -> Vec<Result<carshare_core::Committed, CommitError>> {

@@ -109,6 +109,7 @@ impl LogBuilder {
         let writer = Writer {
             generation: generation.clone(),
             recent: Recent::default(),
+            known_counts: Default::default(),
             observer: observer.clone(),
             tail: tail.clone(),
             replicator: self.replicator.clone(),

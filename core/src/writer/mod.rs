@@ -27,7 +27,7 @@ use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::forwarded::{self, FORWARDED, Forwarded};
 use crate::ids::{self, COUNTERS};
-use crate::index::{self, CountDeltas, IDX, IDX_COUNTS};
+use crate::index::{self, CountDeltas, IDX, IDX_COUNTS, KnownCounts};
 use crate::replicate::{AppendError, RecordOut, Replicator};
 use crate::store::{self, CURSORS, EVENTS, META, STATE};
 use crate::tail::Tail;
@@ -138,6 +138,8 @@ pub(crate) struct Writer {
     pub generation: Arc<AtomicU64>,
     /// The keys the last batches wrote, to validate reads without reading (`valid.rs`).
     pub recent: Recent,
+    /// The index counts as committed, so that a batch need not read them back.
+    pub known_counts: KnownCounts,
 }
 
 /// The tables a batch writes, open in its transaction.
@@ -289,6 +291,7 @@ impl Writer {
         // Fencing puts this batch's record right after the last one applied.
         let record_position = self.applied + 1;
         let keys_written;
+        let counts_written;
         {
             let mut t = self.tables(&txn)?;
             if self.replicator.is_some() {
@@ -324,7 +327,7 @@ impl Writer {
                 written.push(true);
             }
             let deltas = std::mem::take(&mut t.deltas);
-            deltas.write(&mut t.index_counts)?;
+            counts_written = deltas.write(&mut t.index_counts, &self.known_counts)?;
             for (sequence, id) in std::mem::take(&mut t.ids) {
                 ids::record(&mut t.counters, &sequence, id)?;
             }
@@ -363,6 +366,7 @@ impl Writer {
         // Before any unit hears of the commit, so that a unit begun after it counts it.
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         self.recent.committed(generation, keys_written);
+        self.known_counts.learn(counts_written);
         self.generation.store(generation, Ordering::Release);
         Ok((outcomes, next_seq, committed, elapsed, position))
     }

@@ -23,9 +23,10 @@ impl Writer {
         match result {
             Ok((next_seq, millis, applied, events)) => {
                 // The records' writes are not tracked key by key: units whose snapshots are
-                // older than them are validated in full.
+                // older than them are validated in full, and index counts are read again.
                 let generation = self.generation.load(Ordering::Relaxed) + 1;
                 self.recent.forget(generation);
+                self.known_counts.forget();
                 self.generation.store(generation, Ordering::Release);
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some(observer) = self.observer.get() {
@@ -95,7 +96,7 @@ impl Writer {
                 applied = *position;
             }
             let deltas = std::mem::take(&mut t.deltas);
-            deltas.write(&mut t.index_counts)?;
+            deltas.write(&mut t.index_counts, &self.known_counts)?;
             for (sequence, id) in std::mem::take(&mut t.ids) {
                 ids::record(&mut t.counters, &sequence, id)?;
             }
