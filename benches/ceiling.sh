@@ -14,8 +14,12 @@ cd "$(dirname "$0")/.."
 connections=${CONNECTIONS:-64}
 requests=${REQUESTS:-100000}
 seconds=${SECONDS_EACH:-20}
-cargo build --release -q -p carshare-host -p carshare-benches --bins
-carshare=${CARSHARE:-target/release/carshare}
+# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
+# everyday build.
+profile=${PROFILE:-dist}
+cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
+bin=target/$profile
+carshare=${CARSHARE:-$bin/carshare}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -30,10 +34,10 @@ start() {
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
-load() { target/release/carshare-load --connections "$connections" --requests "$requests" --seconds "$seconds" "$@"; }
+load() { "$bin"/carshare-load --connections "$connections" --requests "$requests" --seconds "$seconds" "$@"; }
 
 echo "== carshare-ceiling"
-start ceiling target/release/carshare-ceiling --listen 127.0.0.1:0 --data-dir "$work/ceiling"
+start ceiling "$bin"/carshare-ceiling --listen 127.0.0.1:0 --data-dir "$work/ceiling"
 ceiling_out=$(load --url "http://$addr" --path /records --body '{"productId":1,"qty":1,"status":"order"}')
 echo "$ceiling_out" | grep -v '^result'
 ceiling=$(grep '^result' <<<"$ceiling_out")
@@ -43,7 +47,7 @@ echo "== carshare: POST /orders through the whole system"
 export CARSHARE_ADMIN_TOKEN=bench
 start carshare "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/carshare" --cache-dir "$work/cache" ${CARSHARE_ARGS:-}
 server=${pids[-1]}
-target/release/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
+"$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
     --body '{"modelname":"bench","qty":1000000000}' >/dev/null
 sleep 1
 idle=$(rss_kib "$server" VmRSS)

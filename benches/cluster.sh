@@ -15,7 +15,13 @@ cd "$(dirname "$0")/.."
 . benches/ready.sh
 connections=${CONNECTIONS:-32}
 seconds=${SECONDS_EACH:-15}
-cargo build --release -q -p carshare-host -p carshare-benches --bins
+# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
+# everyday build.
+profile=${PROFILE:-dist}
+cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
+bin=target/$profile
+# The clusters' hosts run the same build.
+export PROFILE=$profile
 work=$(mktemp -d)
 export CARSHARE_ADMIN_TOKEN=bench
 pids=()
@@ -26,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-load() { target/release/carshare-load --requests 10000000 --seconds "$seconds" "$@" | grep '^result'; }
+load() { "$bin"/carshare-load --requests 10000000 --seconds "$seconds" "$@" | grep '^result'; }
 # Registers a product with stock for every run on $1; prints its id.
 product() {
     python3 - "$1" <<'PY'
@@ -44,7 +50,7 @@ summary() {
 }
 
 echo "== one process, no cluster"
-target/release/carshare serve --listen 127.0.0.1:0 --data-dir "$work/single" 2>"$work/single.log" &
+"$bin"/carshare serve --listen 127.0.0.1:0 --data-dir "$work/single" 2>"$work/single.log" &
 pids+=($!)
 wait_ready "$work/single.log"
 url=http://$addr

@@ -14,8 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/ready.sh
 orders=${ORDERS:-2000}
-cargo build --release -q -p carshare-host -p carshare-benches --bins
-carshare=${CARSHARE:-target/release/carshare}
+# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
+# everyday build.
+profile=${PROFILE:-dist}
+cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
+bin=target/$profile
+carshare=${CARSHARE:-$bin/carshare}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CARSHARE_ADMIN_TOKEN=bench
@@ -36,12 +40,12 @@ count() {
     local addr
     # Under valgrind the server starts in seconds, not milliseconds.
     wait_ready "$work/server-$n.log" 120
-    target/release/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
+    "$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
         --body '{"modelname":"bench","qty":1000000000}' >/dev/null
-    target/release/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \
+    "$bin"/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \
         --requests 1 --wait-caught-up >/dev/null
     if [ "$n" -gt 0 ]; then
-        target/release/carshare-load --url "http://$addr" --connections 8 --requests "$n" --seconds 3600 \
+        "$bin"/carshare-load --url "http://$addr" --connections 8 --requests "$n" --seconds 3600 \
             --body '{"productId":1,"qty":1}' --wait-caught-up | grep -E '^(requests|statuses|every)' >&2
     fi
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true

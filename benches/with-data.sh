@@ -19,8 +19,12 @@ orders=${ORDERS:-2500000}
 runs=${RUNS:-2}
 seconds=${SECONDS_EACH:-10}
 connections=${CONNECTIONS:-64}
-cargo build --release -q -p carshare-host -p carshare-benches --bins
-carshare=${CARSHARE:-target/release/carshare}
+# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
+# everyday build.
+profile=${PROFILE:-dist}
+cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
+bin=target/$profile
+carshare=${CARSHARE:-$bin/carshare}
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
@@ -58,7 +62,7 @@ for run in $(seq 1 "$runs"); do
         # Every subscriber has caught up by then, so a cursor is the log's length.
         curl -s "http://$addr/metrics" | grep '^carshare_subscriber_cursor{subscriber="order"}' \
             | sed 's/.* /events in the log: /'
-        out=$(target/release/carshare-load --url "http://$addr" --connections "$connections" \
+        out=$("$bin"/carshare-load --url "http://$addr" --connections "$connections" \
             --requests 100000000 --seconds "$seconds" --body '{"productId":1,"qty":1}' --wait-caught-up)
         grep -E '^(requests|latency|every)' <<<"$out"
         echo "result $what $(grep '^result' <<<"$out")"
