@@ -1,6 +1,6 @@
 //! The binary's memory allocator: mimalloc, set up before the first allocation.
 //!
-//! Against glibc's malloc, mimalloc took 15–24 % less CPU per order under load in alternating
+//! Against glibc's malloc, mimalloc took 5–24 % less CPU per order under load in alternating
 //! runs (every unit of work allocates and frees hundreds of small values, many on another
 //! thread than the one that allocated them). Out of the box it holds more memory: it commits
 //! its 1 GiB arenas eagerly, which on Linux lets the kernel back them with transparent huge

@@ -1,6 +1,6 @@
 //! The `carshare` binary: the command line (`cli`), where the server's settings come from
-//! (`settings`), the admin client (`client`), and the allocator (`alloc`). Everything else is the `carshare_host`
-//! library; this file only dispatches.
+//! (`settings`), the admin client (`client`), and the allocator (`alloc`). Everything else is
+//! the `carshare_host` library; this file only dispatches.
 
 mod alloc;
 mod cli;
