@@ -4,7 +4,9 @@
 //! soon as the previous one is answered, until `--requests` are done or `--seconds` pass.
 //! Open loop (`--rate N`): requests are due at a constant N per second whatever the server
 //! does, spread over the connections, and each latency is measured from the moment its request
-//! was due, so time spent queueing behind a slow server counts (no coordinated omission).
+//! was due, so time spent queueing behind a slow server counts (no coordinated omission). The
+//! requests of each millisecond are due together at its start, and a thread of its own
+//! releases them on time (tokio's timer would release each up to a millisecond late).
 //!
 //! `{n}` in the body is replaced by the request's number. With `--wait-caught-up`, after the
 //! load it polls the admin API (token from CARSHARE_ADMIN_TOKEN) until every running
@@ -183,17 +185,26 @@ async fn open_loop(args: Arc<Args>, hosts: Vec<String>, rate: u64) -> Tally {
             })
         })
         .collect();
-    let start = tokio::time::Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let total = (rate * args.seconds).min(args.requests as u64);
-    for n in 0..total {
-        let due = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due).await;
-        if tx.send((n, due.into_std())).is_err() {
-            break;
-        }
-    }
-    drop(tx);
+    // The requests are released by a thread of their own: tokio's timer rounds every deadline
+    // up to the next whole millisecond, so a request released by it went out up to 1 ms after
+    // it was due, and that delay (the load generator's, not the server's) counted in its
+    // latency. The thread sleeps as precisely as the kernel's timers (tens of microseconds).
+    let pacer = std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            let start = Instant::now();
+            for n in 0..total {
+                let due = start + due_after_start(n, rate);
+                if let Some(early) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(early);
+                }
+                if tx.send((n, due)).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawn the pacer thread");
     let mut all = Tally::default();
     for t in tasks {
         match t.await {
@@ -201,7 +212,20 @@ async fn open_loop(args: Arc<Args>, hosts: Vec<String>, rate: u64) -> Tally {
             Err(_) => all.errors += 1,
         }
     }
+    // The connections ran out of requests: the pacer has released its last one.
+    if pacer.join().is_err() {
+        all.errors += 1;
+    }
     all
+}
+
+/// When request `n` (from 0) of an open loop at `rate` per second falls due, counted from the
+/// start: at the start of the millisecond its even spacing puts it in. The requests of one
+/// millisecond go out together: released one by one (every 200 µs at 5,000/s), they cost the
+/// load generator twice the CPU, taken from the server on the same machine.
+fn due_after_start(n: u64, rate: u64) -> Duration {
+    let millis = u128::from(n) * 1000 / u128::from(rate.max(1));
+    Duration::from_millis(millis.try_into().unwrap_or(u64::MAX))
 }
 
 /// Polls the admin API until no running subscriber lags; how long that took.
@@ -309,4 +333,36 @@ async fn main() {
         }
     }
     println!("{summary}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due_after_start;
+    use std::time::Duration;
+
+    fn due_ms(n: u64, rate: u64) -> u64 {
+        due_after_start(n, rate).as_millis() as u64
+    }
+
+    #[test]
+    fn requests_fall_due_evenly_at_the_start_of_their_millisecond() {
+        // 5,000/s: five at the start of each millisecond.
+        let first: Vec<u64> = (0..12).map(|n| due_ms(n, 5000)).collect();
+        assert_eq!(first, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(due_ms(49_999, 5000), 9_999);
+        // Slower than one a millisecond: each at its own time, rounded down.
+        assert_eq!(due_ms(1, 100), 10);
+        assert_eq!(due_ms(7, 100), 70);
+        assert_eq!(due_ms(1, 3), 333);
+        assert_eq!(due_ms(2, 3), 666);
+        assert_eq!(due_ms(3, 3), 1000);
+        // No drift over a long run: request n of r per second is due at n/r seconds.
+        assert_eq!(due_after_start(3_600_000, 1000), Duration::from_secs(3600));
+        assert_eq!(due_ms(u64::MAX, 1), u64::MAX);
+    }
+
+    #[test]
+    fn a_rate_of_zero_counts_as_one_a_second() {
+        assert_eq!(due_ms(2, 0), 2000);
+    }
 }
