@@ -6,7 +6,7 @@
 # how long its subscribers took to catch up after the load.
 #
 #   benches/ceiling.sh                      # 64 connections, up to 100,000 requests or 20 s each
-#   CONNECTIONS=32 SECONDS=10 benches/ceiling.sh
+#   CONNECTIONS=32 SECONDS_EACH=10 benches/ceiling.sh
 #   CARSHARE=/path/to/other/carshare benches/ceiling.sh   # compare another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +14,7 @@ cd "$(dirname "$0")/.."
 connections=${CONNECTIONS:-64}
 requests=${REQUESTS:-100000}
 seconds=${SECONDS_EACH:-20}
-# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
-# everyday build.
-profile=${PROFILE:-dist}
-cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
-bin=target/$profile
-carshare=${CARSHARE:-$bin/carshare}
+build_bins
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -15,11 +15,7 @@ cd "$(dirname "$0")/.."
 . benches/ready.sh
 connections=${CONNECTIONS:-32}
 seconds=${SECONDS_EACH:-15}
-# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
-# everyday build.
-profile=${PROFILE:-dist}
-cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
-bin=target/$profile
+build_bins
 # The clusters' hosts run the same build.
 export PROFILE=$profile
 work=$(mktemp -d)

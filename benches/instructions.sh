@@ -14,12 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/ready.sh
 orders=${ORDERS:-2000}
-# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
-# everyday build.
-profile=${PROFILE:-dist}
-cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
-bin=target/$profile
-carshare=${CARSHARE:-$bin/carshare}
+build_bins
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CARSHARE_ADMIN_TOKEN=bench

@@ -1,5 +1,15 @@
-# Sourced by the benchmark scripts: waits for a carshare server (or carshare-ceiling) started
-# with its stderr in a log file.
+# Sourced by the benchmark scripts: builds what they run, and waits for a carshare server (or
+# carshare-ceiling) started with its stderr in a log file.
+#
+# build_bins: builds carshare and the benchmark binaries with the profile PROFILE names, `dist`
+# (fat LTO, as carshare is run in production) unless PROFILE=release asks for the everyday
+# build, and sets $profile, $bin (where they are) and $carshare (CARSHARE, if set, instead).
+build_bins() {
+    profile=${PROFILE:-dist}
+    cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
+    bin=target/$profile
+    carshare=${CARSHARE:-$bin/carshare}
+}
 #
 # wait_ready LOG [SECONDS]: waits up to SECONDS (default 30) for the "ready on http://ADDR"
 # line in LOG and sets $addr to ADDR; if it never comes, prints LOG to stderr and fails.

@@ -19,12 +19,7 @@ orders=${ORDERS:-2500000}
 runs=${RUNS:-2}
 seconds=${SECONDS_EACH:-10}
 connections=${CONNECTIONS:-64}
-# The `dist` profile (fat LTO), as carshare is run in production; PROFILE=release measures the
-# everyday build.
-profile=${PROFILE:-dist}
-cargo build --profile "$profile" -q -p carshare-host -p carshare-benches --bins
-bin=target/$profile
-carshare=${CARSHARE:-$bin/carshare}
+build_bins
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
