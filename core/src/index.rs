@@ -122,7 +122,9 @@ impl CountDeltas {
                     }
                     now_values.insert((level, bucket), next);
                 }
-                values.insert(term, now_values);
+                if !now_values.is_empty() {
+                    values.insert(term, now_values);
+                }
             }
             written.0.push(((ctx, index), values));
         }
@@ -146,10 +148,7 @@ impl KnownCounts {
         for ((ctx, index), terms) in written.0 {
             let known = self.0.terms_mut(&ctx, &index);
             for (term, buckets) in terms {
-                let known = match known.get_mut(&term) {
-                    Some(k) => k,
-                    None => known.entry(term).or_default(),
-                };
+                let known = known.entry(term).or_default();
                 for (at, n) in buckets {
                     if known.insert(at, n).is_none() {
                         self.1 += 1;
