@@ -27,7 +27,6 @@ start() {
     pids+=($!)
     wait_ready "$work/$name.log"
 }
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 rss_kib() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
 load() { "$bin"/carshare-load --connections "$connections" --requests "$requests" --seconds "$seconds" "$@"; }
 

@@ -27,7 +27,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 load() { "$bin"/carshare-load --requests 10000000 --seconds "$seconds" "$@" | grep '^result'; }
 # Registers a product with stock for every run on $1; prints its id.
 product() {

@@ -19,7 +19,6 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 export CARSHARE_ADMIN_TOKEN=bench
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 printf "%-9s %9s %9s %9s %9s  %s\n" "rate/s" "served/s" "p50 ms" "p99 ms" "max ms" "not served, subscribers"
 for rate in $rates; do

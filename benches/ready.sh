@@ -11,6 +11,9 @@ build_bins() {
     carshare=${CARSHARE:-$bin/carshare}
 }
 #
+# field NAME LINE: the value of NAME=... in carshare-load's `result` LINE.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+#
 # wait_ready LOG [SECONDS]: waits up to SECONDS (default 30) for the "ready on http://ADDR"
 # line in LOG and sets $addr to ADDR; if it never comes, prints LOG to stderr and fails.
 wait_ready() {
