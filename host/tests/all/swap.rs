@@ -346,6 +346,37 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert_eq!(s.context("payment")["version"], "0.1.0");
 
+    // Stopping a context from the command line refuses its requests and pauses its handlers;
+    // starting it lets them catch up.
+    let ok = cli(&["contexts", "stop", "delivery", "--url", &url]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("stopped"));
+    assert_eq!(s.context("delivery")["state"], "stopped");
+    assert_eq!(s.get("/deliveries").status, 503);
+    let product = s.register_product("cli-stop", 10);
+    let order = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    assert_eq!(order.status, 201, "{}", order.body);
+    let id = order.json()["id"].as_u64().unwrap();
+    let status = |s: &TestServer| s.get(&format!("/orders/{id}")).json()["status"].clone();
+    assert!(s.wait_for(20, |s| status(s) == "OrderApproved"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        status(&s),
+        "OrderApproved",
+        "no delivery while delivery is stopped"
+    );
+    let ok = cli(&["contexts", "start", "delivery", "--url", &url]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(s.context("delivery")["state"], "running");
+    assert!(s.wait_for(20, |s| status(s) == "Shipped"));
+    let unknown = cli(&["contexts", "stop", "nosuch", "--url", &url]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+
     // Dropping a component into the watched directory swaps it in; a broken one is refused.
     std::fs::write(watched.path().join("delivery.wasm"), b"garbage").unwrap();
     std::fs::copy(TestComponent::OrderV2.path(), watched.path().join("order.wasm")).unwrap();

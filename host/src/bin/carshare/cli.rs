@@ -174,6 +174,17 @@ pub enum ContextsAction {
         /// The context.
         name: String,
     },
+    /// Stop context NAME: its requests are refused (503) and its handlers pause at their
+    /// cursor until it is started again.
+    Stop {
+        /// The context.
+        name: String,
+    },
+    /// Start context NAME again: it serves requests and its handlers catch up from their cursor.
+    Start {
+        /// The context.
+        name: String,
+    },
 }
 
 /// `--instance-allocator`.

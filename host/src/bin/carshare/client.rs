@@ -1,5 +1,5 @@
 //! A small client of a running server's admin API, so an operator works from a shell:
-//! `carshare contexts list|swap|rollback` (one request each) and `carshare events tail`
+//! `carshare contexts list|swap|rollback|stop|start` (one request each) and `carshare events tail`
 //! (follows the log as it grows, filtered by type or correlation id).
 
 use std::time::Duration;
@@ -98,6 +98,8 @@ pub async fn contexts(cmd: &ContextsArgs, token: Option<String>) -> Result<Strin
             ("PUT", format!("/admin/contexts/{name}"), bytes)
         }
         ContextsAction::Rollback { name } => ("POST", format!("/admin/contexts/{name}/rollback"), Vec::new()),
+        ContextsAction::Stop { name } => ("POST", format!("/admin/contexts/{name}/stop"), Vec::new()),
+        ContextsAction::Start { name } => ("POST", format!("/admin/contexts/{name}/start"), Vec::new()),
     };
     let answer = admin.json(method, &path, body).await?;
     Ok(serde_json::to_string_pretty(&answer).unwrap_or_default())
