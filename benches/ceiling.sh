@@ -3,7 +3,10 @@
 # redb group commit per request: what this machine allows for this kind of work) and carshare
 # (POST /orders through the whole system) under the same load from carshare-load, back to back
 # in one run, and the ratio between them. Also carshare's resident memory idle and at peak, and
-# how long its subscribers took to catch up after the load.
+# how long its subscribers took to catch up after the load. Then, as a bound, carshare's request
+# path alone: the same load on a fresh server with the product, delivery and customerpage
+# contexts stopped, so that of the handlers an order sets off only order's own (for Paid) runs;
+# no work on the subscriber side can take carshare past that figure.
 #
 #   benches/ceiling.sh                      # 64 connections, up to 100,000 requests or 20 s each
 #   CONNECTIONS=32 SECONDS_EACH=10 benches/ceiling.sh
@@ -50,8 +53,24 @@ echo "$carshare_out" | grep -v '^result'
 run=$(grep '^result' <<<"$carshare_out")
 peak=$(rss_kib "$server" VmHWM)
 
-c_rps=$(field rps "$ceiling"); o_rps=$(field rps "$run")
+kill "$server"; wait "$server" 2>/dev/null || true
+
+echo "== carshare: the request path alone (product, delivery and customerpage stopped)"
+start requests "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/requests" --cache-dir "$work/cache" ${CARSHARE_ARGS:-}
+"$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
+    --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+for context in product delivery customerpage; do
+    "$carshare" contexts stop "$context" --url "http://$addr" >/dev/null
+done
+sleep 1
+# Not --wait-caught-up: the stopped contexts' handlers never catch up.
+requests_out=$(load --url "http://$addr" --body '{"productId":1,"qty":1,"status":"order"}')
+echo "$requests_out" | grep -v '^result'
+alone=$(grep '^result' <<<"$requests_out")
+
+c_rps=$(field rps "$ceiling"); o_rps=$(field rps "$run"); a_rps=$(field rps "$alone")
 echo
 echo "ceiling : $c_rps req/s, p99 $(field p99_ms "$ceiling") ms"
 echo "carshare: $o_rps orders/s, p99 $(field p99_ms "$run") ms, every subscriber caught up $(field caught_up_s "$run") s after; RSS $((idle / 1024)) MiB idle, $((peak / 1024)) MiB peak"
 echo "ratio   : $(( 100 * o_rps / c_rps )) % of the ceiling"
+echo "request path alone: $a_rps orders/s, p99 $(field p99_ms "$alone") ms, $(( 100 * a_rps / c_rps )) % of the ceiling"
