@@ -8,8 +8,17 @@
 # reserve its address space, so instances are allocated on demand (they are reused from call to
 # call either way, so a call costs the same).
 #
+# With STOP naming contexts, both runs stop them first (`carshare contexts stop`), so that their
+# handlers do not run: STOP="product delivery customerpage" counts an order's request path alone
+# (the HTTP request, order's and payment's calls, the commit, and order's own handler for Paid).
+#
+# With CEILING=1 it also counts carshare-ceiling (benches/ceiling.sh) the same way, per request,
+# the yardstick the order's figure compares with.
+#
 #   benches/instructions.sh            # 2,000 orders
 #   ORDERS=500 benches/instructions.sh
+#   STOP="product delivery customerpage" benches/instructions.sh
+#   CEILING=1 benches/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/ready.sh
@@ -39,6 +48,9 @@ count() {
         --body '{"modelname":"bench","qty":1000000000}' >/dev/null
     "$bin"/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \
         --requests 1 --wait-caught-up >/dev/null
+    for context in ${STOP:-}; do
+        "$carshare" contexts stop "$context" --url "http://$addr" >/dev/null
+    done
     if [ "$n" -gt 0 ]; then
         "$bin"/carshare-load --url "http://$addr" --connections 8 --requests "$n" --seconds 3600 \
             --body '{"productId":1,"qty":1}' --wait-caught-up | grep -E '^(requests|statuses|every)' >&2
@@ -47,7 +59,28 @@ count() {
     [ "$n" -gt 0 ] && cp "$out" target/callgrind.orders.out
     callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
 }
+# Runs carshare-ceiling under callgrind, takes $1 requests, and prints the instructions counted.
+count_ceiling() {
+    local n=$1 out="$work/ceiling.$1.out"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin"/carshare-ceiling \
+        --listen 127.0.0.1:0 --data-dir "$work/ceiling-$n" 2>"$work/ceiling-$n.log" &
+    local pid=$!
+    local addr
+    wait_ready "$work/ceiling-$n.log" 120
+    if [ "$n" -gt 0 ]; then
+        "$bin"/carshare-load --url "http://$addr" --path /records --connections 8 --requests "$n" \
+            --seconds 3600 --body '{"productId":1,"qty":1,"status":"order"}' | grep -E '^(requests|statuses)' >&2
+    fi
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'
+}
 with=$(count "$orders")
 without=$(count 0)
 echo "instructions: $with with $orders orders, $without with none"
 echo "instructions per order: $(( (with - without) / orders ))"
+if [ -n "${CEILING:-}" ]; then
+    with=$(count_ceiling "$orders")
+    without=$(count_ceiling 0)
+    echo "carshare-ceiling: $with with $orders requests, $without with none"
+    echo "carshare-ceiling instructions per request: $(( (with - without) / orders ))"
+fi
