@@ -5,8 +5,13 @@
 # from when its request was due, so queueing behind a slow server counts). Prints p50, p99 and
 # max per rate, whether every request was served, and how long the subscribers took to catch up.
 #
+# With STOP naming contexts, each server stops them before the load (`carshare contexts stop`),
+# as benches/instructions.sh does: STOP="product delivery customerpage" times the request path
+# alone.
+#
 #   benches/open-loop.sh                       # 1,000, 2,000, 3,000 and 5,000 orders/s, 10 s each
 #   RATES="5000 6000" SECONDS_EACH=20 benches/open-loop.sh
+#   STOP="product delivery customerpage" RATES=5000 benches/open-loop.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/ready.sh
@@ -29,6 +34,9 @@ for rate in $rates; do
     wait_ready "$work/server-$rate.log" 120
     "$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
         --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+    for context in ${STOP:-}; do
+        "$carshare" contexts stop "$context" --url "http://$addr" >/dev/null
+    done
     out=$("$bin"/carshare-load --url "http://$addr" --rate "$rate" --connections "$connections" \
         --seconds "$seconds" --requests $((rate * seconds)) --body '{"productId":1,"qty":1}' \
         --wait-caught-up | grep '^result')
