@@ -44,8 +44,7 @@ echo "== carshare: POST /orders through the whole system"
 export CARSHARE_ADMIN_TOKEN=bench
 start carshare "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/carshare" --cache-dir "$work/cache" ${CARSHARE_ARGS:-}
 server=${pids[-1]}
-"$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
-    --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+bench_product "$addr"
 sleep 1
 idle=$(rss_kib "$server" VmRSS)
 carshare_out=$(load --url "http://$addr" --body '{"productId":1,"qty":1,"status":"order"}' --wait-caught-up)
@@ -57,11 +56,7 @@ kill "$server"; wait "$server" 2>/dev/null || true
 
 echo "== carshare: the request path alone (product, delivery and customerpage stopped)"
 start requests "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/requests" --cache-dir "$work/cache" ${CARSHARE_ARGS:-}
-"$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
-    --body '{"modelname":"bench","qty":1000000000}' >/dev/null
-for context in product delivery customerpage; do
-    "$carshare" contexts stop "$context" --url "http://$addr" >/dev/null
-done
+bench_product "$addr" product delivery customerpage
 sleep 1
 # --wait-caught-up waits for the running handlers (order's) only.
 requests_out=$(load --url "http://$addr" --body '{"productId":1,"qty":1,"status":"order"}' --wait-caught-up)

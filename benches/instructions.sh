@@ -44,13 +44,9 @@ count() {
     local addr
     # Under valgrind the server starts in seconds, not milliseconds.
     wait_ready "$work/server-$n.log" 120
-    "$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
-        --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+    bench_product "$addr" ${STOP:-}
     "$bin"/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \
         --requests 1 --wait-caught-up >/dev/null
-    for context in ${STOP:-}; do
-        "$carshare" contexts stop "$context" --url "http://$addr" >/dev/null
-    done
     if [ "$n" -gt 0 ]; then
         "$bin"/carshare-load --url "http://$addr" --connections 8 --requests "$n" --seconds 3600 \
             --body '{"productId":1,"qty":1}' --wait-caught-up | grep -E '^(requests|statuses|every)' >&2

@@ -19,10 +19,7 @@ rates=${RATES:-1000 2000 3000 5000}
 connections=${CONNECTIONS:-64}
 seconds=${SECONDS_EACH:-10}
 build_bins
-work=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+work_dir
 export CARSHARE_ADMIN_TOKEN=bench
 
 printf "%-9s %9s %9s %9s %9s  %s\n" "rate/s" "served/s" "p50 ms" "p99 ms" "max ms" "not served, subscribers"
@@ -32,11 +29,7 @@ for rate in $rates; do
     pid=$!
     # The first start compiles the components (into the shared cache): give it time.
     wait_ready "$work/server-$rate.log" 120
-    "$bin"/carshare-load --url "http://$addr" --path /products --connections 1 --requests 1 \
-        --body '{"modelname":"bench","qty":1000000000}' >/dev/null
-    for context in ${STOP:-}; do
-        "$carshare" contexts stop "$context" --url "http://$addr" >/dev/null
-    done
+    bench_product "$addr" ${STOP:-}
     out=$("$bin"/carshare-load --url "http://$addr" --rate "$rate" --connections "$connections" \
         --seconds "$seconds" --requests $((rate * seconds)) --body '{"productId":1,"qty":1}' \
         --wait-caught-up | grep '^result')

@@ -11,6 +11,26 @@ build_bins() {
     carshare=${CARSHARE:-$bin/carshare}
 }
 #
+# work_dir: makes $work, a scratch directory removed on exit, and sets $pid to empty; whatever
+# server the script then records in $pid is killed on exit too.
+work_dir() {
+    work=$(mktemp -d)
+    pid=
+    trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+}
+#
+# bench_product ADDR [CONTEXT...]: registers the product every benchmark orders (product 1,
+# with stock for any run) on the server at ADDR, then stops each CONTEXT there (`carshare
+# contexts stop`), so that its handlers do not run.
+bench_product() {
+    local at=$1; shift
+    "$bin"/carshare-load --url "http://$at" --path /products --connections 1 --requests 1 \
+        --body '{"modelname":"bench","qty":1000000000}' >/dev/null
+    for context in "$@"; do
+        "$carshare" contexts stop "$context" --url "http://$at" >/dev/null
+    done
+}
+#
 # field NAME LINE: the value of NAME=... in carshare-load's `result` LINE.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 #

@@ -20,10 +20,7 @@ runs=${RUNS:-2}
 seconds=${SECONDS_EACH:-10}
 connections=${CONNECTIONS:-64}
 build_bins
-work=$(mktemp -d)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+work_dir
 filled=${FILLED:-$work/filled}
 export CARSHARE_ADMIN_TOKEN=bench
 
