@@ -68,6 +68,17 @@ pub(crate) struct ChangeSet {
     /// The id a forwarded unit carries, so that it commits at most once (`forwarded.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_id: Option<String>,
+    /// Not a unit but its host giving up the unit `unit_id` (`forwarded.rs`): the writer
+    /// records the id as given up unless it committed, so that it never commits afterwards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandon: bool,
+    /// The position of the replicated log's last record applied on the unit's host when the
+    /// unit began: it can only commit in a later record (`forwarded.rs`). 0 outside a cluster.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub begun_at: u64,
+    /// The format a forwarded unit is written in (`replicate.rs`); 1 when it says none.
+    #[serde(default = "format_1", skip_serializing_if = "is_format_1")]
+    pub format: u32,
     /// The end of each event's stored JSON, encoded by the unit ([`NewEvent::stored_tail`]),
     /// in `events` order; empty when it was not (a change set read back from a log record), and
     /// then the writer serializes the whole event.
@@ -93,6 +104,8 @@ pub(crate) struct Effects<'a> {
     pub ids: &'a [(SequenceKey, u64)],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub abandon: bool,
 }
 
 impl<'a> From<&'a ChangeSet> for Effects<'a> {
@@ -105,8 +118,21 @@ impl<'a> From<&'a ChangeSet> for Effects<'a> {
             dead: &c.dead,
             ids: &c.ids,
             unit_id: c.unit_id.as_deref(),
+            abandon: c.abandon,
         }
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn format_1() -> u32 {
+    1
+}
+
+fn is_format_1(v: &u32) -> bool {
+    *v == 1
 }
 
 /// Bytes in JSON: a string when they are UTF-8 (state values are JSON text, so nearly always),

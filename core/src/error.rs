@@ -59,6 +59,22 @@ pub enum CommitError {
     /// back): it may have committed. Running it again could do its work twice.
     #[error("the outcome of the commit is unknown: {0}")]
     Unknown(String),
+    /// The unit's host gave it up before it committed (it could not learn the outcome in
+    /// time, and made sure it never commits): nothing of it was written.
+    #[error("the unit was given up before it committed: nothing of it was written")]
+    Abandoned,
+    /// The unit's effects take more bytes than the replicated log takes in one record:
+    /// nothing of it was written.
+    #[error(
+        "the unit's changes take {bytes} bytes, more than the cluster's log takes in one \
+         record ({max} bytes)"
+    )]
+    TooLarge {
+        /// The size of the unit's effects.
+        bytes: usize,
+        /// The largest record the log takes.
+        max: usize,
+    },
 }
 
 /// Any error of the core.

@@ -7,7 +7,10 @@
 //! restart the sequence continues above every id a committed unit was given.
 //!
 //! In a cluster each host takes the ids of its own slot (`slot + 1`, `slot + 1 + of`, ...), so
-//! hosts never hand out the same id and never need to ask one another.
+//! hosts never hand out the same id and never need to ask one another. The highest ids the
+//! log's records carry raise what this host hands out next ([`IdSequences::observe`]): a host
+//! that started on an old copy of its data hands out ids above every id the log holds as soon
+//! as it has applied the log, never one that a committed unit already used.
 
 // The maps of a unit and of the id sequences are on every request's path: foldhash is
 // several times quicker than SipHash on short keys, and still seeded per process.
@@ -53,6 +56,20 @@ impl IdSequences {
         let id = next_in_slot(current, self.slot, self.of);
         next.insert(key, id);
         Ok(id)
+    }
+}
+
+impl IdSequences {
+    /// Raises the sequences this process has handed out from to at least the ids a committed
+    /// batch or an applied record took. Sequences not handed out from yet are read from the
+    /// database on first use, which then holds these ids.
+    pub(crate) fn observe<'a>(&self, taken: impl IntoIterator<Item = (&'a SequenceKey, &'a u64)>) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, id) in taken {
+            if let Some(current) = next.get_mut(key) {
+                *current = (*current).max(*id);
+            }
+        }
     }
 }
 

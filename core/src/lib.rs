@@ -28,6 +28,7 @@
 //! before it commits locally, every host applies the log's records ([`Log::apply`]), and a host
 //! that is not the writer forwards its units to it.
 
+mod backup;
 mod breaker;
 mod changes;
 mod dead;
@@ -45,6 +46,7 @@ mod time;
 mod unit;
 mod writer;
 
+pub use crate::backup::Backup;
 pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket, Verdict};
 pub use crate::dead::DeadLetter;
 pub use crate::dispatch::{
@@ -54,8 +56,10 @@ pub use crate::dispatch::{
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};
 pub use crate::log::{Log, LogBuilder};
-pub use crate::replicate::{AppendError, ForwardError, ForwardFuture, Replicator};
-pub use crate::store::{IndexPage, Snapshot};
+pub use crate::replicate::{
+    AppendError, Applied, ApplyError, FORMAT, ForwardError, ForwardFuture, Replicator,
+};
+pub use crate::store::{IndexPage, ReplicaPosition, Snapshot};
 pub use crate::time::{now_millis, rfc3339_utc};
 pub use crate::unit::{Savepoint, Unit};
 pub use crate::writer::{BatchReport, CommitObserver, Committed};

@@ -25,8 +25,12 @@ pub(crate) const CURSORS: TableDefinition<'static, &str, u64> = TableDefinition:
 /// position of the last record of the replicated log applied here.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
-/// The key in [`META`] of the last applied record's position.
+/// The key in [`META`] of the position of the last message of the replicated log taken (a
+/// record applied, or a message refused).
 pub(crate) const APPLIED: &str = "applied_log_position";
+
+/// The key in [`META`] of the last record applied: its position and its id (16 bytes).
+pub(crate) const LAST_RECORD: &str = "last_record";
 
 /// The file's format: 2 has the index tables. A file of format 1 (or without one) that holds
 /// events was written before collections were indexed, and is refused: its entities are in
@@ -39,8 +43,79 @@ pub(crate) struct Opened {
     pub log_id: u64,
     /// The last sequence number in the log (0 for an empty one).
     pub last_seq: u64,
-    /// The position of the last record of a replicated log applied here (0 for none).
+    /// The position of the last message of a replicated log taken here (0 for none).
     pub applied: u64,
+    /// The position and id of the last record applied here ((0, 0) for none).
+    pub last_record: (u64, u64),
+    /// The forwarded units' horizon (`forwarded.rs`).
+    pub horizon: u64,
+}
+
+/// Where a replica of a cluster's log stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaPosition {
+    /// The position of the last message of the log taken here (a record applied, or a
+    /// message refused); 0 for none.
+    pub applied: u64,
+    /// The position of the last record applied here (0 for none).
+    pub record_position: u64,
+    /// That record's id (0 for none, or a record written before records had ids).
+    pub record_id: u64,
+}
+
+/// Notes in `txn` that the replicated log's message at `position` was taken, and, if it was
+/// a record that was applied, its position and id.
+pub(crate) fn note_applied(
+    txn: &redb::WriteTransaction,
+    position: u64,
+    record: Option<(u64, u64)>,
+) -> Result<(), StorageError> {
+    let mut meta = txn.open_table(META)?;
+    meta.insert(APPLIED, position.to_be_bytes().as_slice())?;
+    if let Some((at, id)) = record {
+        assert!(
+            at <= position,
+            "a record applied is at or before the last message taken"
+        );
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&at.to_be_bytes());
+        bytes[8..].copy_from_slice(&id.to_be_bytes());
+        meta.insert(LAST_RECORD, bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Notes the forwarded units' horizon in `txn`.
+pub(crate) fn note_horizon(txn: &redb::WriteTransaction, horizon: u64) -> Result<(), StorageError> {
+    txn.open_table(META)?
+        .insert(crate::forwarded::HORIZON, horizon.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Where the replica in `txn` stands.
+pub(crate) fn replica_position(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<ReplicaPosition, StorageError> {
+    let applied = meta
+        .get(APPLIED)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    let (record_position, record_id) = match meta.get(LAST_RECORD)? {
+        Some(v) if v.value().len() == 16 => {
+            let b = v.value();
+            (
+                u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+                u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
+            )
+        }
+        // Written before records had ids: the last record is the last message taken.
+        _ => (applied, 0),
+    };
+    Ok(ReplicaPosition {
+        applied,
+        record_position,
+        record_id,
+    })
 }
 
 /// Makes sure every table of `db` exists, and reads the log's id, last sequence number and
@@ -49,7 +124,8 @@ pub(crate) struct Opened {
 pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, StorageError> {
     let txn = db.begin_write()?;
     let log_id;
-    let applied;
+    let position;
+    let horizon;
     {
         txn.open_table(STATE)?;
         txn.open_table(CURSORS)?;
@@ -58,6 +134,8 @@ pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, Storag
         txn.open_table(EVENTS)?;
         txn.open_table(IDX)?;
         txn.open_table(IDX_COUNTS)?;
+        txn.open_table(crate::forwarded::FORWARDED)?;
+        txn.open_table(crate::forwarded::FORWARDED_BY_TIME)?;
         let has_events = txn.open_table(EVENTS)?.last()?.is_some();
         let mut meta = txn.open_table(META)?;
         let format = meta
@@ -80,7 +158,9 @@ pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, Storag
         let number = |v: Option<redb::AccessGuard<'_, &[u8]>>| {
             v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
         };
-        applied = number(meta.get(APPLIED)?).unwrap_or(0);
+        position = replica_position(&meta)?;
+        let applied = position.applied;
+        horizon = number(meta.get(crate::forwarded::HORIZON)?).unwrap_or(0);
         let existing = number(meta.get("log_id")?);
         log_id = match (existing, want_id) {
             (Some(id), None) => id,
@@ -103,7 +183,9 @@ pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, Storag
     Ok(Opened {
         log_id,
         last_seq,
-        applied,
+        applied: position.applied,
+        last_record: (position.record_position, position.record_id),
+        horizon,
     })
 }
 
@@ -120,6 +202,16 @@ pub(crate) fn random_u64() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// A random number that is never 0 (0 stands for "none" where record ids are kept).
+pub(crate) fn random_nonzero_u64() -> u64 {
+    loop {
+        let v = random_u64();
+        if v != 0 {
+            return v;
+        }
+    }
 }
 
 /// One consistent, committed view of the database. Tables are opened on first use.

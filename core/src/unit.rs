@@ -39,6 +39,8 @@ pub struct Unit {
     visible: u64,
     /// The writer's generation when the unit began: every batch up to it is in the snapshot.
     generation: u64,
+    /// The replicated log's position when the unit began (0 outside a cluster).
+    begun_at: u64,
     ids_source: Arc<IdSequences>,
     tail: Arc<Tail>,
     /// (correlation id, causation id) given to the events it publishes from now on.
@@ -59,7 +61,7 @@ pub struct Unit {
 impl Unit {
     pub(crate) fn new(
         snapshot: Snapshot,
-        (visible, generation): (u64, u64),
+        (visible, generation, begun_at): (u64, u64, u64),
         ids_source: Arc<IdSequences>,
         tail: Arc<Tail>,
     ) -> Self {
@@ -67,6 +69,7 @@ impl Unit {
             snapshot,
             visible,
             generation,
+            begun_at,
             ids_source,
             tail,
             cause: (None, None),
@@ -370,6 +373,9 @@ impl Unit {
             dead: self.dead,
             ids: self.ids.into_iter().collect(),
             unit_id: None,
+            abandon: false,
+            begun_at: self.begun_at,
+            format: crate::replicate::FORMAT,
             snapshot_generation: Some(self.generation),
             // An event that cannot be encoded here (none can) leaves the list short, and the
             // writer serializes every event of the unit itself.

@@ -10,14 +10,40 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use carshare_core::{
-    AppendError, CommitError, Dispatcher, Event, EventHandler, ForwardError, ForwardFuture, Handled,
-    HandlerError, Log, Replicator, RetryPolicy, Unit,
+    AppendError, ApplyError, CommitError, Dispatcher, Event, EventHandler, FORMAT, ForwardError,
+    ForwardFuture, Handled, HandlerError, Log, Replicator, RetryPolicy, Unit,
 };
 use serde_json::json;
+
+/// What the harness does with a unit forwarded to the writer.
+enum Intercept {
+    /// Delivers it.
+    Deliver,
+    /// Keeps it (it reached the writer's host, which has yet to take it): the sender hears
+    /// nothing.
+    Hold,
+    /// No writer can be reached.
+    NoWriter,
+}
+
+type Interceptor = Box<dyn FnMut(&serde_json::Value) -> Intercept + Send>;
 
 /// The replicated log and who writes it.
 #[derive(Default)]
 struct Shared {
+    /// Decides, for each forwarded unit (as JSON), what happens to it; all are delivered
+    /// without one.
+    intercept: Mutex<Option<Interceptor>>,
+    /// The units held by [`Intercept::Hold`].
+    held: Mutex<Vec<Vec<u8>>>,
+    /// Run when a reply is lost (see `lose_reply`).
+    on_lost_reply: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The largest record the log takes (none if 0).
+    max_record: std::sync::atomic::AtomicUsize,
+    /// Each host's refused messages (position, reason), as its pump was told.
+    refused: Mutex<Vec<Vec<(u64, String)>>>,
+    /// Each host's error that stopped its pump.
+    stopped: Mutex<Vec<Option<ApplyError>>>,
     records: Mutex<Vec<Vec<u8>>>,
     /// The host that is the writer.
     writer: AtomicUsize,
@@ -41,7 +67,19 @@ impl Replicator for Host {
         self.shared.writer.load(Ordering::SeqCst) == self.id
     }
 
+    fn max_record_bytes(&self) -> usize {
+        match self.shared.max_record.load(Ordering::SeqCst) {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
     fn append(&self, record: &[u8], after: u64) -> Result<u64, AppendError> {
+        assert!(record.len() <= self.max_record_bytes(), "a record over the limit");
+        if self.max_record_bytes() != usize::MAX {
+            // Slow, so that units pile up behind the append and the next batch is large.
+            std::thread::sleep(Duration::from_millis(30));
+        }
         if let Some(reason) = self.shared.refuse.lock().unwrap().clone() {
             return Err(AppendError::Refused(reason));
         }
@@ -56,6 +94,20 @@ impl Replicator for Host {
     fn forward(&self, unit: Vec<u8>) -> ForwardFuture {
         let shared = self.shared.clone();
         Box::pin(async move {
+            let decided = shared
+                .intercept
+                .lock()
+                .unwrap()
+                .as_mut()
+                .map(|f| f(&serde_json::from_slice(&unit).unwrap()));
+            match decided.unwrap_or(Intercept::Deliver) {
+                Intercept::Deliver => {}
+                Intercept::Hold => {
+                    shared.held.lock().unwrap().push(unit);
+                    return Err(ForwardError::Unknown("no answer".into()));
+                }
+                Intercept::NoWriter => return Err(ForwardError::NoWriter),
+            }
             let writer = shared.writer.load(Ordering::SeqCst);
             let log = shared
                 .logs
@@ -66,6 +118,9 @@ impl Replicator for Host {
                 .ok_or(ForwardError::NoWriter)?;
             let reply = log.commit_forwarded(&unit).await;
             if let Some(next) = shared.lose_reply.lock().unwrap().take() {
+                if let Some(then) = shared.on_lost_reply.lock().unwrap().take() {
+                    then();
+                }
                 shared.writer.store(next, Ordering::SeqCst);
                 return Err(ForwardError::Unknown("the reply was lost".into()));
             }
@@ -96,6 +151,8 @@ impl Cluster {
         };
         for id in 0..n {
             c.shared.logs.lock().unwrap().push(Arc::new(OnceLock::new()));
+            c.shared.refused.lock().unwrap().push(Vec::new());
+            c.shared.stopped.lock().unwrap().push(None);
             let log = c.open(id);
             c.logs.push(log);
         }
@@ -111,16 +168,18 @@ impl Cluster {
             }))
             .log_id(0xc1)
             .id_slot(id as u64, 16)
+            .patience(Duration::from_secs(2))
             .open(self.dir.path().join(format!("host{id}.redb")))
             .unwrap();
         let slot = self.shared.logs.lock().unwrap()[id].clone();
         let _ = slot.set(log.clone());
-        self.pump(&log);
+        self.pump(id, &log);
         log
     }
 
-    /// Starts applying the replicated log to `log`, as it grows.
-    fn pump(&mut self, log: &Log) {
+    /// Starts applying the replicated log to host `id`'s `log`, as it grows, noting what it
+    /// refused and why it stopped.
+    fn pump(&mut self, id: usize, log: &Log) {
         let (shared, pumped) = (self.shared.clone(), log.clone());
         self.pumps.push(tokio::spawn(async move {
             loop {
@@ -130,12 +189,25 @@ impl Cluster {
                     .enumerate()
                     .map(|(i, r)| ((from + i + 1) as u64, r.clone()))
                     .collect();
-                if !records.is_empty() && pumped.apply(records).await.is_err() {
-                    return;
+                if !records.is_empty() {
+                    match pumped.apply(records).await {
+                        Ok(applied) => shared.refused.lock().unwrap()[id].extend(applied.refused),
+                        Err(e) => {
+                            shared.stopped.lock().unwrap()[id] = Some(e);
+                            return;
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }));
+    }
+
+    /// Appends `record` to the replicated log as another writer (or anyone) would.
+    fn inject(&self, record: Vec<u8>) -> u64 {
+        let mut records = self.shared.records.lock().unwrap();
+        records.push(record);
+        records.len() as u64
     }
 
     fn set_writer(&self, id: usize) {
@@ -337,7 +409,7 @@ async fn a_writer_behind_the_log_is_fenced_until_it_has_applied_it() {
     assert_eq!(zombie.append(b"{}", 7), Err(AppendError::Fenced));
     // Once B has applied the log, the waiting unit commits (once, after everything A
     // committed), and so do B's next units and A's (forwarded to B).
-    cluster.pump(&b);
+    cluster.pump(1, &b);
     let committed = pending.await.unwrap().unwrap();
     assert_eq!(committed.seqs, 9..10);
     cluster.settle().await;
@@ -531,4 +603,217 @@ async fn subscribers_run_on_the_writer_only_and_a_new_writer_goes_on_from_the_sa
     for d in dispatchers {
         d.shutdown().await;
     }
+}
+
+/// A record as another writer of log 0xc1 would append it after `log`'s last record.
+fn next_record(log: &Log, format: u32, millis: u64, first_seq: u64) -> Vec<u8> {
+    let prev = log.replica_position().unwrap().record_id;
+    json!({
+        "format": format, "logId": 0xc1, "id": 0x5eed_u64 + first_seq, "prev": prev,
+        "millis": millis, "firstSeq": first_seq, "units": [],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_are_not_the_next_record_are_refused_on_every_replica_and_the_log_goes_on() {
+    let c = Cluster::new(3);
+    for n in 0..3 {
+        c.logs[1].commit(order(&c.logs[1], n)).await.unwrap();
+    }
+    c.settle().await;
+    let replayed = c.shared.records.lock().unwrap()[1].clone();
+    let junk = [
+        c.inject(b"not a record".to_vec()),
+        c.inject(
+            json!({"format": 2, "logId": 0xbad, "id": 1, "prev": 0})
+                .to_string()
+                .into_bytes(),
+        ),
+        // A copy of an earlier record: it does not follow the last one.
+        c.inject(replayed),
+    ];
+    // The writer's next append is fenced by the junk; its units go to it again once it has
+    // taken the junk, and commit.
+    for n in 3..6 {
+        c.logs[2].commit(order(&c.logs[2], n)).await.unwrap();
+    }
+    c.settle().await;
+    let first = events(&c.logs[0]);
+    assert_eq!(first.len(), 6, "nothing of the junk was applied");
+    for (h, log) in c.logs.iter().enumerate() {
+        assert_eq!(events(log), first, "every replica holds the same log");
+        let refused = c.shared.refused.lock().unwrap()[h].clone();
+        let at: Vec<u64> = refused.iter().map(|(p, _)| *p).collect();
+        assert_eq!(at, junk, "host {h} refused each junk message: {refused:?}");
+        assert!(refused[0].1.contains("not a record"), "{refused:?}");
+        assert!(refused[1].1.contains("log 0000000000000bad"), "{refused:?}");
+        assert!(refused[2].1.contains("follows record"), "{refused:?}");
+        assert!(c.shared.stopped.lock().unwrap()[h].is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_a_newer_format_or_out_of_step_stops_every_replica_that_meets_it() {
+    for (format, first_seq_off, expect) in [(FORMAT + 1, 0, "format"), (FORMAT, 5, "numbers its events")] {
+        let c = Cluster::new(2);
+        c.logs[0].commit(order(&c.logs[0], 1)).await.unwrap();
+        c.settle().await;
+        let head = c.logs[0].head();
+        let at = c.inject(next_record(&c.logs[0], format, 1, head + 1 + first_seq_off));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while c.shared.stopped.lock().unwrap().iter().any(Option::is_none) {
+            assert!(std::time::Instant::now() < deadline, "every replica stops");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for stopped in c.shared.stopped.lock().unwrap().iter() {
+            let e = stopped.as_ref().unwrap();
+            match (e, expect) {
+                (ApplyError::Format { position, format: f }, "format") => {
+                    assert_eq!((*position, *f), (at, FORMAT + 1));
+                }
+                (ApplyError::Diverged { position, .. }, _) => assert_eq!(*position, at),
+                _ => panic!("{e}"),
+            }
+            assert!(e.to_string().contains(expect), "{e}");
+        }
+        assert_eq!(c.logs[1].applied(), at - 1, "nothing of it was applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_given_up_never_commits_afterwards_and_one_that_committed_is_reported() {
+    for delivered_first in [false, true] {
+        let c = Cluster::new(2);
+        // Host 1's unit reaches the writer's host and waits there; every other attempt finds
+        // no writer; the unit's host gives it up after its patience (2 s).
+        let mut first = true;
+        *c.shared.intercept.lock().unwrap() = Some(Box::new(move |unit| {
+            if unit["abandon"] == true {
+                Intercept::Deliver
+            } else if std::mem::take(&mut first) {
+                Intercept::Hold
+            } else {
+                Intercept::NoWriter
+            }
+        }));
+        let writer = c.logs[0].clone();
+        let held = c.shared.clone();
+        let late = tokio::spawn(async move {
+            // The held unit reaches the writer: before its host gives it up, or after.
+            let wait = if delivered_first { 500 } else { 3_500 };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let unit = held.held.lock().unwrap().pop().expect("the unit was held");
+            String::from_utf8(writer.commit_forwarded(&unit).await).unwrap()
+        });
+        let outcome = c.logs[1].commit(order(&c.logs[1], 7)).await;
+        let late = late.await.unwrap();
+        c.settle().await;
+        let orders = c.logs[0].snapshot().unwrap().scan("order", "orders/").unwrap();
+        if delivered_first {
+            assert!(late.contains("committed"), "{late}");
+            assert_eq!(outcome.unwrap().seqs, 1..2, "the host learns that it committed");
+            assert_eq!(orders.len(), 1);
+        } else {
+            assert!(matches!(outcome, Err(CommitError::Abandoned)), "{outcome:?}");
+            assert_eq!(late, "\"abandoned\"", "the late copy is refused");
+            assert!(orders.is_empty(), "nothing of a unit given up is written");
+            assert_eq!(events(&c.logs[1]).len(), 0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_sent_again_after_the_logs_time_jumped_past_what_is_remembered_commits_once() {
+    let c = Cluster::new(2);
+    c.logs[0].commit(order(&c.logs[0], 0)).await.unwrap();
+    c.settle().await;
+    // The writer commits host 1's unit and the reply is lost; meanwhile a writer whose clock
+    // runs an hour ahead appends a record, so the log's time passes how long unit ids are
+    // kept: the writer forgets the unit's id before the unit is sent again.
+    let (shared, writer) = (c.shared.clone(), c.logs[0].clone());
+    *c.shared.on_lost_reply.lock().unwrap() = Some(Box::new(move || {
+        let later = carshare_core::now_millis() + 3_600_000;
+        let record = next_record(&writer, FORMAT, later, writer.head() + 1);
+        shared.records.lock().unwrap().push(record);
+    }));
+    *c.shared.lose_reply.lock().unwrap() = Some(0);
+    let outcome = c.logs[1].commit(order(&c.logs[1], 1)).await;
+    assert!(
+        matches!(&outcome, Err(CommitError::Unknown(m)) if m.contains("no longer remembers")),
+        "{outcome:?}"
+    );
+    c.settle().await;
+    for log in &c.logs {
+        let orders = log.snapshot().unwrap().scan("order", "orders/").unwrap();
+        assert_eq!(orders.len(), 2, "the unit committed once, not twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_drawn_on_an_old_copy_of_a_replica_rise_above_every_id_the_log_holds() {
+    let mut c = Cluster::new(2);
+    let b = c.logs[1].clone();
+    for n in 0..3 {
+        b.commit(order(&b, n)).await.unwrap();
+    }
+    c.settle().await;
+    // An old copy of host 1's data, while host 1 goes on taking ids.
+    let path = c.dir.path().join("host1.redb");
+    let copy = c.dir.path().join("host1.old");
+    c.pumps[1].abort();
+    c.logs.remove(1).close();
+    drop(b);
+    std::fs::copy(&path, &copy).unwrap();
+    c.shared.logs.lock().unwrap()[1] = Arc::new(OnceLock::new());
+    let b = c.open(1);
+    let mut taken = Vec::new();
+    for n in 3..8 {
+        let unit = order(&b, n);
+        taken.push(unit.published()[0].key.clone().unwrap().parse::<u64>().unwrap());
+        b.commit(unit).await.unwrap();
+    }
+    let highest = *taken.iter().max().unwrap();
+    c.settle().await;
+    c.pumps.pop().unwrap().abort();
+    b.close();
+    drop(b);
+    // The copy comes back: an id drawn before it has applied the log is stale, but once it
+    // has, ids continue above the highest any committed unit took.
+    std::fs::copy(&copy, &path).unwrap();
+    c.shared.logs.lock().unwrap()[1] = Arc::new(OnceLock::new());
+    let b = c.open(1);
+    let mut early = b.begin().unwrap();
+    let stale = early.next_id("order", "orders").unwrap();
+    assert!(stale < highest, "drawn from the old copy: {stale} < {highest}");
+    c.logs.push(b.clone());
+    c.settle().await;
+    let mut fresh = b.begin().unwrap();
+    let next = fresh.next_id("order", "orders").unwrap();
+    assert!(next > highest, "{next} > {highest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_to_fit_the_largest_record_and_a_unit_too_large_alone_is_refused() {
+    let c = Cluster::new(2);
+    c.shared.max_record.store(4096, Ordering::SeqCst);
+    let a = c.logs[0].clone();
+    let mut big = a.begin().unwrap();
+    big.set("order", "big", vec![b'x'; 8192]);
+    let refused = a.commit(big).await;
+    assert!(
+        matches!(refused, Err(CommitError::TooLarge { max: 4096, .. })),
+        "{refused:?}"
+    );
+    let committed = futures_join(&a, 60).await;
+    assert!(committed.iter().all(Result::is_ok), "{committed:?}");
+    c.settle().await;
+    assert_eq!(events(&c.logs[1]).len(), 60);
+    let sizes: Vec<usize> = c.shared.records.lock().unwrap().iter().map(Vec::len).collect();
+    let full = sizes.iter().filter(|s| **s > 2048).count();
+    assert!(
+        full >= 2,
+        "batches larger than a record were cut into full records: {sizes:?}"
+    );
 }

@@ -142,3 +142,54 @@ fn a_batch_that_fails_in_storage_fails_every_unit_and_leaves_nothing() {
     let c = log.commit_blocking(order(&log, 4)).unwrap();
     assert_eq!(c.seqs, 4..5);
 }
+
+/// A cluster of one host whose replicated log is a vector, and whose disk starts failing
+/// right after an append: the record is in the log, so the batch's units committed.
+struct FailAfterAppend {
+    records: std::sync::Mutex<Vec<Vec<u8>>>,
+    fail: Arc<AtomicBool>,
+}
+
+impl carshare_core::Replicator for FailAfterAppend {
+    fn is_writer(&self) -> bool {
+        true
+    }
+
+    fn append(&self, record: &[u8], after: u64) -> Result<u64, carshare_core::AppendError> {
+        let mut records = self.records.lock().unwrap();
+        assert_eq!(records.len() as u64, after);
+        records.push(record.to_vec());
+        self.fail.store(true, Ordering::SeqCst);
+        Ok(records.len() as u64)
+    }
+
+    fn forward(&self, _unit: Vec<u8>) -> carshare_core::ForwardFuture {
+        unreachable!("the only host writes")
+    }
+}
+
+#[test]
+fn a_local_failure_after_the_append_reports_the_units_committed_never_unwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let replicated = Arc::new(FailAfterAppend {
+        records: Default::default(),
+        fail: fail.clone(),
+    });
+    let log = Log::builder()
+        .replicator(replicated.clone())
+        .log_id(7)
+        .open_backend(Faulty::open(&dir.path().join("db.redb"), fail.clone()))
+        .unwrap();
+    let committed = log.commit_blocking(order(&log, 1));
+    let c = committed.expect("the record is in the log: the unit committed");
+    assert_eq!((c.seqs, c.position), (1..2, 1));
+    assert!(
+        log.storage_failure().is_some(),
+        "the host says its storage failed"
+    );
+    assert_eq!(log.head(), 0, "this replica does not show it");
+    let records = replicated.records.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(String::from_utf8_lossy(&records[0]).contains("orders/1"));
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use redb::{Database, StorageBackend};
 use tokio::sync::{oneshot, watch};
@@ -30,7 +31,13 @@ pub struct LogBuilder {
     cache_bytes: usize,
     log_id: Option<u64>,
     ids: (u64, u64),
+    patience: Duration,
 }
+
+/// How long a cluster's unit waits for a writer to take it, and for its host to apply the
+/// writer's record: a lease running out (5 s) after elections of the lease's and the log's own
+/// leaders (up to about 9 s each, at once when one server leading both dies).
+const DEFAULT_PATIENCE: Duration = Duration::from_secs(20);
 
 /// redb's page cache, unless told otherwise: redb's own default (1 GiB) lets a busy server's
 /// resident memory grow far past what the working set needs.
@@ -43,6 +50,7 @@ impl Default for LogBuilder {
             cache_bytes: DEFAULT_CACHE_BYTES,
             log_id: None,
             ids: (0, 1),
+            patience: DEFAULT_PATIENCE,
         }
     }
 }
@@ -76,6 +84,13 @@ impl LogBuilder {
         self
     }
 
+    /// How long a cluster's unit waits for a writer to take it (default 20 s); giving up a
+    /// unit whose outcome is not known then takes up to half as long again.
+    pub fn patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
     /// Opens the log in `path` (a redb file, created if missing).
     pub fn open(self, path: impl AsRef<Path>) -> Result<Log, StorageError> {
         let db = Database::builder()
@@ -97,6 +112,8 @@ impl LogBuilder {
             log_id,
             last_seq,
             applied,
+            last_record,
+            horizon,
         } = store::open(&db, self.log_id)?;
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(last_seq);
@@ -106,7 +123,12 @@ impl LogBuilder {
         let tail = Arc::new(Tail::default());
         let observer = Arc::new(OnceLock::new());
         let generation = Arc::new(AtomicU64::new(0));
+        let (slot, of) = self.ids;
+        let ids = Arc::new(IdSequences::new(db.clone(), slot, of));
         let writer = Writer {
+            ids: ids.clone(),
+            last_record: last_record.1,
+            horizon,
             generation: generation.clone(),
             recent: Recent::default(),
             known_counts: Default::default(),
@@ -126,10 +148,9 @@ impl LogBuilder {
             .name("carshare-commit".into())
             .spawn(move || writer.run(rx))
             .map_err(StorageError::new)?;
-        let (slot, of) = self.ids;
         Ok(Log {
             inner: Arc::new(Inner {
-                ids: Arc::new(IdSequences::new(db.clone(), slot, of)),
+                ids,
                 tail,
                 db,
                 log_id,
@@ -141,6 +162,7 @@ impl LogBuilder {
                 failure,
                 observer,
                 generation,
+                patience: self.patience,
             }),
         })
     }
@@ -167,6 +189,8 @@ struct Inner {
     applied: watch::Receiver<u64>,
     failure: Arc<Mutex<Option<StorageError>>>,
     observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
+    /// See [`LogBuilder::patience`].
+    patience: Duration,
 }
 
 impl Log {
@@ -192,9 +216,11 @@ impl Log {
         // committed, so the snapshot holds them.
         let visible = self.head();
         let generation = self.inner.generation.load(Ordering::Acquire);
+        // Likewise the replicated log's position: the snapshot holds every record up to it.
+        let begun_at = self.applied();
         Ok(Unit::new(
             self.snapshot()?,
-            (visible, generation),
+            (visible, generation, begun_at),
             self.inner.ids.clone(),
             self.inner.tail.clone(),
         ))
@@ -219,6 +245,11 @@ impl Log {
         }
         let changes = unit.into_changes();
         match self.replicated() {
+            Some(replicator) if !replicator.caught_up() => Err(CommitError::Unavailable(
+                "this host has not yet applied the cluster's log as it stood when the host \
+                 joined, or found its data out of step with the log: it takes no writes until it has"
+                    .into(),
+            )),
             Some(replicator) => self.forward(replicator, changes).await,
             None => rerun_if_deposed(outcome(self.send(changes)?.await)),
         }

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use redb::{Database, Table};
 use tokio::sync::{oneshot, watch};
 
-use crate::changes::ChangeSet;
+use crate::changes::{ChangeSet, Effects};
 use crate::dead::{self, DEAD};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
-use crate::forwarded::{self, FORWARDED, Forwarded};
-use crate::ids::{self, COUNTERS};
+use crate::forwarded::{self, Forwarded, Known};
+use crate::ids::{self, COUNTERS, IdSequences};
 use crate::index::{self, CountDeltas, IDX, IDX_COUNTS, KnownCounts};
-use crate::replicate::{AppendError, RecordOut, Replicator};
-use crate::store::{self, CURSORS, EVENTS, META, STATE};
+use crate::replicate::{AppendError, Applied, ApplyError, RECORD_OVERHEAD, RecordHeader, Replicator};
+use crate::store::{self, CURSORS, EVENTS, STATE};
 use crate::tail::Tail;
 
 mod records;
@@ -93,7 +93,7 @@ impl Pending {
 /// Records to apply, and where to say how far the replica got.
 pub(crate) struct Apply {
     pub records: Vec<(u64, Vec<u8>)>,
-    pub reply: oneshot::Sender<Result<u64, StorageError>>,
+    pub reply: oneshot::Sender<Result<Applied, ApplyError>>,
 }
 
 /// What a committed unit gets back: the sequence numbers its events were given.
@@ -105,10 +105,31 @@ pub struct Committed {
     pub position: u64,
 }
 
+/// What a committed batch leaves: each unit's outcome and what the writer's state moves to.
+struct BatchDone {
+    outcomes: Vec<Result<Committed, CommitError>>,
+    /// The next free sequence number.
+    next_seq: u64,
+    /// The events it committed, in order.
+    events: Vec<Arc<Event>>,
+    /// How long the local commit took.
+    commit: Duration,
+    /// In a cluster, the position and id of the batch's record.
+    record: Option<(u64, u64)>,
+}
+
 /// Why a batch failed as a whole.
 enum BatchError {
+    /// Nothing of it was written anywhere.
     Storage(StorageError),
+    /// The replicated log did not take its record: nothing of it was written.
     Append(AppendError),
+    /// Its record is in the replicated log, but it could not be committed here: each unit's
+    /// outcome is what the record gives it.
+    Unapplied {
+        outcomes: Vec<Result<Committed, CommitError>>,
+        error: StorageError,
+    },
 }
 
 impl<E: Into<StorageError>> From<E> for BatchError {
@@ -127,8 +148,17 @@ pub(crate) struct Writer {
     pub failure: Arc<Mutex<Option<StorageError>>>,
     /// The replicated log every batch is appended to before it commits locally (a cluster).
     pub replicator: Option<std::sync::Arc<dyn Replicator>>,
-    /// The position of the last record of the replicated log applied here.
+    /// The position of the last message of the replicated log taken here (a record applied,
+    /// or a message refused).
     pub applied: u64,
+    /// The id of the last record applied here (0 before any): the next record names it as
+    /// the one it follows.
+    pub last_record: u64,
+    /// Units that began before this position of the replicated log may have committed in a
+    /// record whose unit ids are forgotten (`forwarded.rs`).
+    pub horizon: u64,
+    /// The id sequences units draw from, raised to the ids committed batches took.
+    pub ids: Arc<IdSequences>,
     pub applied_tx: watch::Sender<u64>,
     /// Where committed events are kept for the subscribers close behind.
     pub tail: Arc<Tail>,
@@ -151,7 +181,8 @@ struct Tables<'txn> {
     dead: Table<'txn, (&'static str, u64), &'static [u8]>,
     index: Table<'txn, (&'static str, &'static str, &'static [u8], u64), ()>,
     index_counts: Table<'txn, (&'static str, &'static str, u8, &'static [u8], u64), u64>,
-    forwarded: Forwarded<'txn>,
+    /// The ids of a cluster's units (none outside a cluster).
+    forwarded: Option<Forwarded<'txn>>,
     /// How the batch moves the index counts, written once at its end.
     deltas: CountDeltas,
     /// The state keys (hashed as [`Recent`] hashes them) the batch's units wrote so far.
@@ -183,7 +214,10 @@ impl Writer {
                             Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
                     }
-                    self.commit_batch(batch);
+                    // What did not fit in one record of the replicated log goes in the next.
+                    while !batch.is_empty() {
+                        batch = self.commit_batch(batch);
+                    }
                 }
             }
             if next.is_none() {
@@ -192,45 +226,30 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, mut batch: Vec<Pending>) {
+    /// Commits what of `batch` fits in one record; returns the units left for the next.
+    fn commit_batch(&mut self, batch: Vec<Pending>) -> Vec<Pending> {
         // A unit that reached this host's writer after the host stopped being the cluster's
         // writer: run again, it is forwarded to the new one.
         if self.replicator.as_ref().is_some_and(|r| !r.is_writer()) {
             for p in batch {
                 p.answer(Err(CommitError::Deposed));
             }
-            return;
+            return Vec::new();
+        }
+        let (mut batch, encoded, carried) = match self.replicator.as_ref() {
+            Some(r) => fit(batch, r.max_record_bytes()),
+            None => (batch, Vec::new(), Vec::new()),
+        };
+        if batch.is_empty() {
+            return carried;
         }
         let millis = crate::time::now_millis().max(self.last_millis);
-        let start_seq = self.next_seq;
         let units = batch.len();
-        match self.apply(&mut batch, millis) {
-            Ok((outcomes, next_seq, events, commit, position)) => {
+        match self.apply(&mut batch, &encoded, millis) {
+            Ok(done) => {
                 self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-                self.next_seq = next_seq;
                 self.last_millis = millis;
-                if position != self.applied {
-                    self.applied = position;
-                    self.applied_tx.send_replace(position);
-                }
-                if let Some(observer) = self.observer.get() {
-                    observer.batch(&BatchReport {
-                        units,
-                        conflicts: outcomes.iter().filter(|o| o.is_err()).count(),
-                        events: &events,
-                        commit,
-                        failed: false,
-                    });
-                }
-                self.tail.push(events);
-                // The head moves before anyone hears of the commit: a committer that reads the
-                // head (or waits for a subscriber to reach it) sees its own events counted.
-                if next_seq != start_seq {
-                    self.head.send_replace(next_seq - 1);
-                }
-                for (p, outcome) in batch.into_iter().zip(outcomes) {
-                    p.answer(outcome);
-                }
+                self.committed(done, batch, units);
             }
             Err(BatchError::Append(e)) => {
                 let error = || match &e {
@@ -244,17 +263,71 @@ impl Writer {
                     p.answer(Err(error()));
                 }
             }
-            Err(BatchError::Storage(e)) => {
-                if let Some(observer) = self.observer.get() {
-                    observer.batch(&BatchReport {
-                        units,
-                        conflicts: 0,
-                        events: &[],
-                        commit: Duration::ZERO,
-                        failed: true,
-                    });
+            Err(BatchError::Storage(e)) => self.failed(batch, e, None),
+            Err(BatchError::Unapplied { outcomes, error }) => self.failed(batch, error, Some(outcomes)),
+        }
+        carried
+    }
+
+    /// After a batch committed: the writer's state moves on, then every unit hears of it.
+    fn committed(&mut self, done: BatchDone, batch: Vec<Pending>, units: usize) {
+        let start_seq = self.next_seq;
+        self.next_seq = done.next_seq;
+        if let Some((position, id)) = done.record {
+            assert!(
+                position == self.applied + 1,
+                "a record lands right after the last"
+            );
+            self.applied = position;
+            self.last_record = id;
+            self.applied_tx.send_replace(position);
+        }
+        if let Some(observer) = self.observer.get() {
+            observer.batch(&BatchReport {
+                units,
+                conflicts: done.outcomes.iter().filter(|o| o.is_err()).count(),
+                events: &done.events,
+                commit: done.commit,
+                failed: false,
+            });
+        }
+        self.tail.push(done.events);
+        // The head moves before anyone hears of the commit: a committer that reads the
+        // head (or waits for a subscriber to reach it) sees its own events counted.
+        if done.next_seq != start_seq {
+            self.head.send_replace(done.next_seq - 1);
+        }
+        for (p, outcome) in batch.into_iter().zip(done.outcomes) {
+            p.answer(outcome);
+        }
+    }
+
+    /// After a batch failed in storage: nothing of it is here. Without `appended`, nothing of
+    /// it is anywhere; with it, its record is in the replicated log (the other hosts apply
+    /// it), so each unit hears the outcome the record gives it, never "nothing written".
+    fn failed(
+        &mut self,
+        batch: Vec<Pending>,
+        e: StorageError,
+        appended: Option<Vec<Result<Committed, CommitError>>>,
+    ) {
+        if let Some(observer) = self.observer.get() {
+            observer.batch(&BatchReport {
+                units: batch.len(),
+                conflicts: 0,
+                events: &[],
+                commit: Duration::ZERO,
+                failed: true,
+            });
+        }
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        match appended {
+            Some(outcomes) => {
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    p.answer(outcome);
                 }
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
+            None => {
                 for p in batch {
                     p.answer(Err(CommitError::Storage(e.clone())));
                 }
@@ -263,24 +336,15 @@ impl Writer {
     }
 
     /// Applies the batch in one transaction, appends it to the replicated log (if any), and
-    /// commits. Returns each unit's outcome, the next free sequence number, the events, how long
-    /// the local commit took and the record's position, or an error if the batch as a whole
-    /// failed (then nothing of it is written).
-    #[allow(clippy::type_complexity)]
+    /// commits. `encoded` holds each unit's effects as the record carries them (a cluster
+    /// only). Returns each unit's outcome and what the writer's state moves to, or an error if
+    /// the batch as a whole failed.
     fn apply(
         &mut self,
         batch: &mut [Pending],
+        encoded: &[Vec<u8>],
         millis: u64,
-    ) -> Result<
-        (
-            Vec<Result<Committed, CommitError>>,
-            u64,
-            Vec<Arc<Event>>,
-            Duration,
-            u64,
-        ),
-        BatchError,
-    > {
+    ) -> Result<BatchDone, BatchError> {
         let timestamp = crate::time::rfc3339_utc(millis);
         let txn = self.db.begin_write()?;
         let mut next_seq = self.next_seq;
@@ -289,24 +353,18 @@ impl Writer {
         let mut written = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
         // Fencing puts this batch's record right after the last one applied.
-        let record_position = self.applied + 1;
-        let keys_written;
-        let counts_written;
+        let position = self.applied + 1;
+        let (keys_written, counts_written, taken);
         {
             let mut t = self.tables(&txn)?;
-            if self.replicator.is_some() {
-                forwarded::prune(&mut t.forwarded, millis)?;
-            }
+            self.forget_old_units(&mut t, &txn, millis)?;
             for p in batch.iter_mut() {
-                // A forwarded unit sent again after it committed: its first outcome.
-                if let Some(id) = &p.changes.unit_id
-                    && let Some((seqs, position)) = forwarded::lookup(&t.forwarded, id)?
-                {
-                    outcomes.push(Ok(Committed { seqs, position }));
+                if let Some(known) = self.known_outcome(&p.changes, &t)? {
+                    outcomes.push(known);
                     written.push(false);
                     continue;
                 }
-                if !still_valid(&p.changes, &t, &self.recent)? {
+                if !p.changes.abandon && !still_valid(&p.changes, &t, &self.recent)? {
                     outcomes.push(Err(CommitError::Conflict));
                     written.push(false);
                     continue;
@@ -316,59 +374,144 @@ impl Writer {
                     &mut p.changes,
                     &mut t,
                     next_seq,
-                    &timestamp,
+                    (&timestamp, millis),
                     &mut committed,
-                    record_position,
+                    position,
                 )?;
-                outcomes.push(Ok(Committed {
-                    seqs: first..next_seq,
-                    position: 0,
-                }));
+                outcomes.push(match p.changes.abandon {
+                    true => Err(CommitError::Abandoned),
+                    false => Ok(Committed {
+                        seqs: first..next_seq,
+                        position: 0,
+                    }),
+                });
                 written.push(true);
             }
             let deltas = std::mem::take(&mut t.deltas);
             counts_written = deltas.write(&mut t.index_counts, &self.known_counts)?;
-            for (sequence, id) in std::mem::take(&mut t.ids) {
-                ids::record(&mut t.counters, &sequence, id)?;
+            taken = std::mem::take(&mut t.ids);
+            for (sequence, id) in &taken {
+                ids::record(&mut t.counters, sequence, *id)?;
             }
             keys_written = std::mem::take(&mut t.written);
         }
-        let mut position = self.applied;
-        if let Some(replicator) = self.replicator.as_ref() {
-            let record = RecordOut {
-                log_id: self.log_id,
-                millis,
-                first_seq: self.next_seq,
-                units: batch
+        let record = match self.replicator.as_ref() {
+            Some(replicator) => {
+                let units = encoded
                     .iter()
                     .zip(&written)
                     .filter(|(_, w)| **w)
-                    .map(|(p, _)| (&p.changes).into())
-                    .collect(),
-            };
-            let bytes = serde_json::to_vec(&record)?;
-            // Refused or fenced: the transaction is dropped unwritten, and the sequence is not
-            // advanced.
-            position = replicator
-                .append(&bytes, self.applied)
-                .map_err(BatchError::Append)?;
-            txn.open_table(META)?
-                .insert(store::APPLIED, position.to_be_bytes().as_slice())?;
-            for (outcome, _) in outcomes.iter_mut().zip(&written).filter(|(_, w)| **w) {
-                if let Ok(c) = outcome {
-                    c.position = position;
-                }
+                    .map(|(e, _)| e.as_slice());
+                Some(self.append(replicator.as_ref(), &txn, units, millis)?)
+            }
+            None => None,
+        };
+        if let Some((position, _)) = record {
+            for c in outcomes
+                .iter_mut()
+                .zip(&written)
+                .filter(|(_, w)| **w)
+                .filter_map(|(o, _)| o.as_mut().ok())
+            {
+                c.position = position;
             }
         }
         let started = Instant::now();
-        txn.commit()?;
-        let elapsed = started.elapsed();
+        if let Err(e) = txn.commit() {
+            return Err(match record {
+                Some(_) => BatchError::Unapplied {
+                    outcomes,
+                    error: e.into(),
+                },
+                None => BatchError::Storage(e.into()),
+            });
+        }
+        let commit = started.elapsed();
         // Before any unit hears of the commit, so that a unit begun after it counts it.
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         self.recent.committed(generation, keys_written);
         self.known_counts.learn(counts_written);
+        self.ids.observe(&taken);
         self.generation.store(generation, Ordering::Release);
-        Ok((outcomes, next_seq, committed, elapsed, position))
+        Ok(BatchDone {
+            outcomes,
+            next_seq,
+            events: committed,
+            commit,
+            record,
+        })
+    }
+
+    /// Appends the batch's record (its `units`, already encoded) to the replicated log right
+    /// after the last record applied, and notes its position and id in `txn`. Returns them.
+    fn append<'a>(
+        &self,
+        replicator: &dyn Replicator,
+        txn: &redb::WriteTransaction,
+        units: impl Iterator<Item = &'a [u8]> + Clone,
+        millis: u64,
+    ) -> Result<(u64, u64), BatchError> {
+        let id = store::random_nonzero_u64();
+        let header = RecordHeader {
+            log_id: self.log_id,
+            id,
+            prev: self.last_record,
+            millis,
+            first_seq: self.next_seq,
+        };
+        let size = units.clone().map(|u| u.len() + 1).sum();
+        let bytes = header.encode(units, size);
+        // Refused or fenced: the transaction is dropped unwritten, and the sequence is not
+        // advanced.
+        let position = replicator
+            .append(&bytes, self.applied)
+            .map_err(BatchError::Append)?;
+        assert!(
+            position == self.applied + 1,
+            "the replicated log put the record at {position}, not right after {}",
+            self.applied
+        );
+        store::note_applied(txn, position, Some((position, id)))?;
+        Ok((position, id))
+    }
+
+    /// A cluster's unit whose fate the writer already knows: it committed before (sent
+    /// again), its host gave it up, or it began before the oldest record whose units the
+    /// writer still remembers (so it may have committed: the writer cannot tell).
+    fn known_outcome(
+        &self,
+        c: &ChangeSet,
+        t: &Tables<'_>,
+    ) -> Result<Option<Result<Committed, CommitError>>, StorageError> {
+        let (Some(id), Some(f)) = (&c.unit_id, &t.forwarded) else {
+            return Ok(None);
+        };
+        Ok(match forwarded::lookup(f, id)? {
+            Some(Known::Committed(seqs, position)) => Some(Ok(Committed { seqs, position })),
+            Some(Known::Abandoned) => Some(Err(CommitError::Abandoned)),
+            None if c.begun_at < self.horizon => Some(Err(CommitError::Unknown(format!(
+                "the unit began at position {} of the log, and the writer no longer remembers \
+                 the units committed up to position {}: it may have committed",
+                c.begun_at, self.horizon
+            )))),
+            None => None,
+        })
+    }
+
+    /// Forgets the ids of units committed long ago in log time (`forwarded.rs`), and moves
+    /// the horizon with them, in `txn`.
+    fn forget_old_units(
+        &mut self,
+        t: &mut Tables<'_>,
+        txn: &redb::WriteTransaction,
+        millis: u64,
+    ) -> Result<(), StorageError> {
+        if let Some(f) = t.forwarded.as_mut()
+            && forwarded::prune(f, millis, &mut self.horizon)?
+        {
+            store::note_horizon(txn, self.horizon)?;
+        }
+        Ok(())
     }
 
     /// The tables a batch writes, open in `txn`.
@@ -381,26 +524,38 @@ impl Writer {
             dead: txn.open_table(DEAD)?,
             index: txn.open_table(IDX)?,
             index_counts: txn.open_table(IDX_COUNTS)?,
-            forwarded: txn.open_table(FORWARDED)?,
+            forwarded: match self.replicator {
+                Some(_) => Some(Forwarded::open(txn)?),
+                None => None,
+            },
             deltas: CountDeltas::default(),
             written: foldhash::HashSet::default(),
             ids: foldhash::HashMap::default(),
         })
     }
 
-    /// Applies one unit's effects, numbering its events from `next_seq`, and remembers a
-    /// forwarded unit's id with the `position` of its record; returns the next free sequence
-    /// number. The events move out of `c` into the log's, unless the batch's record (in a
-    /// cluster) still has to carry them.
+    /// Applies one unit's effects, numbering its events from `next_seq` and stamping them
+    /// with the batch's `(timestamp, millis)`, and remembers a cluster's unit id with the
+    /// `position` of its record; returns the next free sequence number. The events move out
+    /// of `c` into the log's (a record carries them already encoded).
     fn write(
         &self,
         c: &mut ChangeSet,
         t: &mut Tables<'_>,
         mut next_seq: u64,
-        timestamp: &str,
+        (timestamp, millis): (&str, u64),
         committed: &mut Vec<Arc<Event>>,
         position: u64,
     ) -> Result<u64, StorageError> {
+        if c.abandon {
+            let (Some(id), Some(f)) = (&c.unit_id, t.forwarded.as_mut()) else {
+                return Err(StorageError::new(
+                    "an abandoned unit without an id, or outside a cluster",
+                ));
+            };
+            forwarded::abandon(f, id, position, millis)?;
+            return Ok(next_seq);
+        }
         let first = next_seq;
         for ((ctx, key), v) in &c.writes {
             t.written.insert(self.recent.hash(ctx, key));
@@ -413,11 +568,7 @@ impl Writer {
             index::apply(&mut t.index, &mut t.deltas, key, *put)?;
         }
         let tails = (c.event_tails.len() == c.events.len()).then_some(&c.event_tails);
-        let events = match self.replicator {
-            Some(_) => c.events.clone(),
-            None => std::mem::take(&mut c.events),
-        };
-        for (i, e) in events.into_iter().enumerate() {
+        for (i, e) in std::mem::take(&mut c.events).into_iter().enumerate() {
             let event = Event::numbered(e, next_seq, self.log_id, timestamp);
             let stored = match tails {
                 Some(tails) => event.stored_with(&tails[i])?,
@@ -437,9 +588,42 @@ impl Writer {
         for d in &c.dead {
             dead::apply(&mut t.dead, d)?;
         }
-        if let Some(id) = &c.unit_id {
-            forwarded::record(&mut t.forwarded, id, &(first..next_seq), position)?;
+        if let (Some(id), Some(f)) = (&c.unit_id, t.forwarded.as_mut()) {
+            forwarded::record(f, id, &(first..next_seq), position, millis)?;
         }
         Ok(next_seq)
     }
+}
+
+/// Of `batch`, the units whose effects fit in one record of at most `max` bytes, in order,
+/// with their effects encoded; and the units left for the next record. A unit that alone
+/// does not fit is answered [`CommitError::TooLarge`] here.
+fn fit(batch: Vec<Pending>, max: usize) -> (Vec<Pending>, Vec<Vec<u8>>, Vec<Pending>) {
+    let mut taken = Vec::with_capacity(batch.len());
+    let mut encoded = Vec::with_capacity(batch.len());
+    let mut size = RECORD_OVERHEAD;
+    let mut units = batch.into_iter();
+    for p in units.by_ref() {
+        let bytes = match serde_json::to_vec(&Effects::from(&p.changes)) {
+            Ok(b) => b,
+            Err(e) => {
+                p.answer(Err(CommitError::Storage(e.into())));
+                continue;
+            }
+        };
+        if bytes.len() + 1 + RECORD_OVERHEAD > max {
+            let bytes = bytes.len();
+            p.answer(Err(CommitError::TooLarge { bytes, max }));
+            continue;
+        }
+        if size + bytes.len() + 1 > max {
+            let mut carried = vec![p];
+            carried.extend(units);
+            return (taken, encoded, carried);
+        }
+        size += bytes.len() + 1;
+        taken.push(p);
+        encoded.push(bytes);
+    }
+    (taken, encoded, Vec::new())
 }
