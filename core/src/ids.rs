@@ -60,16 +60,26 @@ impl IdSequences {
 }
 
 impl IdSequences {
-    /// Raises the sequences this process has handed out from to at least the ids a committed
-    /// batch or an applied record took. Sequences not handed out from yet are read from the
-    /// database on first use, which then holds these ids.
-    pub(crate) fn observe<'a>(&self, taken: impl IntoIterator<Item = (&'a SequenceKey, &'a u64)>) {
+    /// Raises the sequences to at least the ids a batch or a group of the log's records took,
+    /// before that transaction commits: so that no unit whose snapshot shows those ids can be
+    /// handed one of them. A sequence not handed out from yet is taken from the database (the
+    /// last commit) and raised the same way, so that a unit reading it after this commit
+    /// cannot find it lower either.
+    pub(crate) fn observe<'a>(
+        &self,
+        taken: impl IntoIterator<Item = (&'a SequenceKey, &'a u64)>,
+    ) -> Result<(), StorageError> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         for (key, id) in taken {
-            if let Some(current) = next.get_mut(key) {
-                *current = (*current).max(*id);
+            match next.get_mut(key) {
+                Some(current) => *current = (*current).max(*id),
+                None => {
+                    let committed = stored(&self.db, &key.0, &key.1)?;
+                    next.insert(key.clone(), committed.max(*id));
+                }
             }
         }
+        Ok(())
     }
 }
 

@@ -88,8 +88,11 @@ impl Log {
     async fn settle(&self, reply: Reply) -> Result<Committed, CommitError> {
         match reply {
             Reply::Committed { seqs, position } => {
-                // Committed either way; if this replica is slow to show it, so be it.
-                self.wait_applied(position).await;
+                // Committed either way; if this replica is slow to show it, so be it, and if
+                // its storage failed it never will.
+                if self.storage_failure().is_none() {
+                    self.wait_applied(position).await;
+                }
                 Ok(Committed { seqs, position })
             }
             Reply::Conflict { position } => {

@@ -354,7 +354,7 @@ impl Writer {
         let mut committed = Vec::new();
         // Fencing puts this batch's record right after the last one applied.
         let position = self.applied + 1;
-        let (keys_written, counts_written, taken);
+        let (keys_written, counts_written);
         {
             let mut t = self.tables(&txn)?;
             self.forget_old_units(&mut t, &txn, millis)?;
@@ -389,10 +389,12 @@ impl Writer {
             }
             let deltas = std::mem::take(&mut t.deltas);
             counts_written = deltas.write(&mut t.index_counts, &self.known_counts)?;
-            taken = std::mem::take(&mut t.ids);
+            let taken = std::mem::take(&mut t.ids);
             for (sequence, id) in &taken {
                 ids::record(&mut t.counters, sequence, *id)?;
             }
+            // Before the batch becomes visible: see `IdSequences::observe`.
+            self.ids.observe(&taken)?;
             keys_written = std::mem::take(&mut t.written);
         }
         let record = match self.replicator.as_ref() {
@@ -431,7 +433,6 @@ impl Writer {
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         self.recent.committed(generation, keys_written);
         self.known_counts.learn(counts_written);
-        self.ids.observe(&taken);
         self.generation.store(generation, Ordering::Release);
         Ok(BatchDone {
             outcomes,

@@ -131,7 +131,8 @@ impl Writer {
             for (sequence, id) in &taken {
                 ids::record(&mut t.counters, sequence, *id)?;
             }
-            self.ids.observe(&taken);
+            // Before the records become visible: see `IdSequences::observe`.
+            self.ids.observe(&taken)?;
         }
         if p.applied != before.0 {
             store::note_applied(&txn, p.applied, last_applied_record)?;
