@@ -12,6 +12,12 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
     host::get(key).map(|bytes| decode(key, &bytes)).transpose()
 }
 
+/// Whether a value is stored at `key`: a read like [`get`], checked again at commit, without
+/// decoding the value.
+pub fn exists(key: &str) -> bool {
+    host::get(key).is_some()
+}
+
 /// The value at `key`, decoded as `T`, read without the commit-time check: for advisory data
 /// only, such as a replica of another context's state.
 pub fn peek<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {

@@ -207,11 +207,20 @@ impl Collection {
             .ok_or_else(|| Error::NotFound(format!("no {} with id {id}", self.name)))
     }
 
-    /// Stores a new `entity`, whose id was just taken from [`state::next_id`] (which never
-    /// gives an id twice, so nothing is stored under it): [`Collection::save`] without reading
-    /// what was there.
+    /// Stores a new `entity`, whose id was just taken from [`state::next_id`]. Creating is
+    /// never an overwrite: the key is read first (a read the host checks again at commit), so
+    /// an entity already stored under the id is a 409, and one stored there by a unit that
+    /// commits first makes this unit run again (with a new id) instead of replacing it.
     pub fn insert<T: Entity>(&self, entity: &T) -> Result<(), Error> {
-        LOADED.with(|l| l.borrow_mut().insert(self.key(entity.id()), None));
+        let key = self.key(entity.id());
+        if state::exists(&key) {
+            return Err(Error::Conflict(format!(
+                "{} {} exists already",
+                self.name,
+                entity.id()
+            )));
+        }
+        LOADED.with(|l| l.borrow_mut().insert(key, None));
         self.save(entity)
     }
 
