@@ -39,12 +39,16 @@ mod wasm;
 mod watch;
 
 pub use crate::builtin::DEFAULT_CONTEXTS;
-pub use crate::cluster::{ClusterConfig, ClusterStatus};
+pub use crate::cluster::{
+    ClusterConfig, ClusterError, ClusterStatus, Presence, RefoundError, Refounded, Refused, StepDownError,
+    SteppedDown, refound,
+};
 pub use crate::config::{Config, default_cache_dir};
 pub use crate::http::{ApiError, App, ConnectionLimits, serve};
 pub use crate::routes::RouteError;
 pub use crate::runtime::{
-    ContextInfo, LoadContextError, Readiness, RequestError, Runtime, RuntimeOptions, Served, Swapped,
+    BackupError, ClusterOverview, ContextInfo, LoadContextError, Readiness, RequestError, Runtime,
+    RuntimeOptions, Served, Swapped,
 };
 pub use crate::start::{StartError, Started, open, start};
 pub use crate::types::{CallError, DomainError, Request, Response};

@@ -55,6 +55,13 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
     let log = builder
         .open(config.data_dir.join("carshare.redb"))
         .map_err(|e| err("cannot open the log", &e))?;
+    if let Some(cluster) = &cluster
+        && let Err(e) = cluster.verify(&log).await
+    {
+        log.close();
+        cluster.leave().await;
+        return Err(StartError(e.to_string()));
+    }
     let cache = config
         .cache_dir
         .clone()
@@ -128,8 +135,10 @@ pub async fn start(config: Config) -> Result<Started, StartError> {
 }
 
 impl Started {
-    /// Serves until `shutdown` resolves, then shuts down cleanly.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Serves until `shutdown` resolves, then shuts down cleanly. In a cluster it also stops
+    /// when this process must not go on serving (another process took its host name): then
+    /// it returns why.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         let Started {
             runtime,
             addr,
@@ -160,8 +169,22 @@ impl Started {
             .clone()
             .map(|dir| tokio::spawn(crate::watch::watch(dir, runtime.clone())));
         let draining = runtime.clone();
+        let fatal = Arc::new(std::sync::Mutex::new(None));
+        let noted = fatal.clone();
         let shutdown = async move {
-            shutdown.await;
+            let lost = async {
+                match draining.cluster() {
+                    Some(cluster) => cluster.fatal().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                reason = lost => {
+                    tracing::error!("stopping: {reason}");
+                    *noted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                }
+            }
             // Readiness fails first, so a balancer stops sending while requests finish.
             draining.begin_shutdown();
         };
@@ -181,6 +204,10 @@ impl Started {
         }
         runtime.shutdown().await;
         tracing::info!("carshare stopped");
+        match fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(StartError(reason)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -30,15 +30,19 @@ impl Shared {
     /// Appends `record` right after position `after`; returns its position.
     pub(super) async fn append(&self, record: Bytes, after: u64) -> Result<u64, AppendError> {
         // The same id for every resend of this record: JetStream stores it once and answers
-        // a resend with the position it got. Another writer (or this one after taking the
-        // lease again) uses another epoch, so its record is never taken for this one.
+        // a resend with the position it got. Another process (even under this host's name,
+        // after a restart) has another nonce, and this one after taking the lease again
+        // another epoch, so no other record is ever taken for this one.
         let msg_id = format!(
-            "{}-{}-{}",
+            "{}-{:016x}-{}-{}",
             self.host,
+            self.nonce,
             self.epoch.load(Ordering::Acquire),
             after + 1
         );
         let deadline = Instant::now() + APPEND_PATIENCE;
+        // Whether an attempt was sent before this one: only then may the log already hold it.
+        let mut sent_before = false;
         loop {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
@@ -51,7 +55,9 @@ impl Shared {
             };
             // An attempt that gets no answer soon is sent again (the id makes that safe), so
             // that the record lands as soon as the stream has a leader again.
-            let Ok(sent) = tokio::time::timeout(ATTEMPT, sent).await else {
+            let attempt = tokio::time::timeout(ATTEMPT, sent).await;
+            let resend = std::mem::replace(&mut sent_before, true);
+            let Ok(sent) = attempt else {
                 if Instant::now() >= deadline {
                     tracing::error!(
                         "appending to the log at {}: no answer for {APPEND_PATIENCE:?}",
@@ -65,6 +71,20 @@ impl Shared {
                 continue;
             };
             match sent {
+                Ok(ack) if ack.duplicate && (!resend || ack.sequence != after + 1) => {
+                    // The log holds a message with this id that is not this record's earlier
+                    // attempt: nothing of this one was appended.
+                    tracing::error!(
+                        "the log already holds message {msg_id} at position {}: not appending",
+                        ack.sequence
+                    );
+                    self.fall_behind();
+                    return Err(AppendError::Refused(format!(
+                        "the log already holds a message with this record's id ({msg_id}) at \
+                         position {}",
+                        ack.sequence
+                    )));
+                }
                 Ok(ack) => {
                     self.log_last.fetch_max(ack.sequence, Ordering::AcqRel);
                     return Ok(ack.sequence);
@@ -102,6 +122,13 @@ impl Shared {
 
     /// Sends a unit to the host that writes, and returns its answer.
     pub(super) async fn forward(&self, unit: Vec<u8>) -> Result<Vec<u8>, ForwardError> {
+        let max = self.max_message_bytes();
+        if unit.len() > max {
+            return Err(ForwardError::TooLarge {
+                bytes: unit.len(),
+                max,
+            });
+        }
         let writer = self.writer_host().ok_or(ForwardError::NoWriter)?;
         let asked = self.client.request(commit_subject(&writer), unit.into());
         // Another host taking the lease means this writer died or was deposed: its answer

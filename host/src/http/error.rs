@@ -116,6 +116,25 @@ impl ApiError {
         ApiError::new(404, "not_found", format!("no admin resource at {path}"))
     }
 
+    /// 404: this host serves no cluster.
+    pub(super) fn not_a_cluster() -> Self {
+        ApiError::new(
+            404,
+            "not_found",
+            "this host serves no cluster (it was not started with --cluster)",
+        )
+    }
+
+    /// 503: the cluster's NATS servers did not answer.
+    pub(super) fn cluster_unreachable(e: &str) -> Self {
+        ApiError::new(
+            503,
+            "unavailable",
+            format!("cannot reach the cluster's NATS servers: {e}"),
+        )
+        .retry(1)
+    }
+
     /// 404: no context is called `name`.
     pub(super) fn no_context(name: &str) -> Self {
         ApiError::new(404, "not_found", format!("no context named {name}"))
@@ -286,13 +305,26 @@ impl From<CommitError> for ApiError {
             CommitError::Closed => ApiError::new(503, "shutting_down", "the server is shutting down"),
             CommitError::Unavailable(m) => {
                 tracing::warn!("the cluster's log did not take a unit: {m}");
+                ApiError::new(503, "unavailable", format!("nothing was changed: {m}; retry")).retry(1)
+            }
+            CommitError::Abandoned => {
+                tracing::warn!("a unit was given up: the cluster's writer did not take it in time");
                 ApiError::new(
                     503,
                     "unavailable",
-                    "the cluster has no writer right now; nothing was changed; retry",
+                    "the cluster did not take the change in time, and made sure it never will: \
+                     nothing was changed; retry",
                 )
                 .retry(1)
             }
+            CommitError::TooLarge { bytes, max } => ApiError::new(
+                413,
+                "too_large",
+                format!(
+                    "the change takes {bytes} bytes in the cluster's log, more than the {max} bytes \
+                     one record may take: nothing was changed"
+                ),
+            ),
             CommitError::Unknown(m) => {
                 tracing::error!("the outcome of a commit is unknown: {m}");
                 ApiError::new(
@@ -305,6 +337,29 @@ impl From<CommitError> for ApiError {
             e => {
                 tracing::error!("a commit failed: {e}");
                 ApiError::new(500, "storage", "the database failed")
+            }
+        }
+    }
+}
+
+impl From<crate::cluster::StepDownError> for ApiError {
+    fn from(e: crate::cluster::StepDownError) -> Self {
+        use crate::cluster::StepDownError;
+        match e {
+            StepDownError::NoWriter => ApiError::new(409, "no_writer", e.to_string()),
+            StepDownError::Unreachable(..) => ApiError::new(503, "unavailable", e.to_string()).retry(1),
+        }
+    }
+}
+
+impl From<crate::runtime::BackupError> for ApiError {
+    fn from(e: crate::runtime::BackupError) -> Self {
+        use crate::runtime::BackupError;
+        match e {
+            BackupError::Destination(m) => ApiError::new(400, "bad_request", m),
+            BackupError::Storage(e) => {
+                tracing::error!("a backup failed: {e}");
+                ApiError::new(500, "storage", format!("the backup failed: {e}"))
             }
         }
     }

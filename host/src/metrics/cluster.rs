@@ -37,6 +37,8 @@ pub(super) struct ClusterGauges {
     applied: Family<HostLabel, Gauge>,
     log_last: Family<HostLabel, Gauge>,
     lag: Family<HostLabel, Gauge>,
+    refused: Family<HostLabel, Gauge>,
+    stopped: Family<HostLabel, Gauge>,
 }
 
 impl ClusterGauges {
@@ -47,6 +49,8 @@ impl ClusterGauges {
             applied: Family::default(),
             log_last: Family::default(),
             lag: Family::default(),
+            refused: Family::default(),
+            stopped: Family::default(),
         };
         registry.register(
             "cluster_role",
@@ -73,11 +77,21 @@ impl ClusterGauges {
             "Records of the cluster's log not yet applied on this host",
             g.lag.clone(),
         );
+        registry.register(
+            "cluster_refused_messages",
+            "Messages of the cluster's log this host refused (not records of this log following the last one applied)",
+            g.refused.clone(),
+        );
+        registry.register(
+            "cluster_stopped",
+            "1 while this host has stopped applying the cluster's log (see /health/ready for why)",
+            g.stopped.clone(),
+        );
         g
     }
 
     pub(super) fn set(&self, s: &ClusterStatus) {
-        for role in ["writer", "catching up", "follower"] {
+        for role in ["writer", "catching up", "follower", "stopped"] {
             let labels = RoleLabels {
                 host: s.host.clone(),
                 role,
@@ -96,5 +110,9 @@ impl ClusterGauges {
         self.applied.get_or_create(&host).set(s.applied as i64);
         self.log_last.get_or_create(&host).set(s.log_last as i64);
         self.lag.get_or_create(&host).set(s.lag as i64);
+        self.refused.get_or_create(&host).set(s.refused as i64);
+        self.stopped
+            .get_or_create(&host)
+            .set(i64::from(s.stopped.is_some()));
     }
 }

@@ -7,9 +7,11 @@
 //! (group commit) → the response goes out. A unit that lost a race with a concurrent commit is
 //! run again from scratch. Committed events reach subscribing contexts through the core's
 //! dispatcher (`subscriber.rs`). Contexts are loaded, swapped and rolled back in `swap.rs`, and
-//! stopped, started, inspected and replayed by operators in `operator.rs`.
+//! stopped, started, inspected and replayed by operators in `operator.rs`; the cluster and
+//! the data as a whole (the hosts, the writer's lease, backups) in `cluster_ops.rs`.
 
 mod calls;
+mod cluster_ops;
 mod error;
 mod operator;
 mod replicated;
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use carshare_core::{Breaker, BreakerConfig, Dispatcher, Log, RetryPolicy};
 use serde::Serialize;
 
+pub use cluster_ops::{BackupError, ClusterOverview};
 pub use error::{LoadContextError, RequestError};
 pub use operator::ContextInfo;
 pub use request::Served;
@@ -256,11 +259,13 @@ impl Runtime {
         } else if contexts.is_empty() {
             Some("no context is loaded".to_string())
         } else {
-            cluster.as_ref().filter(|c| !c.caught_up).map(|c| {
-                format!(
+            cluster.as_ref().and_then(|c| match &c.stopped {
+                Some(stopped) => Some(format!("stopped applying the cluster's log: {stopped}")),
+                None if !c.caught_up => Some(format!(
                     "catching up with the cluster's log: applied {} of {}",
                     c.applied, c.log_last
-                )
+                )),
+                None => None,
             })
         };
         Readiness {
@@ -281,6 +286,11 @@ impl Runtime {
             let pointers = tokio::spawn(self.clone().follow_pointers());
             *self.inner.pointer_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(pointers);
         }
+    }
+
+    /// This host's cluster, if it serves in one.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.get()
     }
 
     /// This host's part in its cluster, if it serves in one.

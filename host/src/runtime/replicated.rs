@@ -37,10 +37,6 @@ struct Pointer {
 }
 
 impl Runtime {
-    fn cluster(&self) -> Option<&Cluster> {
-        self.inner.cluster.get()
-    }
-
     /// In a cluster, swaps `name` to `bytes` through the log (the swap lock is held).
     pub(super) async fn swap_in_cluster(
         &self,

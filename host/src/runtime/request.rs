@@ -35,6 +35,9 @@ impl Runtime {
             .lookup(&request.path)
             .map(str::to_string)
             .ok_or_else(|| RequestError::NoRoute(request.path.clone()))?;
+        if let Some(why) = self.not_serving() {
+            return Err(RequestError::Log(CommitError::Unavailable(why)));
+        }
         // A context's requests wait for its own share of the executors first: a context that
         // is slow or spinning queues its own requests, never the other contexts'.
         let share = self.share(&name);
@@ -95,13 +98,32 @@ impl Runtime {
                     continue;
                 }
                 Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
-                Err(e @ (CommitError::Unavailable(_) | CommitError::Unknown(_))) => {
+                Err(
+                    e @ (CommitError::Unavailable(_)
+                    | CommitError::Unknown(_)
+                    | CommitError::Abandoned
+                    | CommitError::TooLarge { .. }),
+                ) => {
                     return Err(RequestError::Log(e));
                 }
                 Err(_) => return Err(RequestError::ShuttingDown),
             }
         }
         Err(RequestError::Contention)
+    }
+
+    /// Why this host answers no request of a context, if it does not: a cluster's host whose
+    /// storage failed, or that stopped applying the log, holds data it can no longer bring up
+    /// to date (reads would show an old state as current, or acknowledged writes as missing).
+    fn not_serving(&self) -> Option<String> {
+        let status = self.cluster_status()?;
+        if let Some(stopped) = status.stopped {
+            return Some(format!("this host stopped applying the cluster's log: {stopped}"));
+        }
+        self.inner
+            .log
+            .storage_failure()
+            .map(|e| format!("this host's storage failed ({e}): another host serves"))
     }
 
     /// Runs `request` in the context `name` inside a new unit of work.

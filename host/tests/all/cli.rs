@@ -1,16 +1,10 @@
 //! The command line as an operator meets it: help, version, completions, a config file with a
 //! mistake, and `carshare events tail` following a running server's log.
 
-use std::process::Command;
-
-use crate::common::{TOKEN, TestServer, temp_dir};
+use crate::common::{TestServer, temp_dir};
 
 fn carshare(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_carshare"))
-        .args(args)
-        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .expect("run carshare")
+    crate::common::carshare(args, &[])
 }
 
 #[test]

@@ -88,6 +88,50 @@ impl DataDir {
     pub fn start(self, extra: &[&str]) -> TestServer {
         TestServer::launch(self, extra, &[], true)
     }
+
+    /// Starts a server on this directory with `env` added to its environment.
+    pub fn start_env(self, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        TestServer::launch(self, extra, env, true)
+    }
+
+    /// Runs a server on this directory that must refuse to start: waits (up to `secs`) for it
+    /// to exit, and hands back whether it failed, what it wrote to stderr, and the directory.
+    pub fn refused(self, extra: &[&str], env: &[(&str, &str)], secs: u64) -> (bool, String, DataDir) {
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_carshare"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.path())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn carshare");
+        let mut stderr = child.stderr.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server was to refuse to start, and still runs after {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let text = reader.join().unwrap();
+        eprintln!("[refused server] {text}");
+        (!status.success(), text, self)
+    }
 }
 
 /// A running server process, with the data directory it runs on.
@@ -205,6 +249,27 @@ impl TestServer {
         self.child.id()
     }
 
+    /// The data directory it runs on.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.as_ref().expect("the data directory").path()
+    }
+
+    /// Pauses the process (SIGSTOP): it holds its sockets and files, and does nothing.
+    pub fn pause(&self) {
+        Command::new("kill")
+            .args(["-STOP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
     /// The server's resident memory now, in KiB.
     pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -318,7 +383,18 @@ fn method_get() -> &'static str {
 
 /// One HTTP/1.1 request on a fresh connection.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// [`request`] to a server that may be gone or cut off: the error instead of a panic.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -332,8 +408,12 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     // fine as long as the response can be read.
     let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    parse(&raw)
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read response: {e}"))?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err("the connection closed without a response".into());
+    }
+    Ok(parse(&raw))
 }
 
 pub fn parse(raw: &[u8]) -> Resp {
@@ -360,6 +440,16 @@ pub fn parse(raw: &[u8]) -> Resp {
         headers,
         body: String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
     }
+}
+
+/// Runs the `carshare` binary with `args`, the admin token and `env`, to its end.
+pub fn carshare(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_carshare"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run carshare")
 }
 
 /// A fresh temporary directory.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::common::{TOKEN, TestComponent, TestServer, temp_dir};
+use crate::common::{TestComponent, TestServer, temp_dir};
 use serde_json::Value;
 
 fn v1(name: &str) -> Vec<u8> {
@@ -313,11 +313,7 @@ fn rollback_restores_the_earlier_version_and_a_swap_survives_a_restart() {
 
 /// Runs `carshare` with `args` and the admin token.
 fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_carshare"))
-        .args(args)
-        .env("CARSHARE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap()
+    crate::common::carshare(args, &[])
 }
 
 #[test]

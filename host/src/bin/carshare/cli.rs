@@ -33,6 +33,13 @@ pub enum Command {
     /// Read a running server's event log (the token comes from CARSHARE_ADMIN_TOKEN).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Operate a cluster: see its hosts, move the writer's lease, re-found a lost log.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Back up a server's data while it serves (--url), or a stopped server's (--data-dir).
+    Backup(BackupArgs),
+    /// Put a backup in place as a data directory's database (its server stopped).
+    Restore(RestoreArgs),
     /// Tools for developing and measuring carshare.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -85,6 +92,10 @@ pub struct ServeArgs {
     /// NATS servers keeping each copy of the cluster's log [default: 3]
     #[arg(long, env = "CARSHARE_CLUSTER_REPLICAS", value_name = "N")]
     pub cluster_replicas: Option<u64>,
+    /// The NATS user carshare connects as; its password comes from CARSHARE_CLUSTER_PASSWORD
+    /// or the config file's clusterPassword, never from the command line
+    #[arg(long, env = "CARSHARE_CLUSTER_USER", value_name = "USER")]
+    pub cluster_user: Option<String>,
     /// How wasm instances get memory: a pool reserved at start, or on demand where virtual
     /// address space is limited (ulimit -v, valgrind) [default: pooling]
     #[arg(long, env = "CARSHARE_INSTANCE_ALLOCATOR", value_name = "KIND")]
@@ -185,6 +196,90 @@ pub enum ContextsAction {
         /// The context.
         name: String,
     },
+}
+
+/// The server an admin command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// The server
+    #[arg(long, env = "CARSHARE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+}
+
+/// `carshare cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// This host's part in the cluster and every host present (the token comes from
+    /// CARSHARE_ADMIN_TOKEN).
+    Status(ServerArg),
+    /// Have the writer step down, from any host: another host takes the lease within about
+    /// a second, and this writer stays out of the running for 10 s.
+    StepDown(ServerArg),
+    /// Make the cluster's log anew from a stopped host's data, when the log lost records that
+    /// data holds (NATS restored from an older backup, or lost). Refused when the log is not
+    /// behind the data. Run it on the most advanced host's data directory, then start that
+    /// host; hosts at the same point continue, the others join from a snapshot.
+    Refound(RefoundArgs),
+}
+
+/// `carshare cluster refound`.
+#[derive(Debug, Args)]
+pub struct RefoundArgs {
+    /// The cluster's NATS servers
+    #[arg(
+        long,
+        env = "CARSHARE_CLUSTER",
+        value_name = "URLS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub cluster: Vec<String>,
+    /// The stopped host's data directory
+    #[arg(long, env = "CARSHARE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// NATS servers keeping each copy of the log
+    #[arg(
+        long,
+        env = "CARSHARE_CLUSTER_REPLICAS",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub cluster_replicas: usize,
+    /// The NATS user (its password comes from CARSHARE_CLUSTER_PASSWORD)
+    #[arg(long, env = "CARSHARE_CLUSTER_USER", value_name = "USER")]
+    pub cluster_user: Option<String>,
+}
+
+/// `carshare backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the backup (a file that does not exist yet). With --url it is written
+    /// by the server, on the server's machine.
+    pub dest: PathBuf,
+    /// A running server to back up (the token comes from CARSHARE_ADMIN_TOKEN)
+    #[arg(
+        long,
+        env = "CARSHARE_URL",
+        conflicts_with = "data_dir",
+        required_unless_present = "data_dir"
+    )]
+    pub url: Option<String>,
+    /// The data directory of a stopped server to back up
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `carshare restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup
+    pub src: PathBuf,
+    /// The data directory to restore into (its server stopped)
+    #[arg(long, env = "CARSHARE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Replace the database the data directory holds (it is kept beside, renamed)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `--instance-allocator`.

@@ -14,13 +14,13 @@ use tokio::net::TcpStream;
 use crate::cli::{ContextsAction, ContextsArgs, TailArgs};
 
 /// A server's admin API, reached on one connection at a time.
-struct Admin {
+pub struct Admin {
     authority: String,
     token: Option<String>,
 }
 
 impl Admin {
-    fn new(url: &str, token: Option<String>) -> Result<Admin, String> {
+    pub fn new(url: &str, token: Option<String>) -> Result<Admin, String> {
         let authority = url
             .trim_end_matches('/')
             .strip_prefix("http://")
@@ -71,7 +71,7 @@ impl Admin {
     }
 
     /// One request whose answer must be a success: its JSON body.
-    async fn json(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Value, String> {
+    pub async fn json(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Value, String> {
         let (status, body) = self.send(method, path, body).await?;
         let parsed = serde_json::from_slice::<Value>(&body);
         if !status.is_success() {

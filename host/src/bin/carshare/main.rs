@@ -6,6 +6,7 @@ mod alloc;
 mod cli;
 mod client;
 mod fill;
+mod ops;
 mod settings;
 
 use std::process::ExitCode;
@@ -36,6 +37,18 @@ fn main() -> ExitCode {
             }
         }
         Command::Contexts(args) => contexts(&args),
+        Command::Cluster(cmd) => admin_command(|token| async move { ops::cluster(&cmd, token).await }),
+        Command::Backup(args) => admin_command(|token| async move { ops::backup(&args, token).await }),
+        Command::Restore(args) => match ops::restore(&args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("carshare restore: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Events(EventsCommand::Tail(args)) => tail(&args),
         Command::Dev(DevCommand::Fill(args)) => {
             init_logging(cli::LogFormat::Text);
@@ -92,10 +105,13 @@ fn serve(config: carshare_host::Config) -> ExitCode {
     };
     rt.block_on(async move {
         match carshare_host::start(config).await {
-            Ok(server) => {
-                server.run(shutdown_signal()).await;
-                ExitCode::SUCCESS
-            }
+            Ok(server) => match server.run(shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("carshare: stopped: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("carshare: could not start: {e}");
                 ExitCode::FAILURE
@@ -158,6 +174,32 @@ fn tail(args: &cli::TailArgs) -> ExitCode {
     let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
     match rt.block_on(client::tail(args, token)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carshare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command that talks to a server (or the cluster) and prints what it answered.
+fn admin_command<F, Fut>(run: F) -> ExitCode
+where
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Result<String, String>>,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carshare: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
+    match rt.block_on(run(token)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("carshare: {e}");
             ExitCode::FAILURE

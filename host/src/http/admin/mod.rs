@@ -1,6 +1,6 @@
 //! The operator API under `/admin`, behind a bearer token (`auth.rs`): the event log, the
-//! contexts (stopping, starting, swapping, rolling back, moving a cursor), and the dead
-//! letters. Requests arrive here parsed into an [`AdminRoute`].
+//! contexts (stopping, starting, swapping, rolling back, moving a cursor), the dead letters,
+//! the cluster (its hosts, moving the writer's lease) and backups. Requests arrive here parsed into an [`AdminRoute`].
 
 mod route;
 
@@ -60,6 +60,32 @@ pub(super) async fn handle(
                 .await
                 .map_err(|e| ApiError::retry_failed(&subscriber, seq, e))?;
             json!({ "subscriber": subscriber, "seq": seq, "retried": true })
+        }
+        AdminRoute::Cluster => match runtime.cluster_overview().await {
+            Some(Ok(overview)) => json!(overview),
+            Some(Err(e)) => return Err(ApiError::cluster_unreachable(&e)),
+            None => return Err(ApiError::not_a_cluster()),
+        },
+        AdminRoute::StepDown => match runtime.step_down().await {
+            Some(stepped) => json!(stepped?),
+            None => return Err(ApiError::not_a_cluster()),
+        },
+        AdminRoute::Backup => {
+            let path = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["path"].as_str().map(std::path::PathBuf::from))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "the body must be {\"path\": \"/absolute/path/of/the/backup.redb\"}",
+                    )
+                })?;
+            let backup = runtime.backup(&path).await?;
+            json!({
+                "path": path,
+                "bytes": backup.bytes,
+                "lastSeq": backup.last_seq,
+                "logPosition": backup.position.applied,
+            })
         }
     };
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));

@@ -24,6 +24,12 @@ pub(in crate::http) enum AdminRoute {
     DeadLetters,
     /// `POST /admin/dead-letters/{subscriber}/{seq}/retry`
     RetryDeadLetter { subscriber: String, seq: String },
+    /// `GET /admin/cluster`
+    Cluster,
+    /// `POST /admin/cluster/step-down`
+    StepDown,
+    /// `POST /admin/backup` with `{"path": "/absolute/dest.redb"}`
+    Backup,
 }
 
 impl AdminRoute {
@@ -61,6 +67,12 @@ impl AdminRoute {
                 seq: seq.to_string(),
             }),
             (_, ["dead-letters", _, _, "retry"]) => only("POST"),
+            ("GET", ["cluster"]) => Ok(AdminRoute::Cluster),
+            (_, ["cluster"]) => only("GET"),
+            ("POST", ["cluster", "step-down"]) => Ok(AdminRoute::StepDown),
+            (_, ["cluster", "step-down"]) => only("POST"),
+            ("POST", ["backup"]) => Ok(AdminRoute::Backup),
+            (_, ["backup"]) => only("POST"),
             _ => Err(ApiError::no_admin_resource(path)),
         }
     }

