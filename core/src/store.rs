@@ -168,7 +168,9 @@ pub(crate) fn open(db: &Database, want_id: Option<u64>) -> Result<Opened, Storag
             (Some(id), Some(want)) if has_events || applied > 0 => {
                 return Err(StorageError::new(format!(
                     "this data directory holds log {id:016x}, and the cluster's log is \
-                     {want:016x}: start this host on a new data directory to join the cluster"
+                     {want:016x}: start this host on a new data directory to join the cluster; \
+                     or, if the cluster's log was lost and this data holds what it held, \
+                     re-found the log from it (carshare cluster refound)"
                 )));
             }
             (_, want) => {

@@ -52,9 +52,15 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         }
         None => None,
     };
-    let log = builder
-        .open(config.data_dir.join("carshare.redb"))
-        .map_err(|e| err("cannot open the log", &e))?;
+    let log = match builder.open(config.data_dir.join("carshare.redb")) {
+        Ok(log) => log,
+        Err(e) => {
+            if let Some(cluster) = &cluster {
+                cluster.leave().await;
+            }
+            return Err(err("cannot open the log", &e));
+        }
+    };
     if let Some(cluster) = &cluster
         && let Err(e) = cluster.verify(&log).await
     {

@@ -165,7 +165,6 @@ pub async fn refound(config: &ClusterConfig, data_dir: &Path) -> Result<Refounde
     let meta = setup::bucket(&js, META_BUCKET, replicas, std::time::Duration::ZERO)
         .await
         .map_err(|e| RefoundError(e.to_string()))?;
-    check_log_id(&meta, log_id).await?;
     let previous_end = match js.get_stream(STREAM).await {
         Ok(mut stream) => {
             let last = stream
@@ -182,12 +181,18 @@ pub async fn refound(config: &ClusterConfig, data_dir: &Path) -> Result<Refounde
                     at.applied
                 )));
             }
+            // A log with records has the cluster's id; an empty one (NATS lost, and a host
+            // that tried to join since made an id) takes this replica's.
+            check_log_id(&meta, log_id, last == 0).await?;
             js.delete_stream(STREAM)
                 .await
                 .map_err(|e| fail("cannot remove the old log", &e))?;
             Some(last)
         }
-        Err(_) => None,
+        Err(_) => {
+            check_log_id(&meta, log_id, true).await?;
+            None
+        }
     };
     let stream = js
         .create_stream(setup::log_stream(replicas, Some(at.applied + 1)))
@@ -205,26 +210,25 @@ pub async fn refound(config: &ClusterConfig, data_dir: &Path) -> Result<Refounde
     })
 }
 
-/// The cluster's log id must be this replica's (or unknown: NATS was lost, and it becomes it).
-async fn check_log_id(meta: &kv::Store, log_id: u64) -> Result<(), RefoundError> {
-    match meta.get("log_id").await {
-        Ok(Some(stored)) => {
-            let stored: Option<u64> = std::str::from_utf8(&stored).ok().and_then(|s| s.parse().ok());
-            if stored != Some(log_id) {
-                return Err(RefoundError(format!(
-                    "this replica is of log {log_id:016x}, and the cluster's is {}: re-found from \
-                     a replica of the cluster's own log",
-                    stored.map_or("unreadable".into(), |s| format!("{s:016x}"))
-                )));
-            }
-            Ok(())
-        }
-        Ok(None) => meta
-            .create("log_id", log_id.to_string().into())
+/// The cluster's log id must be this replica's; when the log holds nothing (`replace`), it
+/// becomes this replica's.
+async fn check_log_id(meta: &kv::Store, log_id: u64, replace: bool) -> Result<(), RefoundError> {
+    let stored = meta
+        .get("log_id")
+        .await
+        .map_err(|e| RefoundError(format!("cannot read the log's id: {e}")))?;
+    let stored: Option<u64> = stored.and_then(|s| std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()));
+    match stored {
+        Some(id) if id == log_id => Ok(()),
+        Some(id) if !replace => Err(RefoundError(format!(
+            "this replica is of log {log_id:016x}, and the cluster's is {id:016x}: re-found from a \
+             replica of the cluster's own log"
+        ))),
+        _ => meta
+            .put("log_id", log_id.to_string().into())
             .await
             .map(|_| ())
             .map_err(|e| RefoundError(format!("cannot store the log's id: {e}"))),
-        Err(e) => Err(RefoundError(format!("cannot read the log's id: {e}"))),
     }
 }
 

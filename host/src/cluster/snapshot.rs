@@ -94,6 +94,11 @@ impl Shared {
             match tokio::time::timeout(WAIT, asked).await {
                 Ok(Ok(reply)) => match serde_json::from_slice::<Ready>(&reply.payload) {
                     Ok(ready) => return Ok(ready),
+                    // The host that took the request could not make one (it is catching up
+                    // itself): another may, the next time.
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     Err(_) => return Err(String::from_utf8_lossy(&reply.payload).into_owned()),
                 },
                 // No host takes requests yet (or every one is busy catching up): a while.

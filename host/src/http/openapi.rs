@@ -270,6 +270,33 @@ fn host_paths(paths: &mut Map<String, Value>) {
         admin("get", "Every parked event", &[]),
         &[],
     );
+    add(
+        "/admin/cluster",
+        admin(
+            "get",
+            "This host's part in its cluster and every host present",
+            &[404, 503],
+        ),
+        &[],
+    );
+    add(
+        "/admin/cluster/step-down",
+        admin(
+            "post",
+            "Have the cluster's writer hand its lease to another host",
+            &[404, 409, 503],
+        ),
+        &[],
+    );
+    add(
+        "/admin/backup",
+        admin(
+            "post",
+            "Write a consistent copy of this host's database: {\"path\": \"/absolute/dest.redb\"}",
+            &[400, 500],
+        ),
+        &[],
+    );
 }
 
 /// The document for the contexts `manifests`, served at `base_url`.

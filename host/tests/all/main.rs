@@ -4,6 +4,7 @@
 //!
 //! - `foundation`: atomic units, durability across kills and restarts, 4xx errors, the admin
 //!   token, configuration.
+//! - `backup`: `carshare backup` while orders commit, `carshare restore`, and what they refuse.
 //! - `business`: the rent and cancel flows, stock, sagas, dead letters, the breaker.
 //! - `cli`: help, version, completions, config errors, `carshare events tail`.
 //! - `swap`: hot swap and rollback under load, the sandbox limits.
@@ -12,6 +13,7 @@
 //! - `openapi`: the OpenAPI document, and schemathesis against the real server.
 //! - `ui`: the live system page in Chromium, driven by Playwright.
 //! - `steps`: a subscriber's step as one call, and an event failing in it undone alone.
+//! - `cluster`: several hosts on real NATS servers: what a cluster was built for, and faults.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
 //! - `volume`: a million orders, every listing and search at its first, middle and last page
 //!   (ignored in the default run; `.ci/run` runs it).
@@ -19,6 +21,7 @@
 mod common;
 
 mod abuse;
+mod backup;
 mod business;
 mod cli;
 mod cluster;

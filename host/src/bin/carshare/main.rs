@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, ContextsArgs, DevCommand, EventsCommand};
+use cli::{Cli, Command, DevCommand, EventsCommand};
 
 fn main() -> ExitCode {
     forget_empty_variables();
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Contexts(args) => contexts(&args),
+        Command::Contexts(args) => admin_command(|token| async move { client::contexts(&args, token).await }),
         Command::Cluster(cmd) => admin_command(|token| async move { ops::cluster(&cmd, token).await }),
         Command::Backup(args) => admin_command(|token| async move { ops::backup(&args, token).await }),
         Command::Restore(args) => match ops::restore(&args) {
@@ -49,7 +49,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Events(EventsCommand::Tail(args)) => tail(&args),
+        Command::Events(EventsCommand::Tail(args)) => {
+            admin_command(|token| async move { client::tail(&args, token).await.map(|()| String::new()) })
+        }
         Command::Dev(DevCommand::Fill(args)) => {
             init_logging(cli::LogFormat::Text);
             dev_fill(args)
@@ -162,25 +164,6 @@ fn dev_fill(args: cli::FillArgs) -> ExitCode {
     }
 }
 
-/// `carshare events tail`: follows a running server's log.
-fn tail(args: &cli::TailArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("carshare: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
-    match rt.block_on(client::tail(args, token)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("carshare: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// A command that talks to a server (or the cluster) and prints what it answered.
 fn admin_command<F, Fut>(run: F) -> ExitCode
 where
@@ -197,29 +180,9 @@ where
     let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
     match rt.block_on(run(token)) {
         Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("carshare: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `carshare contexts ...`: one request to a running server.
-fn contexts(args: &ContextsArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("carshare: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let token = std::env::var("CARSHARE_ADMIN_TOKEN").ok();
-    match rt.block_on(client::contexts(args, token)) {
-        Ok(out) => {
-            println!("{out}");
+            if !out.is_empty() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -238,20 +238,7 @@ fn nats_restored_from_an_older_backup_stops_every_host_and_the_log_is_refounded_
         .collect();
     let dirs: Vec<DataDir> = hosts.into_iter().map(|h| h.terminate().2).collect();
     let first = (0..3).max_by_key(|i| applied[*i]).unwrap();
-    let (args, env) = host_args(&nats, "unused");
-    let out = carshare(
-        &[
-            "cluster",
-            "refound",
-            "--cluster",
-            &args[1],
-            "--cluster-user",
-            CARSHARE.0,
-            "--data-dir",
-            dirs[first].path().to_str().unwrap(),
-        ],
-        &env,
-    );
+    let out = refound(&nats, dirs[first].path());
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -261,19 +248,7 @@ fn nats_restored_from_an_older_backup_stops_every_host_and_the_log_is_refounded_
     let refounded: Value = serde_json::from_str(&said).unwrap();
     assert_eq!(refounded["position"], applied[first] + 1, "{refounded}");
     // Refounding again is refused: the log is no longer behind.
-    let again = carshare(
-        &[
-            "cluster",
-            "refound",
-            "--cluster",
-            &args[1],
-            "--cluster-user",
-            CARSHARE.0,
-            "--data-dir",
-            dirs[first].path().to_str().unwrap(),
-        ],
-        &env,
-    );
+    let again = refound(&nats, dirs[first].path());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not behind this replica"));
     // The founder first: it serves the snapshots the others may need.
@@ -322,6 +297,66 @@ fn nats_restored_from_an_older_backup_stops_every_host_and_the_log_is_refounded_
     for h in &back {
         h.order(product, 1);
     }
+}
+
+/// `carshare cluster refound` on the stopped host's data directory `dir`.
+fn refound(nats: &Nats, dir: &std::path::Path) -> std::process::Output {
+    let (args, env) = host_args(nats, "unused");
+    carshare(
+        &[
+            "cluster",
+            "refound",
+            "--cluster",
+            &args[1],
+            "--cluster-user",
+            CARSHARE.0,
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &env,
+    )
+}
+
+#[test]
+fn nats_lost_entirely_is_made_anew_from_a_replica_and_nothing_acknowledged_is_lost() {
+    let mut nats = Nats::start();
+    let (hosts, product) = three_hosts(&nats);
+    let all: Vec<&TestServer> = hosts.iter().collect();
+    let targets = Targets::of(&all);
+    let (_, load) = under_load(&targets, product, || std::thread::sleep(Duration::from_secs(3)));
+    settle_all(&all);
+    let dirs: Vec<DataDir> = hosts.into_iter().map(|h| h.terminate().2).collect();
+    // Every NATS server's disk is lost.
+    nats.stop_all();
+    nats.wipe();
+    nats.start_all();
+    // A host on its data finds a log that is not the one its data belongs to: refused.
+    let (args, env) = host_args(&nats, "h1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut dirs = dirs.into_iter();
+    let (failed, said, h1) = dirs.next().unwrap().refused(&args, &env, 60);
+    assert!(failed && said.contains("carshare cluster refound"), "{said}");
+    let out = refound(&nats, h1.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hosts: Vec<TestServer> = std::iter::once(h1)
+        .chain(dirs)
+        .enumerate()
+        .map(|(i, dir)| host(&nats, dir, &format!("h{}", i + 1)))
+        .collect();
+    let all: Vec<&TestServer> = hosts.iter().collect();
+    writer(&all);
+    hosts[2].order(product, 1);
+    settle_all(&all);
+    let audit = assert_consistent(&all, &load.acknowledged, &BTreeMap::from([(product, 10_000_000)]));
+    report(
+        "NATS lost entirely",
+        &format!(
+            "every NATS disk wiped; h1 refused (another log); the log re-founded from h1: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        &audit,
+        &load,
+    );
 }
 
 /// A cgroup (v1 `cpu` controller) holding a process to a share of one core, as a slower

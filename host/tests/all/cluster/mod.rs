@@ -72,8 +72,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Three NATS servers forming one JetStream cluster.
+/// Three NATS servers forming one JetStream cluster. One at a time in this test binary: a
+/// cluster's tests measure how fast hosts take over, catch up and hand over, which two clusters
+/// on two cores at once would make a matter of luck.
 pub struct Nats {
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     ports: Vec<(u16, u16)>,
     servers: Vec<Option<Child>>,
@@ -88,9 +91,13 @@ impl Nats {
     }
 
     pub fn start_with(max_payload: Option<&'static str>) -> Nats {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        // A test that failed while holding it leaves nothing behind that matters.
+        let guard = ONE.lock().unwrap_or_else(|p| p.into_inner());
         let dir = temp_dir();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let mut nats = Nats {
+            _one_at_a_time: guard,
             dir,
             ports,
             servers: Vec::new(),
@@ -103,6 +110,9 @@ impl Nats {
         nats
     }
 
+    /// Server `i`, configured as `scripts/cluster` configures its servers, but that it does not
+    /// tell clients the other servers' addresses (`no_advertise`): a host reaching NATS through
+    /// proxies (`faults.rs`, the host cut off) must not find its way around them.
     fn spawn(&self, i: usize) -> Child {
         let routes: Vec<String> = self
             .ports
@@ -124,7 +134,7 @@ impl Nats {
             format!(
                 "server_name: n{i}\nlisten: 127.0.0.1:{client}\n{max_payload}\
                  jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
-                 cluster {{ name: carshare, listen: 127.0.0.1:{route}, routes: [{}] }}\n\
+                 cluster {{ name: carshare, listen: 127.0.0.1:{route}, routes: [{}], no_advertise: true }}\n\
                  accounts {{\n\
                    CARSHARE: {{ jetstream: enabled, users: [\n\
                      {{ user: {cu}, password: {cp} }},\n\
@@ -213,6 +223,14 @@ impl Nats {
             assert!(self.servers[i].is_none(), "restore stopped servers only");
             std::fs::remove_dir_all(self.store(i)).unwrap();
             copy_dir(&from.join(format!("n{i}")), &self.store(i));
+        }
+    }
+
+    /// Removes every (stopped) server's JetStream directory: NATS's data is lost.
+    pub fn wipe(&self) {
+        for i in 0..self.servers.len() {
+            assert!(self.servers[i].is_none(), "wipe stopped servers only");
+            std::fs::remove_dir_all(self.store(i)).unwrap();
         }
     }
 
