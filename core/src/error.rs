@@ -63,6 +63,10 @@ pub enum CommitError {
     /// time, and made sure it never commits): nothing of it was written.
     #[error("the unit was given up before it committed: nothing of it was written")]
     Abandoned,
+    /// The unit tried to write outside its partition (see [`crate::Unit::violation`]):
+    /// nothing of it was written.
+    #[error("{0}")]
+    OutsidePartition(String),
     /// The unit's effects take more bytes than the replicated log takes in one record:
     /// nothing of it was written.
     #[error(

@@ -361,6 +361,218 @@ fn id_at(
     }
 }
 
+/// An index's tables in one partition, for reads across partitions.
+pub(crate) type Parts<'a, E, C> = &'a [(E, C)];
+
+/// The ids of the page `q` asks for, of the index as all `parts` (one per partition) hold it
+/// together: merged in (term, id) order (ids are unique across partitions, so the order is
+/// total), the offset counted over all of them. The page is found by walking the counts of
+/// every part at once (buckets cover the same ids in every part, so their counts add up), then
+/// at most 256 ids of each part: the cost of one page per part, whatever the index holds.
+pub(crate) fn page_merged<E, C>(parts: Parts<'_, E, C>, q: &PageQuery<'_>) -> Result<Vec<u64>, StorageError>
+where
+    E: ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
+    C: ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+{
+    if let [(entries, counts)] = parts {
+        return page(entries, counts, q);
+    }
+    if q.limit == 0 || parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (term, offset) = match q.term {
+        Some(t) => (t.to_vec(), q.offset),
+        None => match term_at_merged(parts, q)? {
+            Some(found) => found,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let Some(start) = id_at_merged(parts, q, &term, offset)? else {
+        return Ok(Vec::new());
+    };
+    merge_from(parts, q, &term, start)
+}
+
+/// [`term_at`] over all parts: their term counts walked together in order, equal terms added.
+fn term_at_merged<E, C>(
+    parts: Parts<'_, E, C>,
+    q: &PageQuery<'_>,
+) -> Result<Option<(Vec<u8>, u64)>, StorageError>
+where
+    C: ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+{
+    type Terms<'t> = std::iter::Peekable<Box<dyn Iterator<Item = Result<(Vec<u8>, u64), StorageError>> + 't>>;
+    let (ctx, index) = (q.context, q.index);
+    let mut rows: Vec<Terms<'_>> = Vec::with_capacity(parts.len());
+    for (_, counts) in parts {
+        let range = counts.range((ctx, index, 0, &[][..], 0)..(ctx, index, 1, &[][..], 0))?;
+        let terms = range.map(|row| {
+            let (k, v) = row?;
+            Ok((k.value().3.to_vec(), v.value()))
+        });
+        let it: Box<dyn Iterator<Item = _>> = if q.descending {
+            Box::new(terms.rev())
+        } else {
+            Box::new(terms)
+        };
+        rows.push(it.peekable());
+    }
+    let mut left = q.offset;
+    loop {
+        // The next term in the page's direction among every part's next term.
+        let mut next: Option<Vec<u8>> = None;
+        for it in rows.iter_mut() {
+            if let Some(Err(_)) = it.peek() {
+                return Err(it.next().expect("peeked").expect_err("an error"));
+            }
+            if let Some(Ok((t, _))) = it.peek() {
+                let better = next
+                    .as_ref()
+                    .is_none_or(|n| if q.descending { t > n } else { t < n });
+                if better {
+                    next = Some(t.clone());
+                }
+            }
+        }
+        let Some(term) = next else { return Ok(None) };
+        let mut n = 0;
+        for it in rows.iter_mut() {
+            if matches!(it.peek(), Some(Ok((t, _))) if *t == term) {
+                n += it.next().expect("peeked")?.1;
+            }
+        }
+        if left < n {
+            return Ok(Some((term, left)));
+        }
+        left -= n;
+    }
+}
+
+/// [`id_at`] over all parts: the bucket counts of every part added level by level, then the
+/// ids of the last bucket (at most 256 per part) merged. Returns the id of the entry.
+fn id_at_merged<E, C>(
+    parts: Parts<'_, E, C>,
+    q: &PageQuery<'_>,
+    term: &[u8],
+    mut offset: u64,
+) -> Result<Option<u64>, StorageError>
+where
+    E: ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
+    C: ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
+{
+    let (ctx, index) = (q.context, q.index);
+    let mut ids: RangeInclusive<u64> = 0..=u64::MAX;
+    for level in LEVELS {
+        let shift = 8 * u32::from(level);
+        let buckets = (*ids.start() >> shift)..=(*ids.end() >> shift);
+        // bucket → entries, over every part.
+        let mut sums: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        for (_, counts) in parts {
+            let range = counts.range(
+                (ctx, index, level, term, *buckets.start())..=(ctx, index, level, term, *buckets.end()),
+            )?;
+            for row in range {
+                let (k, v) = row?;
+                *sums.entry(k.value().4).or_default() += v.value();
+            }
+        }
+        let mut found = None;
+        let mut visit = |bucket: u64, n: u64| {
+            if offset < n {
+                found = Some(bucket);
+                return true;
+            }
+            offset -= n;
+            false
+        };
+        if q.descending {
+            for (bucket, n) in sums.iter().rev() {
+                if visit(*bucket, *n) {
+                    break;
+                }
+            }
+        } else {
+            for (bucket, n) in &sums {
+                if visit(*bucket, *n) {
+                    break;
+                }
+            }
+        }
+        let Some(bucket) = found else {
+            return Ok(None);
+        };
+        let low = bucket << shift;
+        ids = low..=(low | ((1u64 << shift) - 1));
+    }
+    let mut all = Vec::new();
+    for (entries, _) in parts {
+        for row in entries.range((ctx, index, term, *ids.start())..=(ctx, index, term, *ids.end()))? {
+            all.push(row?.0.value().3);
+        }
+    }
+    all.sort_unstable();
+    if q.descending {
+        all.reverse();
+    }
+    Ok(all.get(offset as usize).copied())
+}
+
+/// Up to `q.limit` ids from entry (`term`, `start`) on, in the page's direction, merged over
+/// every part.
+fn merge_from<E, C>(
+    parts: Parts<'_, E, C>,
+    q: &PageQuery<'_>,
+    term: &[u8],
+    start: u64,
+) -> Result<Vec<u64>, StorageError>
+where
+    E: ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
+{
+    let (ctx, index) = (q.context, q.index);
+    let within = |c: &str, i: &str, t: &[u8]| c == ctx && i == index && q.term.is_none_or(|fixed| t == fixed);
+    let mut heads = Vec::with_capacity(parts.len());
+    for (entries, _) in parts {
+        let it: Box<dyn Iterator<Item = _>> = if q.descending {
+            Box::new(
+                entries
+                    .range((ctx, index, &[][..], 0)..=(ctx, index, term, start))?
+                    .rev(),
+            )
+        } else {
+            Box::new(entries.range((ctx, index, term, start)..)?)
+        };
+        // Each part's entries within the index (and the term), as (term, id).
+        let mut it = it.map_while(move |row| match row {
+            Ok((k, _)) => {
+                let (c, i, t, id) = k.value();
+                within(c, i, t).then(|| Ok((t.to_vec(), id)))
+            }
+            Err(e) => Some(Err(StorageError::from(e))),
+        });
+        heads.push((it.next().transpose()?, it));
+    }
+    let mut out = Vec::with_capacity(q.limit);
+    while out.len() < q.limit {
+        let mut best: Option<usize> = None;
+        for (i, (head, _)) in heads.iter().enumerate() {
+            let Some(h) = head else { continue };
+            let better = best.is_none_or(|b| {
+                let current = heads[b].0.as_ref().expect("a head");
+                if q.descending { h > current } else { h < current }
+            });
+            if better {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        let (head, it) = &mut heads[b];
+        let (_, id) = head.take().expect("the best head");
+        out.push(id);
+        *head = it.next().transpose()?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

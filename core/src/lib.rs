@@ -39,6 +39,7 @@ mod forwarded;
 mod ids;
 mod index;
 mod log;
+mod partitions;
 mod replicate;
 mod store;
 mod tail;
@@ -50,12 +51,13 @@ pub use crate::backup::Backup;
 pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Rejected, Ticket, Verdict};
 pub use crate::dead::DeadLetter;
 pub use crate::dispatch::{
-    Dispatcher, EventHandler, Failing, Handled, HandledAll, HandlerError, RetryError, RetryPolicy,
-    SubscriberStatus, handle_each,
+    CursorStatus, Dispatcher, EventHandler, Failing, Handled, HandledAll, HandlerError, Placement, Reach,
+    RetryError, RetryPolicy, SubscriberStatus, cursor_name, handle_each,
 };
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};
 pub use crate::log::{Log, LogBuilder};
+pub use crate::partitions::{MAX_PARTITIONS, Partitions};
 pub use crate::replicate::{
     AppendError, Applied, ApplyError, FORMAT, ForwardError, ForwardFuture, Replicator,
 };

@@ -206,6 +206,53 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
+/// Records in `db` that it is partition `p` of `n`, or refuses if it is another partition or
+/// of a data directory with another number of partitions. A database from before partitions
+/// (none recorded) is partition 0 of 1 if it holds events.
+pub(crate) fn claim_partitions(db: &Database, p: u32, n: u32) -> Result<(), StorageError> {
+    let txn = db.begin_write()?;
+    {
+        let has_events = txn.open_table(EVENTS)?.last()?.is_some();
+        let mut meta = txn.open_table(META)?;
+        let number = |v: Option<redb::AccessGuard<'_, &[u8]>>| {
+            v.and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        };
+        let stored = number(meta.get(crate::partitions::PARTITIONS)?);
+        let stored_p = number(meta.get("partition")?);
+        match (stored, stored_p) {
+            (Some(m), Some(q)) if m == u64::from(n) && q == u64::from(p) => {}
+            (Some(m), _) if m != u64::from(n) => {
+                return Err(StorageError::new(format!(
+                    "this data directory was made with {m} partition(s), and the number of \
+                     partitions cannot change: start it with --partitions {m}"
+                )));
+            }
+            (Some(_), Some(q)) => {
+                return Err(StorageError::new(format!(
+                    "the file of partition {p} holds partition {q}: the data directory's files \
+                     were moved"
+                )));
+            }
+            (None, _) if has_events && n != 1 => {
+                return Err(StorageError::new(format!(
+                    "this data directory was made with 1 partition (before partitions were \
+                     recorded), and the number of partitions cannot change: start it without \
+                     --partitions {n}"
+                )));
+            }
+            _ => {
+                meta.insert(
+                    crate::partitions::PARTITIONS,
+                    u64::from(n).to_be_bytes().as_slice(),
+                )?;
+                meta.insert("partition", u64::from(p).to_be_bytes().as_slice())?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 /// A random number that is never 0 (0 stands for "none" where record ids are kept).
 pub(crate) fn random_nonzero_u64() -> u64 {
     loop {
@@ -335,6 +382,24 @@ impl Snapshot {
     pub fn dead_letter(&self, subscriber: &str, seq: u64) -> Result<Option<DeadLetter>, StorageError> {
         dead::one(&self.txn, subscriber, seq)
     }
+}
+
+/// One page of an index as every snapshot in `all` (one per partition) holds it together:
+/// merged in (term, id) order, the offset counted over all of them (`index::page_merged`).
+pub(crate) fn index_page_all(all: &[&Snapshot], page: IndexPage<'_>) -> Result<Vec<u64>, StorageError> {
+    let mut parts = Vec::with_capacity(all.len());
+    for s in all {
+        parts.push((s.txn.open_table(IDX)?, s.txn.open_table(IDX_COUNTS)?));
+    }
+    let q = PageQuery {
+        context: page.context,
+        index: page.index,
+        term: page.term,
+        offset: page.offset,
+        limit: page.limit,
+        descending: page.descending,
+    };
+    index::page_merged(&parts, &q)
 }
 
 /// The prefix scan both snapshots and the writer's validation use, so they cannot disagree:

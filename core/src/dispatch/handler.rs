@@ -21,10 +21,43 @@ pub type Handled<'a> = Pin<Box<dyn Future<Output = (Unit, Result<(), HandlerErro
 pub type HandledAll<'a> =
     Pin<Box<dyn Future<Output = (Unit, Result<(), (usize, HandlerError)>)> + Send + 'a>>;
 
+/// Where, among several partitions, an event a subscriber wants is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the partition it was published in (the default): its events are ordered there.
+    Here,
+    /// In the partition of the entity with this id (a field of the event names it): a product's
+    /// stock is changed where the product lives, whichever partition the order was placed in.
+    Id(u64),
+    /// In partition 0: a subscriber that keeps its state in one place.
+    Home,
+}
+
+/// Which partitions' events a subscriber reads, in each partition it is handled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Each partition's own events only: every event it wants is [`Placement::Here`].
+    Own,
+    /// Every partition's events, in every partition: some events it wants are placed by id.
+    All,
+    /// Every partition's events, in partition 0 only: every event it wants is
+    /// [`Placement::Home`].
+    Home,
+}
+
 /// A subscribing context, as the dispatcher sees it.
 pub trait EventHandler: Send + Sync + 'static {
     /// Whether the subscriber wants events of this type (others only move its cursor).
     fn wants(&self, event_type: &str) -> bool;
+    /// Where an event it wants is handled, among several partitions. The default: where it
+    /// was published.
+    fn placement(&self, _event: &Event) -> Placement {
+        Placement::Here
+    }
+    /// Which partitions' events it reads (it must agree with [`EventHandler::placement`]).
+    fn reach(&self) -> Reach {
+        Reach::Own
+    }
     /// Applies one event inside `unit` and hands the unit back. The unit moves (rather than
     /// being borrowed) so that the handler can place it where its sandbox reaches it for the
     /// length of the call. An error undoes whatever the handler did in the unit. It runs on
@@ -157,19 +190,40 @@ impl Default for RetryPolicy {
 pub struct SubscriberStatus {
     /// Whether it is receiving events.
     pub running: bool,
-    /// The sequence number of the last event it is done with.
+    /// The sequence number of the last event it is done with (in partition 0, of partition
+    /// 0's events).
     pub cursor: u64,
-    /// How many committed events it has still to go through.
+    /// How many committed events it has still to go through, in every partition.
     pub lag: u64,
     /// The event it is retrying now, if any.
     pub failing: Option<Failing>,
+    /// With several partitions, each cursor: in which partition, over which partition's
+    /// events, where it stands and how far behind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cursors: Vec<CursorStatus>,
+}
+
+/// One cursor of a subscriber, with several partitions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorStatus {
+    /// The partition it is kept (and its events handled) in.
+    pub partition: u32,
+    /// The partition whose events it goes through.
+    pub source: u32,
+    /// The sequence number (in `source`) of the last event it is done with.
+    pub cursor: u64,
+    /// How many of `source`'s events it has still to go through.
+    pub lag: u64,
 }
 
 /// An event being retried.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Failing {
-    /// Its sequence number.
+    /// The partition it was published in.
+    pub partition: u32,
+    /// Its sequence number there.
     pub seq: u64,
     /// Attempts so far.
     pub attempts: u32,

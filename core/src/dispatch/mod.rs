@@ -1,7 +1,9 @@
 //! The dispatcher: delivers committed events to each subscribing context, in log order, from
 //! that context's durable cursor.
 //!
-//! One task per subscriber. A step reads the events after the cursor, has the handler apply the
+//! One task per subscriber and partition (and, for a subscriber that handles events where an
+//! id they name lives, per partition whose events it reads: see [`Reach`]). A step reads the
+//! events after the cursor, has the handler apply the
 //! ones it subscribes to inside one unit of work, and commits the unit with the cursor moved
 //! past them, so state, published events and cursor change together or not at all. An event
 //! whose handler fails is retried with backoff; after the last attempt it is parked as a
@@ -23,13 +25,14 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 
 pub use handler::{
-    EventHandler, Failing, Handled, HandledAll, HandlerError, RetryError, RetryPolicy, SubscriberStatus,
-    handle_each,
+    CursorStatus, EventHandler, Failing, Handled, HandledAll, HandlerError, Placement, Reach, RetryError,
+    RetryPolicy, SubscriberStatus, handle_each,
 };
 use worker::Worker;
 
 use crate::error::{CommitError, StorageError};
 use crate::log::Log;
+use crate::partitions::Partitions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Run {
@@ -38,58 +41,95 @@ enum Run {
     Stopping,
 }
 
-struct Sub {
-    handler: Arc<dyn EventHandler>,
-    run: watch::Sender<Run>,
+/// One of a subscriber's workers: the events of partition `source`, handled in `partition`.
+struct Lane {
+    partition: u32,
+    source: u32,
     /// Wakes an idle worker when its cursor was moved by an operator (no new event would).
     nudge: Arc<tokio::sync::Notify>,
     failing: Arc<Mutex<Option<Failing>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Runs one task per subscriber. Must be used inside a tokio runtime.
+struct Sub {
+    handler: Arc<dyn EventHandler>,
+    run: watch::Sender<Run>,
+    lanes: Vec<Lane>,
+}
+
+/// The name of the cursor (and of the dead letters) of `subscriber`'s events of partition
+/// `source` handled in `partition`: the subscriber's name for its own partition's events, as
+/// before partitions existed, and `name@source` for another's.
+pub fn cursor_name(subscriber: &str, partition: u32, source: u32) -> String {
+    if partition == source {
+        subscriber.to_string()
+    } else {
+        format!("{subscriber}@{source}")
+    }
+}
+
+/// Runs the workers of every subscriber. Must be used inside a tokio runtime.
 pub struct Dispatcher {
-    log: Log,
+    partitions: Partitions,
     policy: RetryPolicy,
     subs: Mutex<HashMap<String, Sub>>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over `log` with no subscribers yet.
+    /// A dispatcher over `log` (one partition) with no subscribers yet.
     pub fn new(log: Log, policy: RetryPolicy) -> Self {
+        Dispatcher::partitioned(Partitions::single(log), policy)
+    }
+
+    /// A dispatcher over every partition with no subscribers yet.
+    pub fn partitioned(partitions: Partitions, policy: RetryPolicy) -> Self {
         Dispatcher {
-            log,
+            partitions,
             policy,
             subs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The (partition, source) pairs a subscriber of this reach runs a worker for.
+    fn lanes_of(&self, reach: Reach) -> Vec<(u32, u32)> {
+        let n = self.partitions.count();
+        match reach {
+            Reach::Own => (0..n).map(|p| (p, p)).collect(),
+            Reach::All => (0..n).flat_map(|p| (0..n).map(move |q| (p, q))).collect(),
+            Reach::Home => (0..n).map(|q| (0, q)).collect(),
         }
     }
 
     /// Starts delivering to `name` (running or paused). Replaces a subscriber of that name.
     pub fn subscribe(&self, name: &str, handler: Arc<dyn EventHandler>, running: bool) {
         let (run, run_rx) = watch::channel(if running { Run::Running } else { Run::Paused });
-        let failing = Arc::new(Mutex::new(None));
-        let nudge = Arc::new(tokio::sync::Notify::new());
-        let worker = Worker {
-            log: self.log.clone(),
-            name: name.to_string(),
-            handler: handler.clone(),
-            policy: self.policy.clone(),
-            run: run_rx,
-            failing: failing.clone(),
-            nudge: nudge.clone(),
-            batch: self.policy.batch.max(1),
-        };
-        let task = tokio::spawn(worker.run());
-        let old = self.lock().insert(
-            name.to_string(),
-            Sub {
-                handler,
-                run,
+        let mut lanes = Vec::new();
+        for (partition, source) in self.lanes_of(handler.reach()) {
+            let failing = Arc::new(Mutex::new(None));
+            let nudge = Arc::new(tokio::sync::Notify::new());
+            let worker = Worker {
+                partitions: self.partitions.clone(),
+                partition,
+                source: self.partitions.log(source).clone(),
+                source_partition: source,
+                cursor: cursor_name(name, partition, source),
+                handler: handler.clone(),
+                policy: self.policy.clone(),
+                run: run_rx.clone(),
+                failing: failing.clone(),
+                nudge: nudge.clone(),
+                batch: self.policy.batch.max(1),
+                skipped_to: None,
+            };
+            lanes.push(Lane {
+                partition,
+                source,
                 nudge,
                 failing,
-                task: Some(task),
-            },
-        );
+                task: Some(tokio::spawn(worker.run())),
+            });
+        }
+        let old = self.lock().insert(name.to_string(), Sub { handler, run, lanes });
         if let Some(old) = old {
             old.run.send_replace(Run::Stopping);
         }
@@ -109,39 +149,76 @@ impl Dispatcher {
 
     /// The status of `name`, or `None` if it does not subscribe.
     pub fn status(&self, name: &str) -> Result<Option<SubscriberStatus>, StorageError> {
-        let (running, failing) = match self.lock().get(name) {
+        let (running, lanes): (bool, Vec<(u32, u32, Option<Failing>)>) = match self.lock().get(name) {
             Some(sub) => (
                 *sub.run.borrow() == Run::Running,
-                sub.failing.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                sub.lanes
+                    .iter()
+                    .map(|l| {
+                        let failing = l.failing.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        (l.partition, l.source, failing)
+                    })
+                    .collect(),
             ),
             None => return Ok(None),
         };
-        let snap = self.log.snapshot()?;
-        let cursor = snap.cursor(name)?;
-        let head = snap.last_seq()?;
+        let mut cursors = Vec::with_capacity(lanes.len());
+        let mut failing = None;
+        for (partition, source, f) in lanes {
+            let cursor = self
+                .partitions
+                .log(partition)
+                .snapshot()?
+                .cursor(&cursor_name(name, partition, source))?;
+            let head = self.partitions.log(source).head();
+            cursors.push(CursorStatus {
+                partition,
+                source,
+                cursor,
+                lag: head.saturating_sub(cursor),
+            });
+            failing = failing.or(f);
+        }
+        let first = cursors.first().map_or(0, |c| c.cursor);
+        let lag = cursors.iter().map(|c| c.lag).sum();
+        if self.partitions.count() == 1 {
+            cursors.clear();
+        }
         Ok(Some(SubscriberStatus {
             running,
-            cursor,
-            lag: head.saturating_sub(cursor),
+            cursor: first,
+            lag,
             failing,
+            cursors,
         }))
     }
 
-    /// Has `name` handle its dead letter `seq` again, now. On success the letter is removed in
-    /// the same unit that applies the event; on failure it stays parked.
-    pub async fn retry_dead_letter(&self, name: &str, seq: u64) -> Result<(), RetryError> {
+    /// Has a subscriber handle its dead letter again, now: the letter of cursor `subscriber`
+    /// (a subscriber's name, or `name@source` for another partition's events) for event `seq`,
+    /// kept in `partition`. On success the letter is removed in the same unit that applies the
+    /// event; on failure it stays parked.
+    pub async fn retry_dead_letter(
+        &self,
+        subscriber: &str,
+        partition: u32,
+        seq: u64,
+    ) -> Result<(), RetryError> {
+        if partition >= self.partitions.count() {
+            return Err(RetryError::NotFound);
+        }
+        let name = subscriber.split('@').next().unwrap_or(subscriber);
         let handler = self
             .lock()
             .get(name)
             .map(|s| s.handler.clone())
             .ok_or(RetryError::NotFound)?;
-        let letter = self
-            .log
+        let log = self.partitions.log(partition);
+        let letter = log
             .snapshot()
-            .and_then(|s| s.dead_letter(name, seq))
+            .and_then(|s| s.dead_letter(subscriber, seq))
             .map_err(RetryError::Storage)?
             .ok_or(RetryError::NotFound)?;
-        let mut unit = self.log.begin().map_err(RetryError::Storage)?;
+        let mut unit = self.partitions.begin(partition).map_err(RetryError::Storage)?;
         unit.caused_by(&letter.event);
         // A panicking handler fails the retry; it does not take the dispatcher down.
         let handled = AssertUnwindSafe(handler.handle(unit, &letter.event))
@@ -150,29 +227,49 @@ impl Dispatcher {
         let (mut unit, result) =
             handled.map_err(|_| RetryError::Failed(HandlerError::new("the handler panicked")))?;
         result.map_err(RetryError::Failed)?;
-        unit.unpark(name, seq);
-        self.log.commit(unit).await.map_err(RetryError::Commit)?;
+        unit.unpark(subscriber, seq);
+        log.commit(unit).await.map_err(RetryError::Commit)?;
         Ok(())
     }
 
-    /// Moves `name`'s cursor to `to` (an operator rewinding or skipping). Events after `to` are
-    /// delivered (again); handlers are idempotent, so redelivery changes nothing.
-    pub async fn set_cursor(&self, name: &str, to: u64) -> Result<(), CommitError> {
+    /// Moves `name`'s cursor over partition `source`'s events, kept in `partition`, to `to`
+    /// (an operator rewinding or skipping). Events after `to` are delivered (again); handlers
+    /// are idempotent, so redelivery changes nothing.
+    pub async fn set_cursor(
+        &self,
+        name: &str,
+        partition: u32,
+        source: u32,
+        to: u64,
+    ) -> Result<(), CommitError> {
+        let n = self.partitions.count();
+        if partition >= n || source >= n {
+            return Err(CommitError::Unavailable(format!("there are {n} partitions")));
+        }
+        let cursor = cursor_name(name, partition, source);
+        let log = self.partitions.log(partition);
+        let head = self.partitions.log(source).head();
         // The subscriber may commit a step at the same moment; the operator's move wins on a
         // later try.
         let mut tries = 0;
         loop {
-            let mut unit = self.log.begin().map_err(CommitError::Storage)?;
-            let from = unit.cursor(name).map_err(CommitError::Storage)?;
-            unit.move_cursor(name, from, to.min(self.log.head()));
-            match self.log.commit(unit).await {
+            let mut unit = log.begin().map_err(CommitError::Storage)?;
+            let from = unit.cursor(&cursor).map_err(CommitError::Storage)?;
+            unit.move_cursor(&cursor, from, to.min(head));
+            match log.commit(unit).await {
                 Ok(_) => break,
                 Err(CommitError::Conflict) if tries < 20 => tries += 1,
                 Err(e) => return Err(e),
             }
         }
         if let Some(sub) = self.lock().get(name) {
-            sub.nudge.notify_one();
+            for lane in sub
+                .lanes
+                .iter()
+                .filter(|l| l.partition == partition && l.source == source)
+            {
+                lane.nudge.notify_one();
+            }
         }
         Ok(())
     }
@@ -182,9 +279,12 @@ impl Dispatcher {
         let tasks: Vec<_> = self
             .lock()
             .values_mut()
-            .filter_map(|s| {
+            .flat_map(|s| {
                 s.run.send_replace(Run::Stopping);
-                s.task.take()
+                s.lanes
+                    .iter_mut()
+                    .filter_map(|l| l.task.take())
+                    .collect::<Vec<_>>()
             })
             .collect();
         for t in tasks {

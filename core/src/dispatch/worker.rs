@@ -1,6 +1,11 @@
-//! One subscriber's task: step after step, the events after its cursor are applied in one
-//! unit of work that moves the cursor past them; a failing event is retried with backoff and
-//! parked as a dead letter after the last attempt.
+//! One subscriber's task in one partition, over one partition's events: step after step, the
+//! events after its cursor are applied in one unit of work that moves the cursor past them; a
+//! failing event is retried with backoff and parked as a dead letter after the last attempt.
+//!
+//! Over another partition's events, most are for other partitions: the cursor moves past those
+//! without a commit of its own (it moves durably with the next event handled, after
+//! [`SKIP_COMMIT`] events, or once the worker has been idle for [`SKIP_FLUSH`]), so that reading
+//! the events of N partitions costs no commits.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -11,15 +16,28 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use super::Run;
-use super::handler::{EventHandler, Failing, HandlerError, RetryPolicy};
+use super::handler::{EventHandler, Failing, HandlerError, Placement, RetryPolicy};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::log::Log;
+use crate::partitions::Partitions;
 use crate::unit::Unit;
 
+/// Events passed over (none of them for this partition) before the cursor moves durably.
+const SKIP_COMMIT: u64 = 4096;
+
+/// How long a worker that passed over events waits idle before it moves its cursor durably.
+const SKIP_FLUSH: Duration = Duration::from_millis(500);
+
 pub(super) struct Worker {
-    pub(super) log: Log,
-    pub(super) name: String,
+    pub(super) partitions: Partitions,
+    /// The partition the events are handled (and the cursor kept) in.
+    pub(super) partition: u32,
+    /// The partition whose events it goes through.
+    pub(super) source: Log,
+    pub(super) source_partition: u32,
+    /// The cursor's name (and the dead letters').
+    pub(super) cursor: String,
     pub(super) handler: Arc<dyn EventHandler>,
     pub(super) policy: RetryPolicy,
     pub(super) run: watch::Receiver<Run>,
@@ -28,6 +46,9 @@ pub(super) struct Worker {
     /// Events per step now: halved after a conflict, so a large step that keeps losing races
     /// with concurrent writers still makes progress; back to the policy's size after a commit.
     pub(super) batch: usize,
+    /// Where the cursor stands past events none of which were for this partition, ahead of
+    /// where it durably stands.
+    pub(super) skipped_to: Option<u64>,
 }
 
 /// How often a subscriber on a host that is not the cluster's writer looks again.
@@ -44,8 +65,23 @@ enum Step {
 }
 
 impl Worker {
+    fn target(&self) -> &Log {
+        self.partitions.log(self.partition)
+    }
+
+    /// The partition `event` (of this worker's source) is handled in.
+    fn placed(&self, handler: &dyn EventHandler, event: &Event) -> u32 {
+        match handler.placement(event) {
+            Placement::Here => self.source_partition,
+            Placement::Id(id) => self.partitions.of_id(id),
+            Placement::Home => 0,
+        }
+    }
+}
+
+impl Worker {
     pub(super) async fn run(mut self) {
-        let mut head = self.log.watch_head();
+        let mut head = self.source.watch_head();
         let mut attempts: (u64, u32) = (0, 0);
         loop {
             // The dispatcher is gone (dropped without shutdown): stop, never run on.
@@ -68,7 +104,7 @@ impl Worker {
             // commit without a hop, and no other host spends work that would only conflict.
             // The cursors are in the replicated log, so a new writer's subscribers go on
             // exactly where the old one's stopped.
-            if !self.log.is_writer() {
+            if !self.target().is_writer() {
                 tokio::select! {
                     changed = self.run.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep(NOT_WRITER_POLL) => {},
@@ -77,6 +113,15 @@ impl Worker {
             }
             let wait = match self.step(&mut attempts).await {
                 Step::Again => continue,
+                Step::Idle if self.skipped_to.is_some() => {
+                    tokio::select! {
+                        changed = self.run.changed() => if changed.is_err() { return },
+                        _ = head.changed() => {},
+                        _ = self.nudge.notified() => {},
+                        _ = tokio::time::sleep(SKIP_FLUSH) => self.flush().await,
+                    }
+                    continue;
+                }
                 Step::Idle => None,
                 Step::Backoff(d) => Some(d),
             };
@@ -89,20 +134,38 @@ impl Worker {
         }
     }
 
+    /// Moves the cursor durably past the events passed over.
+    async fn flush(&mut self) {
+        let Some(to) = self.skipped_to else { return };
+        let Ok(mut unit) = self.partitions.begin(self.partition) else {
+            return;
+        };
+        let Ok(from) = unit.cursor(&self.cursor) else {
+            return;
+        };
+        if to > from {
+            unit.move_cursor(&self.cursor, from, to);
+            if self.target().commit(unit).await.is_err() {
+                // A step committed meanwhile: the next one carries the move.
+                return;
+            }
+        }
+        self.skipped_to = None;
+    }
+
     async fn step(&mut self, attempts: &mut (u64, u32)) -> Step {
         // A panicking handler fails the step (which is retried after a backoff); it does not
         // end the subscriber's task.
-        let applied = AssertUnwindSafe(apply_batch(&self.log, &*self.handler, &self.name, self.batch))
-            .catch_unwind()
-            .await;
+        let applied = AssertUnwindSafe(self.apply_batch()).catch_unwind().await;
         let Applied {
             mut unit,
             from,
             done,
             failed,
         } = match applied {
-            Ok(Ok(Some(v))) => v,
-            Ok(Ok(None)) => return Step::Idle,
+            Ok(Ok(Batch::Applied(v))) => *v,
+            Ok(Ok(Batch::Empty)) => return Step::Idle,
+            Ok(Ok(Batch::Passed)) => return Step::Again,
             Ok(Err(_)) | Err(_) => return Step::Backoff(self.policy.first_backoff),
         };
         let mut cursor_to = done;
@@ -117,10 +180,11 @@ impl Worker {
             let parked = !error.transient && attempts.1 >= self.policy.max_attempts.max(1);
             self.handler.on_failure(&event, &error, attempts.1, parked);
             if parked {
-                unit.park(&self.name, &event, &error.message, attempts.1);
+                unit.park(&self.cursor, &event, &error.message, attempts.1);
                 cursor_to = event.seq;
             } else {
                 *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failing {
+                    partition: self.source_partition,
                     seq: event.seq,
                     attempts: attempts.1,
                     error: error.message.clone(),
@@ -134,11 +198,12 @@ impl Worker {
             }
         }
         if cursor_to != from {
-            unit.move_cursor(&self.name, from, cursor_to);
+            unit.move_cursor(&self.cursor, from, cursor_to);
         }
-        match self.log.commit(unit).await {
+        match self.target().commit(unit).await {
             Ok(_) => {
                 self.batch = self.policy.batch.max(1);
+                self.skipped_to = None;
                 match wait {
                     Some(d) => Step::Backoff(d),
                     None => {
@@ -164,8 +229,8 @@ impl Worker {
     }
 }
 
-/// What one step applied: the unit, where the cursor was (`from`) and the last event it is
-/// done with (`done`), and the event that failed, if one did.
+/// What one step applied: the unit, where the cursor durably was (`from`) and the last event
+/// it is done with (`done`), and the event that failed, if one did.
 struct Applied {
     unit: Unit,
     from: u64,
@@ -173,49 +238,65 @@ struct Applied {
     failed: Option<(Arc<Event>, HandlerError)>,
 }
 
-/// Applies up to `batch` events after the cursor in one unit, stopping before the first that
-/// fails. The cursor is not moved: the step decides where to. Returns `None` when there is
-/// nothing after the cursor.
-async fn apply_batch(
-    log: &Log,
-    handler: &dyn EventHandler,
-    name: &str,
-    batch: usize,
-) -> Result<Option<Applied>, StorageError> {
-    let pinned = handler.pin();
-    let handler: &dyn EventHandler = pinned.as_deref().unwrap_or(handler);
-    let mut unit = log.begin()?;
-    let from = unit.cursor(name)?;
-    let events = unit.events_after(from, batch)?;
-    if events.is_empty() {
-        return Ok(None);
-    }
-    // The events the subscriber does not want only move its cursor.
-    let wanted: Vec<Arc<Event>> = events
-        .iter()
-        .filter(|e| handler.wants(&e.event_type))
-        .cloned()
-        .collect();
-    let mut done = events.last().map_or(from, |e| e.seq);
-    let mut failed = None;
-    if !wanted.is_empty() {
-        let (back, result) = handler.handle_all(unit, &wanted).await;
-        unit = back;
-        if let Err((i, e)) = result {
-            let event = wanted[i.min(wanted.len() - 1)].clone();
-            // Done with every event before the failed one, wanted or not.
-            done = events
-                .iter()
-                .take_while(|x| x.seq < event.seq)
-                .last()
-                .map_or(from, |x| x.seq);
-            failed = Some((event, e));
+/// What one step read.
+enum Batch {
+    /// Nothing after the cursor.
+    Empty,
+    /// Events none of which were for this partition: passed over without a commit.
+    Passed,
+    /// Events applied in a unit to commit (boxed: a unit is large, and the other answers are
+    /// not).
+    Applied(Box<Applied>),
+}
+
+impl Worker {
+    /// Applies up to `batch` events after the cursor in one unit, stopping before the first
+    /// that fails. The cursor is not moved: the step decides where to.
+    async fn apply_batch(&mut self) -> Result<Batch, StorageError> {
+        let pinned = self.handler.pin();
+        let handler: &dyn EventHandler = pinned.as_deref().unwrap_or(&*self.handler);
+        let mut unit = self.partitions.begin(self.partition)?;
+        let durable = unit.cursor(&self.cursor)?;
+        let from = self.skipped_to.filter(|s| *s > durable).unwrap_or(durable);
+        let events = if self.source_partition == self.partition {
+            unit.events_after(from, self.batch)?
+        } else {
+            self.source.events_after_shared(from, self.batch)?
+        };
+        if events.is_empty() {
+            return Ok(Batch::Empty);
         }
+        // The events the subscriber does not want here only move its cursor.
+        let wanted: Vec<Arc<Event>> = events
+            .iter()
+            .filter(|e| handler.wants(&e.event_type) && self.placed(handler, e) == self.partition)
+            .cloned()
+            .collect();
+        let mut done = events.last().map_or(from, |e| e.seq);
+        if wanted.is_empty() && done - durable < SKIP_COMMIT {
+            self.skipped_to = Some(done);
+            return Ok(Batch::Passed);
+        }
+        let mut failed = None;
+        if !wanted.is_empty() {
+            let (back, result) = handler.handle_all(unit, &wanted).await;
+            unit = back;
+            if let Err((i, e)) = result {
+                let event = wanted[i.min(wanted.len() - 1)].clone();
+                // Done with every event before the failed one, wanted or not.
+                done = events
+                    .iter()
+                    .take_while(|x| x.seq < event.seq)
+                    .last()
+                    .map_or(from, |x| x.seq);
+                failed = Some((event, e));
+            }
+        }
+        Ok(Batch::Applied(Box::new(Applied {
+            unit,
+            from: durable,
+            done,
+            failed,
+        })))
     }
-    Ok(Some(Applied {
-        unit,
-        from,
-        done,
-        failed,
-    }))
 }

@@ -31,6 +31,8 @@ pub struct LogBuilder {
     cache_bytes: usize,
     log_id: Option<u64>,
     ids: (u64, u64),
+    /// This log's partition, of how many (`partitions.rs`).
+    partition: (u32, u32),
     patience: Duration,
 }
 
@@ -50,6 +52,7 @@ impl Default for LogBuilder {
             cache_bytes: DEFAULT_CACHE_BYTES,
             log_id: None,
             ids: (0, 1),
+            partition: (0, 1),
             patience: DEFAULT_PATIENCE,
         }
     }
@@ -81,6 +84,14 @@ impl LogBuilder {
     /// increase on each host, not across hosts. The default is slot 0 of 1: 1, 2, 3, ...
     pub fn id_slot(mut self, slot: u64, of: u64) -> Self {
         self.ids = (slot, of.max(1));
+        self
+    }
+
+    /// Makes this log partition `p` of `n` (see [`crate::Partitions`]): it hands out only the
+    /// ids of its partition, `(id - 1) % n == p`, within its id slot.
+    pub fn partition(mut self, p: u32, n: u32) -> Self {
+        assert!(p < n.max(1), "partition {p} of {n}");
+        self.partition = (p, n.max(1));
         self
     }
 
@@ -123,8 +134,14 @@ impl LogBuilder {
         let tail = Arc::new(Tail::default());
         let observer = Arc::new(OnceLock::new());
         let generation = Arc::new(AtomicU64::new(0));
+        // Partition p of n within id slot s of k: the ids of slot `s * n + p` of `k * n`.
         let (slot, of) = self.ids;
-        let ids = Arc::new(IdSequences::new(db.clone(), slot, of));
+        let (p, n) = self.partition;
+        let ids = Arc::new(IdSequences::new(
+            db.clone(),
+            slot * u64::from(n) + u64::from(p),
+            of * u64::from(n),
+        ));
         let writer = Writer {
             ids: ids.clone(),
             last_record: last_record.1,
@@ -163,6 +180,7 @@ impl LogBuilder {
                 observer,
                 generation,
                 patience: self.patience,
+                partition: p,
             }),
         })
     }
@@ -191,6 +209,8 @@ struct Inner {
     observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
     /// See [`LogBuilder::patience`].
     patience: Duration,
+    /// Which partition this log is.
+    partition: u32,
 }
 
 impl Log {
@@ -237,6 +257,9 @@ impl Log {
     /// holds the unit's effects; every unit carries an id there, so one whose outcome was
     /// left in doubt is sent again and still commits at most once.
     pub async fn commit(&self, unit: Unit) -> Result<Committed, CommitError> {
+        if let Some(v) = unit.violation() {
+            return Err(CommitError::OutsidePartition(v.to_string()));
+        }
         if unit.is_read_only() {
             return Ok(Committed {
                 seqs: 0..0,
@@ -257,6 +280,9 @@ impl Log {
 
     /// [`Log::commit`] for callers outside an async runtime. Must not be called on one.
     pub fn commit_blocking(&self, unit: Unit) -> Result<Committed, CommitError> {
+        if let Some(v) = unit.violation() {
+            return Err(CommitError::OutsidePartition(v.to_string()));
+        }
         if self.replicated().is_some() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -288,6 +314,17 @@ impl Log {
         }
     }
 
+    /// Which partition this log is (0 of 1 without partitions).
+    pub fn partition(&self) -> u32 {
+        self.inner.partition
+    }
+
+    /// Records in the database that it is partition `self.partition()` of `n`, or refuses if
+    /// it was made as another (`partitions.rs`).
+    pub(crate) fn claim_partitions(&self, n: u32) -> Result<(), StorageError> {
+        store::claim_partitions(&self.inner.db, self.inner.partition, n)
+    }
+
     /// The log's id: random, made when the database was created (or the cluster's).
     pub fn id(&self) -> u64 {
         self.inner.log_id
@@ -296,6 +333,24 @@ impl Log {
     /// Up to `limit` events after sequence number `after`, in log order.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StorageError> {
         self.snapshot()?.events_after(after, limit)
+    }
+
+    /// Up to `limit` committed events after `after`, shared: from the events kept in memory
+    /// when they are there (a subscriber close behind), else from the database.
+    pub(crate) fn events_after_shared(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, StorageError> {
+        if let Some(events) = self.inner.tail.after(after, self.head(), limit) {
+            return Ok(events);
+        }
+        Ok(self
+            .snapshot()?
+            .events_after(after, limit)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// The sequence number of the newest committed event.

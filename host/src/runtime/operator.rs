@@ -101,7 +101,7 @@ impl Runtime {
 
     /// Has `name` handle its dead letter `seq` again (see [`Dispatcher::retry_dead_letter`]).
     pub async fn retry_dead_letter(&self, name: &str, seq: u64) -> Result<(), RetryError> {
-        self.inner.dispatcher.retry_dead_letter(name, seq).await
+        self.inner.dispatcher.retry_dead_letter(name, 0, seq).await
     }
 
     /// Moves `name`'s event cursor to `to` (see [`Dispatcher::set_cursor`]). Returns false for
@@ -110,6 +110,10 @@ impl Runtime {
         if self.slot(name).is_none() {
             return Ok(false);
         }
-        self.inner.dispatcher.set_cursor(name, to).await.map(|_| true)
+        self.inner
+            .dispatcher
+            .set_cursor(name, 0, 0, to)
+            .await
+            .map(|_| true)
     }
 }

@@ -6,6 +6,8 @@
 //! concurrency, validated by value), so units run concurrently yet commit as if one at a time.
 //! Savepoints let a failed synchronous call be undone without aborting its caller.
 
+mod beyond;
+
 // The maps of a unit and of the id sequences are on every request's path: foldhash is
 // several times quicker than SipHash on short keys, and still seeded per process.
 use foldhash::HashMap;
@@ -22,6 +24,7 @@ use crate::ids::IdSequences;
 use crate::index::IndexKey;
 use crate::store::{IndexPage, Snapshot};
 use crate::tail::Tail;
+use beyond::{Beyond, View};
 
 /// A point to roll a unit back to.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +59,8 @@ pub struct Unit {
     cursors: Vec<CursorMove>,
     dead: Vec<DeadWrite>,
     ids: HashMap<SequenceKey, u64>,
+    /// What it reads beyond its partition, with several partitions (`beyond.rs`).
+    beyond: Option<Box<Beyond>>,
 }
 
 impl Unit {
@@ -83,6 +88,89 @@ impl Unit {
             cursors: Vec::new(),
             dead: Vec::new(),
             ids: HashMap::default(),
+            beyond: None,
+        }
+    }
+
+    /// Makes this a unit of partition `own` among `logs`, able to read the others.
+    pub(crate) fn reach(&mut self, logs: Arc<[crate::log::Log]>, own: u32) {
+        self.beyond = Some(Box::new(Beyond::new(logs, own)));
+    }
+
+    /// From now on, the unit reads every partition (merged) and writes none.
+    pub(crate) fn read_all(&mut self) -> Result<(), StorageError> {
+        if let Some(b) = self.beyond.as_deref_mut() {
+            b.enter(View::All);
+        }
+        Ok(())
+    }
+
+    /// The partition this unit runs and commits in (0 without partitions).
+    pub fn partition(&self) -> u32 {
+        self.beyond.as_ref().map_or(0, |b| b.own)
+    }
+
+    /// How many partitions there are.
+    pub fn partitions(&self) -> u32 {
+        self.beyond.as_ref().map_or(1, |b| b.count())
+    }
+
+    /// Until [`Unit::leave`], reads come from partition `p` as it is committed now (not
+    /// checked at commit), and writes are refused: for a synchronous call into an entity of
+    /// another partition. Entering the unit's own partition changes nothing but must be left
+    /// all the same.
+    pub fn enter(&mut self, p: u32) {
+        if let Some(b) = self.beyond.as_deref_mut() {
+            b.enter(View::One(p));
+        }
+    }
+
+    /// Leaves the view [`Unit::enter`] entered.
+    pub fn leave(&mut self) {
+        if let Some(b) = self.beyond.as_deref_mut() {
+            b.leave();
+        }
+    }
+
+    /// The first write this unit attempted outside its partition, if it did: then it must not
+    /// commit ([`crate::Log::commit`] refuses it).
+    pub fn violation(&self) -> Option<&str> {
+        self.beyond.as_ref().and_then(|b| b.violation.as_deref())
+    }
+
+    /// The view the unit reads in now, other than its own partition.
+    fn view(&self) -> Option<View> {
+        self.beyond.as_ref().and_then(|b| b.view()).filter(|v| match v {
+            // A view of its own partition reads as the unit does.
+            View::One(p) => *p != self.partition(),
+            View::All => true,
+        })
+    }
+
+    /// Whether a write must be refused here (in a view, or for an entity `id` of another
+    /// partition); if so the unit is marked with `what`.
+    fn refused(&mut self, id: Option<u64>, what: impl FnOnce() -> String) -> bool {
+        let Some(b) = self.beyond.as_deref_mut() else {
+            return false;
+        };
+        let foreign = id.is_some_and(|id| b.of_id(id) != b.own);
+        if b.view().is_some() || foreign {
+            b.refuse(what);
+            return true;
+        }
+        false
+    }
+
+    /// `key` of `context` as the partition of entity `id` holds it now: an advisory read, not
+    /// checked at commit, for a context's data kept with another entity (a replica of it). In
+    /// the unit's own partition it is [`Unit::peek`].
+    pub fn peek_at(&mut self, context: &str, id: u64, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.beyond.as_deref_mut() {
+            Some(b) if b.of_id(id) != b.own && b.view().is_none() => {
+                let p = b.of_id(id);
+                b.get_in(&mut self.snapshot, p, context, key)
+            }
+            _ => self.peek(context, key),
         }
     }
 
@@ -98,6 +186,10 @@ impl Unit {
     }
 
     fn read(&mut self, context: &str, key: &str, record: bool) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(view) = self.view() {
+            let b = self.beyond.as_deref_mut().expect("a view has a reach");
+            return b.get(view, &mut self.snapshot, context, key);
+        }
         let k = (context.to_string(), key.to_string());
         if let Some(v) = self.writes.get(&k).or_else(|| self.reads.get(&k)) {
             return Ok(v.clone());
@@ -120,6 +212,9 @@ impl Unit {
     }
 
     fn write(&mut self, context: &str, key: &str, value: Option<Vec<u8>>) {
+        if self.refused(None, || format!("write {context}'s key {key:?}")) {
+            return;
+        }
         let k = (context.to_string(), key.to_string());
         let before = self.writes.insert(k.clone(), value);
         self.undo.push((k, before));
@@ -128,6 +223,10 @@ impl Unit {
     /// Every (key, value) of `context` whose key starts with `prefix`, in key order, with the
     /// unit's own writes applied.
     pub fn scan(&mut self, context: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        if let Some(view) = self.view() {
+            let b = self.beyond.as_deref_mut().expect("a view has a reach");
+            return b.scan(view, &mut self.snapshot, (context, prefix, None), None);
+        }
         let rows = self.snapshot.scan(context, prefix)?;
         Ok(self.record_scan(context, prefix, None, None, rows))
     }
@@ -142,6 +241,10 @@ impl Unit {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        if let Some(view) = self.view() {
+            let b = self.beyond.as_deref_mut().expect("a view has a reach");
+            return b.scan(view, &mut self.snapshot, (context, prefix, after), Some(limit));
+        }
         let rows = self.snapshot.scan_from(context, prefix, after, limit)?;
         Ok(self.record_scan(context, prefix, after, Some(limit), rows))
     }
@@ -192,6 +295,15 @@ impl Unit {
     }
 
     fn index_write(&mut self, context: &str, index: &str, term: &[u8], id: u64, put: bool) {
+        let what = || {
+            format!(
+                "{} entity {id} in {context}'s index {index:?}",
+                if put { "put" } else { "delete" }
+            )
+        };
+        if self.refused(Some(id), what) {
+            return;
+        }
         let k = (context.to_string(), index.to_string(), term.to_vec(), id);
         let before = self.index.insert(k.clone(), put);
         self.index_undo.push((k, before));
@@ -199,13 +311,26 @@ impl Unit {
 
     /// How many entries `context`'s index `index` holds (with `term` only, if given), as the
     /// unit's snapshot has it: without the unit's own index writes, and not checked at commit.
-    pub fn index_count(&self, context: &str, index: &str, term: Option<&[u8]>) -> Result<u64, StorageError> {
+    pub fn index_count(
+        &mut self,
+        context: &str,
+        index: &str,
+        term: Option<&[u8]>,
+    ) -> Result<u64, StorageError> {
+        if let Some(view) = self.view() {
+            let b = self.beyond.as_deref_mut().expect("a view has a reach");
+            return b.index_count(view, &mut self.snapshot, (context, index, term));
+        }
         self.snapshot.index_count(context, index, term)
     }
 
     /// One page of `context`'s index, as the unit's snapshot has it (see
     /// [`Unit::index_count`]).
-    pub fn index_page(&self, page: IndexPage<'_>) -> Result<Vec<u64>, StorageError> {
+    pub fn index_page(&mut self, page: IndexPage<'_>) -> Result<Vec<u64>, StorageError> {
+        if let Some(view) = self.view() {
+            let b = self.beyond.as_deref_mut().expect("a view has a reach");
+            return b.index_page(view, &mut self.snapshot, page);
+        }
         self.snapshot.index_page(page)
     }
 
@@ -213,6 +338,10 @@ impl Unit {
     /// even across restarts. Ids are not transactional: an aborted unit leaves a gap, as a
     /// database sequence does.
     pub fn next_id(&mut self, context: &str, name: &str) -> Result<u64, StorageError> {
+        // Inside a view, no id: whatever it was for could not be written.
+        if self.refused(None, || format!("take an id of {context}'s sequence {name:?}")) {
+            return Ok(0);
+        }
         let id = self.ids_source.next(context, name)?;
         let slot = self
             .ids
@@ -237,6 +366,9 @@ impl Unit {
         key: Option<String>,
         payload: Box<RawValue>,
     ) {
+        if self.refused(None, || format!("publish {source}'s event {event_type}")) {
+            return;
+        }
         self.events.push(NewEvent {
             source: source.to_string(),
             event_type: event_type.to_string(),
