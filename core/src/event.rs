@@ -64,6 +64,19 @@ fn push_hex16(s: &mut String, v: u64) {
     }
 }
 
+/// The log id and sequence number an event id (`{log id:016x}-{seq:016x}`) names, or `None`
+/// if `id` is not one (a request id, say).
+pub(crate) fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (log, seq) = id.split_once('-')?;
+    if log.len() != 16 || seq.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(log, 16).ok()?,
+        u64::from_str_radix(seq, 16).ok()?,
+    ))
+}
+
 /// A committed event, as stored in the log and as subscribers receive it.
 ///
 /// The JSON form is the log's envelope:
@@ -166,6 +179,22 @@ mod tests {
             payload: RawValue::from_string(payload.into()).unwrap(),
             correlation_id: cause.map(|c| c.0.to_string()),
             causation_id: cause.map(|c| c.1.to_string()),
+        }
+    }
+
+    #[test]
+    fn an_event_id_names_its_log_and_sequence_number_and_nothing_else_does() {
+        let event = Event::numbered(new_event(None, None, "{}"), 42, 0xfeed_0000_0000_0001, "t");
+        assert_eq!(parse_event_id(&event.event_id), Some((0xfeed_0000_0000_0001, 42)));
+        for not_one in [
+            "",
+            "-",
+            "req-1",
+            "0000-0001",
+            "feed000000000001-00000000000000zz",
+            "0123456789abcdef0-0000000000000001",
+        ] {
+            assert_eq!(parse_event_id(not_one), None, "{not_one:?}");
         }
     }
 

@@ -52,12 +52,12 @@ pub use crate::breaker::{Breaker, BreakerConfig, BreakerState, BreakerStatus, Re
 pub use crate::dead::DeadLetter;
 pub use crate::dispatch::{
     CursorStatus, Dispatcher, EventHandler, Failing, Handled, HandledAll, HandlerError, Placement, Reach,
-    RetryError, RetryPolicy, SubscriberStatus, cursor_name, handle_each,
+    RetryError, RetryPolicy, SubscriberStatus, cursor_lane, cursor_name, handle_each,
 };
 pub use crate::error::{CommitError, Error, StorageError};
 pub use crate::event::{Event, NewEvent};
 pub use crate::log::{Log, LogBuilder};
-pub use crate::partitions::{MAX_PARTITIONS, Partitions};
+pub use crate::partitions::{MAX_PARTITIONS, Partitions, file as partition_file};
 pub use crate::replicate::{
     AppendError, Applied, ApplyError, FORMAT, ForwardError, ForwardFuture, Replicator,
 };

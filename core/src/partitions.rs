@@ -46,20 +46,65 @@ impl Partitions {
             )));
         }
         let first = builder(0).partition(0, n).open(file(dir, 0))?;
-        if let Err(e) = first.claim_partitions(n) {
-            first.close();
-            return Err(e);
-        }
         let mut logs = vec![first];
+        let fail = |logs: &[Log], e: StorageError| {
+            for log in logs {
+                log.close();
+            }
+            Err(e)
+        };
+        // Partition 0 records N last, once every partition's file is made: a directory whose
+        // partition 0 has it is complete, and a partition file missing from it was lost.
+        let made = match logs[0].claimed_partitions() {
+            Ok(made) => made,
+            Err(e) => return fail(&logs, e),
+        };
+        if let Some(m) = made.filter(|m| *m != n) {
+            return fail(
+                &logs,
+                StorageError::new(format!(
+                    "this data directory was made with {m} partition(s), and the number of \
+                     partitions cannot change: start it with --partitions {m}"
+                )),
+            );
+        }
         for p in 1..n {
-            match builder(p).partition(p, n).open(file(dir, p)) {
+            let path = file(dir, p);
+            if made.is_some() && !path.exists() {
+                return fail(
+                    &logs,
+                    StorageError::new(format!(
+                        "{} is missing: the data directory holds {n} partitions; restore the \
+                         whole directory from a backup",
+                        path.display()
+                    )),
+                );
+            }
+            match builder(p).partition(p, n).open(&path) {
                 Ok(log) => logs.push(log),
-                Err(e) => {
-                    for log in &logs {
-                        log.close();
-                    }
-                    return Err(e);
-                }
+                Err(e) => return fail(&logs, e),
+            }
+            if let Err(e) = logs[p as usize].claim_partitions(n) {
+                return fail(&logs, e);
+            }
+        }
+        if let Err(e) = logs[0].claim_partitions(n) {
+            return fail(&logs, e);
+        }
+        // Events name their cause by log id: two partitions sharing one (a file copied over
+        // another) would confuse whose event is whose.
+        for (p, log) in logs.iter().enumerate() {
+            if let Some(q) = logs[..p].iter().position(|l| l.id() == log.id()) {
+                return fail(
+                    &logs,
+                    StorageError::new(format!(
+                        "{} and {} hold the same log (id {:016x}): one was copied from the \
+                         other; restore each partition from its own backup",
+                        file(dir, q as u32).display(),
+                        file(dir, p as u32).display(),
+                        log.id()
+                    )),
+                );
             }
         }
         Ok(Partitions { logs: logs.into() })
@@ -111,6 +156,62 @@ impl Partitions {
             unit.read_all()?;
         }
         Ok(unit)
+    }
+
+    /// Writes a consistent copy of every partition to `dest`: a single file with one partition
+    /// (as [`Log::backup`]), else a new directory holding each partition's file. Every
+    /// partition is read at one point: the writers pause between two batches while the read
+    /// transactions begin (microseconds), so no cursor of one partition is ahead of the events
+    /// of another that it has handled.
+    pub fn backup(&self, dest: &Path) -> Result<Vec<crate::Backup>, StorageError> {
+        if self.count() == 1 {
+            return Ok(vec![self.log(0).backup(dest)?]);
+        }
+        if dest.exists() {
+            return Err(StorageError::new(format!("{} exists already", dest.display())));
+        }
+        let txns = self.read_all_at_once()?;
+        std::fs::create_dir(dest).map_err(StorageError::new)?;
+        let mut out = Vec::with_capacity(txns.len());
+        for (p, txn) in txns.iter().enumerate() {
+            out.push(crate::backup::write(txn, &file(dest, p as u32))?);
+        }
+        Ok(out)
+    }
+
+    /// A read transaction of every partition, begun while every writer pauses.
+    fn read_all_at_once(&self) -> Result<Vec<redb::ReadTransaction>, StorageError> {
+        let (parked, stopped) = std::sync::mpsc::channel();
+        let release = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        // Released however this ends: a writer left waiting would stop its partition for good.
+        struct Release(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                let (released, wake) = &*self.0;
+                *released.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                wake.notify_all();
+            }
+        }
+        let _release = Release(release.clone());
+        let mut asked = 0;
+        for log in self.logs.iter() {
+            let pause = crate::writer::Pause {
+                parked: parked.clone(),
+                release: release.clone(),
+            };
+            if log.send_message(crate::writer::Message::Pause(pause)).is_ok() {
+                asked += 1;
+            }
+        }
+        if asked < self.logs.len() {
+            return Err(StorageError::new("a partition's log is closed"));
+        }
+        for _ in 0..asked {
+            stopped
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .map_err(|_| StorageError::new("a partition's writer did not pause within 30 s"))?;
+        }
+        self.logs.iter().map(|l| l.read_transaction()).collect()
     }
 
     /// Closes every partition.

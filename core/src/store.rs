@@ -206,6 +206,20 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
+/// The number of partitions `db` says its data directory was made with, if it says.
+pub(crate) fn claimed_partitions(db: &Database) -> Result<Option<u32>, StorageError> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(meta
+        .get(crate::partitions::PARTITIONS)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .map(|n| n as u32))
+}
+
 /// Records in `db` that it is partition `p` of `n`, or refuses if it is another partition or
 /// of a data directory with another number of partitions. A database from before partitions
 /// (none recorded) is partition 0 of 1 if it holds events.

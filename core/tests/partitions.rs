@@ -29,6 +29,20 @@ fn the_number_of_partitions_is_fixed_when_a_data_directory_is_made() {
     assert!(e.to_string().contains("made with 4 partition(s)"), "{e}");
     open(dir.path(), 4).unwrap().close();
 
+    // One partition's file copied over another's is refused, not served as two.
+    std::fs::copy(
+        carshare_core::partition_file(dir.path(), 1),
+        carshare_core::partition_file(dir.path(), 2),
+    )
+    .unwrap();
+    let e = open(dir.path(), 4).err().expect("a copied partition is refused");
+    assert!(e.to_string().contains("partition 2 holds partition 1"), "{e}");
+    // And one lost is refused, not made again empty.
+    std::fs::remove_file(carshare_core::partition_file(dir.path(), 2)).unwrap();
+    let e = open(dir.path(), 4).err().expect("a lost partition is refused");
+    assert!(e.to_string().contains("carshare.p2.redb is missing"), "{e}");
+    assert!(!carshare_core::partition_file(dir.path(), 2).exists());
+
     // A data directory from before partitions is one partition, and stays one.
     let old = tempfile::tempdir().unwrap();
     let log = Log::open(old.path().join("carshare.redb")).unwrap();
@@ -333,5 +347,106 @@ async fn an_event_is_handled_once_in_the_partition_of_the_id_it_names() {
         status.cursors.iter().all(|c| c.lag == 0 && c.cursor == 30),
         "{status:?}"
     );
+    d.shutdown().await;
+}
+
+/// Rejects the order an `OutOfStock` names, where the order lives: refunds it there.
+struct Compensate;
+
+impl EventHandler for Compensate {
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "OutOfStock"
+    }
+
+    fn placement(&self, event: &Event) -> Placement {
+        Placement::Id(event.payload_value()["orderId"].as_u64().unwrap_or(0))
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::All
+    }
+
+    fn handle<'a>(&'a self, mut unit: Unit, event: &'a Event) -> Handled<'a> {
+        let order = event.payload_value()["orderId"].clone();
+        unit.publish("payment", "PayCancelled", None, json!({ "orderId": order }));
+        Box::pin(std::future::ready((unit, Ok(()))))
+    }
+}
+
+/// Writes down what it sees of an order, in the order it sees it; the shortage only after
+/// `slow` failed attempts (a dependency down, say).
+struct View {
+    slow: u32,
+    attempts: AtomicUsize,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl EventHandler for View {
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "OutOfStock" || event_type == "PayCancelled"
+    }
+
+    fn placement(&self, event: &Event) -> Placement {
+        match event.event_type.as_str() {
+            "OutOfStock" => Placement::Id(event.payload_value()["orderId"].as_u64().unwrap_or(0)),
+            _ => Placement::Here,
+        }
+    }
+
+    fn reach(&self) -> Reach {
+        Reach::All
+    }
+
+    fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
+        let result = if event.event_type == "OutOfStock"
+            && self.attempts.fetch_add(1, Ordering::SeqCst) < self.slow as usize
+        {
+            Err(HandlerError::transient("not yet"))
+        } else {
+            self.seen.lock().unwrap().push(event.event_type.clone());
+            Ok(())
+        };
+        Box::pin(std::future::ready((unit, result)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_in_another_partition_never_overtakes_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = open(dir.path(), 2).unwrap();
+    let mut u = parts.begin(1).unwrap();
+    let order = u.next_id("order", "order").unwrap();
+    parts.log(1).commit(u).await.unwrap();
+    assert_eq!(parts.of_id(order), 1);
+    let policy = RetryPolicy {
+        first_backoff: Duration::from_millis(40),
+        max_backoff: Duration::from_millis(40),
+        ..RetryPolicy::default()
+    };
+    let d = Dispatcher::partitioned(parts.clone(), policy);
+    let view = Arc::new(View {
+        slow: 5,
+        attempts: AtomicUsize::new(0),
+        seen: Default::default(),
+    });
+    d.subscribe("order", Arc::new(Compensate), true);
+    d.subscribe("customerpage", view.clone(), true);
+    // The shortage is written where the product lives; its refund, where the order does.
+    let mut u = parts.begin(0).unwrap();
+    u.publish("product", "OutOfStock", None, json!({ "orderId": order }));
+    parts.log(0).commit(u).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while view.seen.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            view.seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The refund was in partition 1's log long before the view could take the shortage.
+    assert_eq!(parts.log(1).head(), 1);
+    assert_eq!(*view.seen.lock().unwrap(), ["OutOfStock", "PayCancelled"]);
+    assert!(view.attempts.load(Ordering::SeqCst) > 5);
     d.shutdown().await;
 }

@@ -193,7 +193,8 @@ pub struct SubscriberStatus {
     /// The sequence number of the last event it is done with (in partition 0, of partition
     /// 0's events).
     pub cursor: u64,
-    /// How many committed events it has still to go through, in every partition.
+    /// How many committed events are still to be gone through: for each partition, by the
+    /// lane furthest behind on its events (with one partition, the head less the cursor).
     pub lag: u64,
     /// The event it is retrying now, if any.
     pub failing: Option<Failing>,

@@ -13,6 +13,7 @@
 //!
 //! [`DeadLetter`]: crate::DeadLetter
 
+mod causes;
 mod handler;
 mod worker;
 
@@ -55,6 +56,7 @@ struct Sub {
     handler: Arc<dyn EventHandler>,
     run: watch::Sender<Run>,
     lanes: Vec<Lane>,
+    progress: Arc<causes::Progress>,
 }
 
 /// The name of the cursor (and of the dead letters) of `subscriber`'s events of partition
@@ -65,6 +67,18 @@ pub fn cursor_name(subscriber: &str, partition: u32, source: u32) -> String {
         subscriber.to_string()
     } else {
         format!("{subscriber}@{source}")
+    }
+}
+
+/// The subscriber and the source partition of cursor `cursor` kept in `partition`: what
+/// [`cursor_name`] made it from.
+pub fn cursor_lane(cursor: &str, partition: u32) -> (&str, u32) {
+    match cursor.rsplit_once('@') {
+        Some((name, source)) => match source.parse() {
+            Ok(source) => (name, source),
+            Err(_) => (cursor, partition),
+        },
+        None => (cursor, partition),
     }
 }
 
@@ -104,7 +118,16 @@ impl Dispatcher {
     pub fn subscribe(&self, name: &str, handler: Arc<dyn EventHandler>, running: bool) {
         let (run, run_rx) = watch::channel(if running { Run::Running } else { Run::Paused });
         let mut lanes = Vec::new();
-        for (partition, source) in self.lanes_of(handler.reach()) {
+        let pairs = self.lanes_of(handler.reach());
+        // Each lane starts where its cursor durably stands; its worker tells better soon.
+        let progress = Arc::new(causes::Progress::new(&pairs, |partition, source| {
+            self.partitions
+                .log(partition)
+                .snapshot()
+                .and_then(|s| s.cursor(&cursor_name(name, partition, source)))
+                .unwrap_or(0)
+        }));
+        for (partition, source) in pairs {
             let failing = Arc::new(Mutex::new(None));
             let nudge = Arc::new(tokio::sync::Notify::new());
             let worker = Worker {
@@ -120,6 +143,7 @@ impl Dispatcher {
                 nudge: nudge.clone(),
                 batch: self.policy.batch.max(1),
                 skipped_to: None,
+                progress: progress.clone(),
             };
             lanes.push(Lane {
                 partition,
@@ -129,7 +153,15 @@ impl Dispatcher {
                 task: Some(tokio::spawn(worker.run())),
             });
         }
-        let old = self.lock().insert(name.to_string(), Sub { handler, run, lanes });
+        let old = self.lock().insert(
+            name.to_string(),
+            Sub {
+                handler,
+                run,
+                lanes,
+                progress,
+            },
+        );
         if let Some(old) = old {
             old.run.send_replace(Run::Stopping);
         }
@@ -149,7 +181,8 @@ impl Dispatcher {
 
     /// The status of `name`, or `None` if it does not subscribe.
     pub fn status(&self, name: &str) -> Result<Option<SubscriberStatus>, StorageError> {
-        let (running, lanes): (bool, Vec<(u32, u32, Option<Failing>)>) = match self.lock().get(name) {
+        type Lanes = Vec<(u32, u32, Option<Failing>)>;
+        let (running, lanes, progress): (bool, Lanes, _) = match self.lock().get(name) {
             Some(sub) => (
                 *sub.run.borrow() == Run::Running,
                 sub.lanes
@@ -159,17 +192,23 @@ impl Dispatcher {
                         (l.partition, l.source, failing)
                     })
                     .collect(),
+                sub.progress.clone(),
             ),
             None => return Ok(None),
         };
         let mut cursors = Vec::with_capacity(lanes.len());
         let mut failing = None;
         for (partition, source, f) in lanes {
-            let cursor = self
+            let durable = self
                 .partitions
                 .log(partition)
                 .snapshot()?
                 .cursor(&cursor_name(name, partition, source))?;
+            // Events passed over move the cursor durably only now and then: where the worker
+            // stands is what the operator is told.
+            let cursor = progress
+                .at(partition, source)
+                .map_or(durable, |at| at.max(durable));
             let head = self.partitions.log(source).head();
             cursors.push(CursorStatus {
                 partition,
@@ -180,7 +219,18 @@ impl Dispatcher {
             failing = failing.or(f);
         }
         let first = cursors.first().map_or(0, |c| c.cursor);
-        let lag = cursors.iter().map(|c| c.lag).sum();
+        // The events not yet passed everywhere: for each partition read, the lane furthest
+        // behind on it (with one partition, the head less the cursor).
+        let lag = (0..self.partitions.count())
+            .map(|q| {
+                cursors
+                    .iter()
+                    .filter(|c| c.source == q)
+                    .map(|c| c.lag)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .sum();
         if self.partitions.count() == 1 {
             cursors.clear();
         }
@@ -193,31 +243,36 @@ impl Dispatcher {
         }))
     }
 
-    /// Has a subscriber handle its dead letter again, now: the letter of cursor `subscriber`
-    /// (a subscriber's name, or `name@source` for another partition's events) for event `seq`,
-    /// kept in `partition`. On success the letter is removed in the same unit that applies the
-    /// event; on failure it stays parked.
-    pub async fn retry_dead_letter(
-        &self,
-        subscriber: &str,
-        partition: u32,
-        seq: u64,
-    ) -> Result<(), RetryError> {
-        if partition >= self.partitions.count() {
+    /// Has `subscriber` handle its dead letter again, now: event `seq` of partition `source`,
+    /// parked in whichever partition it was handled in. On success the letter is removed in
+    /// the same unit that applies the event; on failure it stays parked.
+    pub async fn retry_dead_letter(&self, subscriber: &str, source: u32, seq: u64) -> Result<(), RetryError> {
+        let n = self.partitions.count();
+        if source >= n {
             return Err(RetryError::NotFound);
         }
-        let name = subscriber.split('@').next().unwrap_or(subscriber);
         let handler = self
             .lock()
-            .get(name)
+            .get(subscriber)
             .map(|s| s.handler.clone())
             .ok_or(RetryError::NotFound)?;
+        let mut found = None;
+        for partition in 0..n {
+            let cursor = cursor_name(subscriber, partition, source);
+            let letter = self
+                .partitions
+                .log(partition)
+                .snapshot()
+                .and_then(|s| s.dead_letter(&cursor, seq))
+                .map_err(RetryError::Storage)?;
+            if let Some(letter) = letter {
+                found = Some((partition, cursor, letter));
+                break;
+            }
+        }
+        let (partition, subscriber, letter) = found.ok_or(RetryError::NotFound)?;
+        let subscriber = subscriber.as_str();
         let log = self.partitions.log(partition);
-        let letter = log
-            .snapshot()
-            .and_then(|s| s.dead_letter(subscriber, seq))
-            .map_err(RetryError::Storage)?
-            .ok_or(RetryError::NotFound)?;
         let mut unit = self.partitions.begin(partition).map_err(RetryError::Storage)?;
         unit.caused_by(&letter.event);
         // A panicking handler fails the retry; it does not take the dispatcher down.
@@ -263,6 +318,7 @@ impl Dispatcher {
             }
         }
         if let Some(sub) = self.lock().get(name) {
+            sub.progress.set(partition, source, to.min(head));
             for lane in sub
                 .lanes
                 .iter()

@@ -16,7 +16,8 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use super::Run;
-use super::handler::{EventHandler, Failing, HandlerError, Placement, RetryPolicy};
+use super::causes::{Lane, Progress};
+use super::handler::{EventHandler, Failing, HandlerError, RetryPolicy};
 use crate::error::{CommitError, StorageError};
 use crate::event::Event;
 use crate::log::Log;
@@ -49,6 +50,8 @@ pub(super) struct Worker {
     /// Where the cursor stands past events none of which were for this partition, ahead of
     /// where it durably stands.
     pub(super) skipped_to: Option<u64>,
+    /// How far each of the subscriber's workers has gone (this one tells its own).
+    pub(super) progress: Arc<Progress>,
 }
 
 /// How often a subscriber on a host that is not the cluster's writer looks again.
@@ -58,6 +61,9 @@ const NOT_WRITER_POLL: Duration = Duration::from_millis(100);
 enum Step {
     /// Nothing to do: wait for new events.
     Idle,
+    /// The next event's cause is still to be handled by another of the subscriber's workers:
+    /// wait for it to move.
+    Waiting,
     /// Progress was made (or a conflict asks for an immediate retry).
     Again,
     /// The event at the cursor failed; wait before trying again.
@@ -69,19 +75,25 @@ impl Worker {
         self.partitions.log(self.partition)
     }
 
-    /// The partition `event` (of this worker's source) is handled in.
-    fn placed(&self, handler: &dyn EventHandler, event: &Event) -> u32 {
-        match handler.placement(event) {
-            Placement::Here => self.source_partition,
-            Placement::Id(id) => self.partitions.of_id(id),
-            Placement::Home => 0,
+    fn lane(&self) -> Lane<'_> {
+        Lane {
+            partitions: &self.partitions,
+            partition: self.partition,
+            source: self.source_partition,
         }
+    }
+
+    /// Tells the subscriber's other workers (and its status) that this one is done with
+    /// every event up to `seq`.
+    fn done_with(&self, seq: u64) {
+        self.progress.set(self.partition, self.source_partition, seq);
     }
 }
 
 impl Worker {
     pub(super) async fn run(mut self) {
         let mut head = self.source.watch_head();
+        let mut moved = self.progress.watch();
         let mut attempts: (u64, u32) = (0, 0);
         loop {
             // The dispatcher is gone (dropped without shutdown): stop, never run on.
@@ -100,6 +112,7 @@ impl Worker {
                 Run::Running => {}
             }
             head.borrow_and_update();
+            moved.borrow_and_update();
             // In a cluster, subscribers run on the writer's host only: there their steps
             // commit without a hop, and no other host spends work that would only conflict.
             // The cursors are in the replicated log, so a new writer's subscribers go on
@@ -119,6 +132,17 @@ impl Worker {
                         _ = head.changed() => {},
                         _ = self.nudge.notified() => {},
                         _ = tokio::time::sleep(SKIP_FLUSH) => self.flush().await,
+                    }
+                    continue;
+                }
+                Step::Waiting => {
+                    tokio::select! {
+                        changed = self.run.changed() => if changed.is_err() { return },
+                        _ = moved.changed() => {},
+                        _ = self.nudge.notified() => {},
+                        // A cause in another lane is passed by that lane's own progress; the
+                        // timer only guards against a wake-up that never comes.
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
                     }
                     continue;
                 }
@@ -165,6 +189,7 @@ impl Worker {
         } = match applied {
             Ok(Ok(Batch::Applied(v))) => *v,
             Ok(Ok(Batch::Empty)) => return Step::Idle,
+            Ok(Ok(Batch::Waiting)) => return Step::Waiting,
             Ok(Ok(Batch::Passed)) => return Step::Again,
             Ok(Err(_)) | Err(_) => return Step::Backoff(self.policy.first_backoff),
         };
@@ -204,6 +229,7 @@ impl Worker {
             Ok(_) => {
                 self.batch = self.policy.batch.max(1);
                 self.skipped_to = None;
+                self.done_with(cursor_to);
                 match wait {
                     Some(d) => Step::Backoff(d),
                     None => {
@@ -242,6 +268,8 @@ struct Applied {
 enum Batch {
     /// Nothing after the cursor.
     Empty,
+    /// The first event to handle waits for its cause (see [`super::causes`]).
+    Waiting,
     /// Events none of which were for this partition: passed over without a commit.
     Passed,
     /// Events applied in a unit to commit (boxed: a unit is large, and the other answers are
@@ -258,7 +286,8 @@ impl Worker {
         let mut unit = self.partitions.begin(self.partition)?;
         let durable = unit.cursor(&self.cursor)?;
         let from = self.skipped_to.filter(|s| *s > durable).unwrap_or(durable);
-        let events = if self.source_partition == self.partition {
+        self.done_with(from);
+        let mut events = if self.source_partition == self.partition {
             unit.events_after(from, self.batch)?
         } else {
             self.source.events_after_shared(from, self.batch)?
@@ -267,14 +296,28 @@ impl Worker {
             return Ok(Batch::Empty);
         }
         // The events the subscriber does not want here only move its cursor.
-        let wanted: Vec<Arc<Event>> = events
-            .iter()
-            .filter(|e| handler.wants(&e.event_type) && self.placed(handler, e) == self.partition)
-            .cloned()
-            .collect();
+        let lane = self.lane();
+        let mut wanted: Vec<Arc<Event>> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if !handler.wants(&e.event_type)
+                || lane.placed(handler, e, self.source_partition) != self.partition
+            {
+                continue;
+            }
+            if self.partitions.count() > 1 && lane.must_wait(handler, &self.progress, e)? {
+                // Only the events before it are taken now.
+                events.truncate(i);
+                break;
+            }
+            wanted.push(e.clone());
+        }
+        if events.is_empty() {
+            return Ok(Batch::Waiting);
+        }
         let mut done = events.last().map_or(from, |e| e.seq);
         if wanted.is_empty() && done - durable < SKIP_COMMIT {
             self.skipped_to = Some(done);
+            self.done_with(done);
             return Ok(Batch::Passed);
         }
         let mut failed = None;

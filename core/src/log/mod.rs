@@ -26,6 +26,7 @@ use crate::writer::{CommitObserver, Committed, Message, Outcome, Pending, Recent
 mod replica;
 
 /// How to open a [`Log`].
+#[derive(Clone)]
 pub struct LogBuilder {
     replicator: Option<Arc<dyn Replicator>>,
     cache_bytes: usize,
@@ -306,7 +307,13 @@ impl Log {
         Ok(rx)
     }
 
-    pub(super) fn send_message(&self, message: Message) -> Result<(), CommitError> {
+    /// A read transaction on the database as committed now.
+    pub(crate) fn read_transaction(&self) -> Result<redb::ReadTransaction, StorageError> {
+        use redb::ReadableDatabase;
+        Ok(self.inner.db.begin_read()?)
+    }
+
+    pub(crate) fn send_message(&self, message: Message) -> Result<(), CommitError> {
         let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
         match tx.as_ref() {
             Some(tx) => tx.send(message).map_err(|_| CommitError::Closed),
@@ -317,6 +324,12 @@ impl Log {
     /// Which partition this log is (0 of 1 without partitions).
     pub fn partition(&self) -> u32 {
         self.inner.partition
+    }
+
+    /// The number of partitions the database says its data directory was made with, if it
+    /// says (`partitions.rs`).
+    pub(crate) fn claimed_partitions(&self) -> Result<Option<u32>, StorageError> {
+        store::claimed_partitions(&self.inner.db)
     }
 
     /// Records in the database that it is partition `self.partition()` of `n`, or refuses if

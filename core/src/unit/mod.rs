@@ -125,7 +125,15 @@ impl Unit {
         }
     }
 
-    /// Leaves the view [`Unit::enter`] entered.
+    /// Until [`Unit::leave`], reads come from every partition (merged) and writes are
+    /// refused: for a synchronous call that lists a collection.
+    pub fn enter_all(&mut self) {
+        if let Some(b) = self.beyond.as_deref_mut() {
+            b.enter(View::All);
+        }
+    }
+
+    /// Leaves the view [`Unit::enter`] or [`Unit::enter_all`] entered.
     pub fn leave(&mut self) {
         if let Some(b) = self.beyond.as_deref_mut() {
             b.leave();

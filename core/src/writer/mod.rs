@@ -71,6 +71,26 @@ pub(crate) enum Message {
     Commit(Pending),
     /// Records of the replicated log to apply, in log order, with their positions.
     Apply(Apply),
+    /// Stop between two batches until released: every partition's writer at once, so that
+    /// a backup reads all partitions at one point (`partitions.rs`).
+    Pause(Pause),
+}
+
+/// A pause of the writer: it says it has stopped, then waits to be released.
+pub(crate) struct Pause {
+    pub parked: std::sync::mpsc::Sender<()>,
+    pub release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Pause {
+    fn hold(self) {
+        let _ = self.parked.send(());
+        let (released, wake) = &*self.release;
+        let mut done = released.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = wake.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// A unit waiting for the writer, with the channel its outcome goes back on.
@@ -201,6 +221,7 @@ impl Writer {
                     let result = self.apply_records(apply.records);
                     let _ = apply.reply.send(result);
                 }
+                Message::Pause(pause) => pause.hold(),
                 Message::Commit(first) => {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
