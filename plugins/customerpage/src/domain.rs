@@ -96,8 +96,32 @@ impl<'de> Deserialize<'de> for Int {
 pub struct Step {
     pub event_type: String,
     pub status: String,
+    /// The event's sequence number in its partition's log.
     pub seq: u64,
     pub at: String,
+    /// The event's id: unique across partitions (rows written before it was kept have none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub event_id: String,
+}
+
+/// Which event a fact came from, and when it was committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub id: &'a str,
+    pub seq: u64,
+    pub at: &'a str,
+}
+
+impl Step {
+    /// Whether this step is the event `seen`.
+    fn is(&self, seen: &Seen<'_>) -> bool {
+        if self.event_id.is_empty() {
+            // Kept before ids were, with one partition: the sequence number says it.
+            self.seq == seen.seq
+        } else {
+            self.event_id == seen.id
+        }
+    }
 }
 
 /// One row per order.
@@ -152,7 +176,8 @@ pub fn row_schema() -> Value {
                         "eventType": { "type": "string" },
                         "status": { "type": "string" },
                         "seq": { "type": "integer" },
-                        "at": { "type": "string" }
+                        "at": { "type": "string" },
+                        "eventId": { "type": "string" }
                     }
                 }
             }
@@ -203,13 +228,14 @@ pub fn order_id_of(event_type: &str, payload: &Facts) -> Option<u64> {
     }
 }
 
-/// Applies the fact (`event_type`, `payload`, `seq`, `at`) to `row`. Returns whether the row
-/// changed; a fact seen before changes nothing.
-pub fn apply(row: &mut Row, event_type: &str, payload: &Facts, seq: u64, at: &str) -> bool {
+/// Applies the fact (`event_type`, `payload`) of event `seen` to `row`. Returns whether the
+/// row changed; a fact seen before changes nothing. The history is in commit time order (with
+/// several partitions, facts of one order come from several logs, and may arrive in another).
+pub fn apply(row: &mut Row, event_type: &str, payload: &Facts, seen: Seen<'_>) -> bool {
     let Some((status, _)) = status_of(event_type) else {
         return false;
     };
-    if row.history.iter().any(|s| s.seq == seq) {
+    if row.history.iter().any(|s| s.is(&seen)) {
         return false;
     }
     match event_type {
@@ -225,10 +251,13 @@ pub fn apply(row: &mut Row, event_type: &str, payload: &Facts, seq: u64, at: &st
     let step = Step {
         event_type: event_type.into(),
         status: status.into(),
-        seq,
-        at: at.into(),
+        seq: seen.seq,
+        at: seen.at.into(),
+        event_id: seen.id.into(),
     };
-    let pos = row.history.partition_point(|s| s.seq < seq);
+    let pos = row
+        .history
+        .partition_point(|s| (s.at.as_str(), s.seq) < (seen.at, seen.seq));
     row.history.insert(pos, step);
     row.status = row
         .history
@@ -263,12 +292,21 @@ mod tests {
         ]
     }
 
+    /// Event `seq` of one log, committed `at`.
+    fn seen(seq: u64, at: &'static str) -> Seen<'static> {
+        Seen {
+            id: Box::leak(format!("{:016x}-{seq:016x}", 7).into_boxed_str()),
+            seq,
+            at,
+        }
+    }
+
     fn build(order: &[usize]) -> Row {
         let f = facts();
         let mut row = Row::new(9);
         for &i in order {
             let (t, p, seq) = &f[i];
-            apply(&mut row, t, p, *seq, "2026-01-01T00:00:00.000Z");
+            apply(&mut row, t, p, seen(*seq, "2026-01-01T00:00:00.000Z"));
         }
         row
     }
@@ -294,22 +332,79 @@ mod tests {
             &mut row,
             "Paid",
             &f(json!({"id": 4, "orderId": 9})),
-            2,
-            "later"
+            seen(2, "later")
         ));
         assert_eq!(row, before);
-        assert!(!apply(&mut row, "ProductChanged", &f(json!({})), 3, "x"));
+        assert!(!apply(&mut row, "ProductChanged", &f(json!({})), seen(3, "x")));
+    }
+
+    #[test]
+    fn facts_from_two_partitions_with_one_sequence_number_are_two_facts_in_time_order() {
+        let mut row = Row::new(9);
+        let at = |t: &'static str| Seen {
+            id: "",
+            seq: 0,
+            at: t,
+        };
+        let shortage = Seen {
+            id: "000000000000000a-0000000000000003",
+            seq: 3,
+            ..at("2026-01-01T00:00:02.000Z")
+        };
+        let refund = Seen {
+            id: "000000000000000b-0000000000000003",
+            seq: 3,
+            ..at("2026-01-01T00:00:03.000Z")
+        };
+        assert!(apply(&mut row, "PayCancelled", &f(json!({"orderId": 9})), refund));
+        assert!(apply(&mut row, "OutOfStock", &f(json!({"orderId": 9})), shortage));
+        assert!(!apply(
+            &mut row,
+            "OutOfStock",
+            &f(json!({"orderId": 9})),
+            shortage
+        ));
+        let steps: Vec<&str> = row.history.iter().map(|s| s.event_type.as_str()).collect();
+        assert_eq!(steps, ["OutOfStock", "PayCancelled"]);
+        assert_eq!(row.status, "OrderRejected");
+    }
+
+    #[test]
+    fn a_step_kept_before_event_ids_is_known_by_its_sequence_number() {
+        let mut row: Row = serde_json::from_value(json!({
+            "id": 9, "orderId": 9, "status": "Ordered",
+            "history": [{"eventType": "Ordered", "status": "Ordered", "seq": 1, "at": "t"}]
+        }))
+        .unwrap();
+        assert!(!apply(&mut row, "Ordered", &f(json!({"id": 9})), seen(1, "t")));
+        assert!(apply(
+            &mut row,
+            "Paid",
+            &f(json!({"id": 4, "orderId": 9})),
+            seen(2, "t")
+        ));
+        assert_eq!(row.history.len(), 2);
     }
 
     #[test]
     fn a_cancelled_order_stays_cancelled_when_a_shortage_arrives_later() {
         let mut row = build(&[0, 1]);
-        apply(&mut row, "OrderCancelled", &f(json!({"id": 9})), 10, "t");
-        apply(&mut row, "OutOfStock", &f(json!({"orderId": 9})), 11, "t");
+        apply(&mut row, "OrderCancelled", &f(json!({"id": 9})), seen(10, "t"));
+        apply(&mut row, "OutOfStock", &f(json!({"orderId": 9})), seen(11, "t"));
         assert_eq!(row.status, "OrderCancelled");
         let mut rejected = build(&[0, 1]);
-        apply(&mut rejected, "OutOfStock", &f(json!({"orderId": 9})), 11, "t");
-        apply(&mut rejected, "PayCancelled", &f(json!({"orderId": 9})), 12, "t");
+        apply(
+            &mut rejected,
+            "OutOfStock",
+            &f(json!({"orderId": 9})),
+            seen(11, "t"),
+        );
+        apply(
+            &mut rejected,
+            "PayCancelled",
+            &f(json!({"orderId": 9})),
+            seen(12, "t"),
+        );
         assert_eq!(rejected.status, "OrderRejected");
     }
 

@@ -16,6 +16,8 @@ struct CustomerPageContext;
 impl Context for CustomerPageContext {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[("OutOfStock", "orderId")],
+            placement: carshare_guest::Placement::Partitioned,
             name: "customerpage",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/customerpages"],
@@ -75,7 +77,12 @@ impl Context for CustomerPageContext {
             )));
         };
         let mut row = PAGES.load::<Row>(order_id)?.unwrap_or_else(|| Row::new(order_id));
-        if domain::apply(&mut row, &event.event_type, &payload, event.seq, &event.timestamp) {
+        let seen = domain::Seen {
+            id: &event.id,
+            seq: event.seq,
+            at: &event.timestamp,
+        };
+        if domain::apply(&mut row, &event.event_type, &payload, seen) {
             PAGES.save(&row)?;
         }
         Ok(())

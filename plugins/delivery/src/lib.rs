@@ -22,6 +22,8 @@ struct DeliveryContext;
 impl Context for DeliveryContext {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "delivery",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/deliveries", "/cancellations"],
@@ -43,7 +45,9 @@ impl Context for DeliveryContext {
                 }))
                 .answers(200, schema_ref("Delivery"))
                 .answers(201, schema_ref("Delivery"))
-                .errors(&[400, 404, 503]),
+                .errors(&[400, 404, 503])
+                // The order's delivery and payment live where the order does.
+                .partition_by("orderId"),
             ],
             schemas: vec![("Delivery", domain::delivery_schema())],
         }

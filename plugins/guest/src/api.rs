@@ -42,6 +42,9 @@ pub struct Operation {
     pub request_body: Option<Value>,
     /// Each status it may answer, with the JSON Schema of the body (none: no body).
     pub responses: Vec<(u16, Option<Value>)>,
+    /// With several partitions, the field of the request body naming the id whose partition
+    /// the request runs in (see [`Operation::partition_by`]).
+    pub partition_by: Option<&'static str>,
 }
 
 impl Operation {
@@ -54,7 +57,16 @@ impl Operation {
             parameters: Vec::new(),
             request_body: None,
             responses: Vec::new(),
+            partition_by: None,
         }
+    }
+
+    /// With several partitions, runs the request where the id the body's `field` names lives
+    /// (`POST /cancellations {"orderId": 7}` where order 7 lives), instead of a partition the
+    /// host chooses. A request without that field runs in one the host chooses.
+    pub fn partition_by(mut self, field: &'static str) -> Self {
+        self.partition_by = Some(field);
+        self
     }
 
     /// With a query parameter.

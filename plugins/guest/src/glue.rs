@@ -16,7 +16,22 @@ impl<C: Context> crate::bindings::Guest for Adapter<C> {
             name: m.name.to_string(),
             version: m.version.to_string(),
             routes: m.routes.iter().map(|s| s.to_string()).collect(),
-            subscriptions: m.subscriptions.iter().map(|s| s.to_string()).collect(),
+            subscriptions: m
+                .subscriptions
+                .iter()
+                .map(|s| wit::Subscription {
+                    event_type: s.to_string(),
+                    placed_by: m
+                        .placed_by
+                        .iter()
+                        .find(|(t, _)| t == s)
+                        .map(|(_, field)| field.to_string()),
+                })
+                .collect(),
+            placement: match m.placement {
+                crate::Placement::Partitioned => wit::Placement::Partitioned,
+                crate::Placement::Single => wit::Placement::Single,
+            },
             operations: m.operations.into_iter().map(operation).collect(),
             schemas: m
                 .schemas
@@ -72,5 +87,6 @@ fn operation(op: crate::api::Operation) -> wit::Operation {
             .into_iter()
             .map(|(status, body)| (status, body.map(|s| s.to_string())))
             .collect(),
+        partition_by: op.partition_by.map(str::to_string),
     }
 }

@@ -209,9 +209,10 @@ impl std::fmt::Display for Error {
 /// A committed event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// Global sequence number.
+    /// Gap-free sequence number in its partition's log (with several partitions, two events
+    /// may share one: `id` is what is unique).
     pub seq: u64,
-    /// Unique id.
+    /// Unique id, across partitions.
     pub id: String,
     /// Type, e.g. `Paid`.
     pub event_type: String,
@@ -249,10 +250,30 @@ pub struct Manifest {
     pub routes: &'static [&'static str],
     /// Event types subscribed to.
     pub subscriptions: &'static [&'static str],
+    /// With several partitions, the subscriptions handled where the id a payload field names
+    /// lives, as (event type, field): `("Ordered", "productId")` changes a product's stock in
+    /// the product's partition, whichever partition the order was placed in. Every other
+    /// subscription is handled in the partition its event was published in.
+    pub placed_by: &'static [(&'static str, &'static str)],
+    /// Where the context's state lives when the system has several partitions.
+    pub placement: Placement,
     /// The HTTP operations served, for the host's OpenAPI document.
     pub operations: Vec<crate::api::Operation>,
     /// Named JSON Schemas the operations refer to (`#/components/schemas/<name>`).
     pub schemas: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// Where a context's state lives when the system has several partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Spread over the partitions: each entity where its id says, each event handled where it
+    /// was published (or where [`Manifest::placed_by`] says). Ids from `state::next_id` are
+    /// handed out per partition, so an entity created in a unit lives in that unit's partition.
+    #[default]
+    Partitioned,
+    /// All of it in partition 0: for a context whose state is not made of entities (a mode, a
+    /// tally of everything); its requests and events are all handled there.
+    Single,
 }
 
 impl From<wit::Request> for Request {

@@ -18,7 +18,7 @@ pub mod log;
 pub mod rest;
 pub mod state;
 
-pub use http::{Error, Event, Manifest, Request, Response};
+pub use http::{Error, Event, Manifest, Placement, Request, Response};
 
 #[doc(hidden)]
 pub mod bindings {

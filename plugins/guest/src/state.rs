@@ -24,6 +24,16 @@ pub fn peek<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
     host::peek(key).map(|bytes| decode(key, &bytes)).transpose()
 }
 
+/// [`peek`] of `key` as the partition where entity `id` lives holds it now: for advisory data
+/// kept with another entity, such as a replica of product `id` kept by the handler of
+/// product `id`'s events (which runs where product `id` lives). With one partition, or in this
+/// unit's own, it is [`peek`].
+pub fn peek_at<T: DeserializeOwned>(id: u64, key: &str) -> Result<Option<T>, Error> {
+    host::peek_at(id, key)
+        .map(|bytes| decode(key, &bytes))
+        .transpose()
+}
+
 /// Stores `value` at `key`.
 pub fn put<T: Serialize>(key: &str, value: &T) -> Result<(), Error> {
     let bytes =

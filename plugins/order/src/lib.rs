@@ -22,6 +22,8 @@ struct OrderContext;
 impl Context for OrderContext {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[("OutOfStock", "orderId")],
+            placement: carshare_guest::Placement::Partitioned,
             name: "order",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/orders"],
@@ -182,7 +184,9 @@ fn place(req: &Request) -> Result<Response, Error> {
 /// order is refused, so a product a client has just registered is orderable at once. If product
 /// cannot be asked, the replica's answer stands, and without one the client is told to retry.
 fn check_stock(new: &NewOrder, base_url: &str) -> Result<(), Error> {
-    let replica = state::peek::<ProductReplica>(&replica_key(new.product_id))?;
+    // The replica of a product is kept where the product's events are handled: where the
+    // product lives.
+    let replica = state::peek_at::<ProductReplica>(new.product_id, &replica_key(new.product_id))?;
     if domain::check_stock(new, replica.as_ref()).is_ok() {
         return Ok(());
     }

@@ -26,6 +26,8 @@ struct PaymentContext;
 impl Context for PaymentContext {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "payment",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/payments", "/paymentCancellations"],

@@ -20,6 +20,8 @@ struct ProductContext;
 impl Context for ProductContext {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[("Ordered", "productId"), ("OrderCancelled", "productId")],
+            placement: carshare_guest::Placement::Partitioned,
             name: "product",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/products"],

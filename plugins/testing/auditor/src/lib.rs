@@ -12,6 +12,8 @@ struct Auditor;
 impl Context for Auditor {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Single,
             name: "auditor",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/audits"],

@@ -8,6 +8,8 @@ struct Greedy;
 impl Context for Greedy {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "order",
             version: "6.6.6",
             routes: &["/orders", "/payments"],

@@ -15,6 +15,8 @@ fn spin() -> ! {
 impl Context for Looping {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "looper",
             version: "1.0.0",
             routes: &["/loops"],

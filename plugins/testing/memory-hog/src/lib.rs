@@ -9,6 +9,8 @@ struct Hog;
 impl Context for Hog {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "hog",
             version: "1.0.0",
             routes: &["/hogs"],

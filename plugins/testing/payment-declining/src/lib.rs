@@ -8,6 +8,8 @@ struct Declining;
 impl Context for Declining {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "payment",
             version: "0.9.0-declining",
             routes: &["/payments", "/paymentCancellations"],

@@ -8,6 +8,8 @@ struct Trapping;
 impl Context for Trapping {
     fn manifest() -> Manifest {
         Manifest {
+            placed_by: &[],
+            placement: carshare_guest::Placement::Partitioned,
             name: "payment",
             version: "0.9.0-trapping",
             routes: &["/payments", "/paymentCancellations"],
