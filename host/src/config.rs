@@ -41,8 +41,11 @@ pub struct Config {
     pub watch: Option<PathBuf>,
     /// How wasm instances get their memory.
     pub instance_allocator: InstanceAllocator,
-    /// Bytes the database may keep in its page cache.
+    /// Bytes the database may keep in its page cache (each partition's).
     pub db_cache_bytes: usize,
+    /// Partitions the log and the state are split into; fixed when the data directory is made
+    /// (see `carshare_core::Partitions`).
+    pub partitions: u32,
     /// The cluster this host serves in (`None`: a single process on its own database).
     pub cluster: Option<ClusterConfig>,
 }
@@ -65,6 +68,7 @@ impl Default for Config {
             watch: None,
             instance_allocator: InstanceAllocator::default(),
             db_cache_bytes: 64 << 20,
+            partitions: 1,
             cluster: None,
         }
     }

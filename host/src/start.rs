@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carshare_core::Log;
+use carshare_core::{Log, Partitions};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -52,8 +52,8 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         }
         None => None,
     };
-    let log = match builder.open(config.data_dir.join("carshare.redb")) {
-        Ok(log) => log,
+    let partitions = match Partitions::open(&config.data_dir, config.partitions, |_| builder.clone()) {
+        Ok(p) => p,
         Err(e) => {
             if let Some(cluster) = &cluster {
                 cluster.leave().await;
@@ -62,9 +62,9 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         }
     };
     if let Some(cluster) = &cluster
-        && let Err(e) = cluster.verify(&log).await
+        && let Err(e) = cluster.verify(partitions.log(0)).await
     {
-        log.close();
+        partitions.close();
         cluster.leave().await;
         return Err(StartError(e.to_string()));
     }
@@ -82,8 +82,8 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         component_dir: Some(config.data_dir.join("contexts")),
         ..RuntimeOptions::default()
     };
-    let runtime =
-        Runtime::new(log, engine, options).map_err(|e| err("cannot open the component store", &e))?;
+    let runtime = Runtime::with_partitions(partitions, engine, options)
+        .map_err(|e| err("cannot open the component store", &e))?;
     if let Some(cluster) = cluster {
         runtime.join_cluster(cluster);
     }

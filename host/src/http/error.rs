@@ -233,6 +233,10 @@ impl From<RequestError> for ApiError {
                 ApiError::new(503, "shutting_down", "the server is shutting down").retry(5)
             }
             RequestError::Log(e) => e.into(),
+            RequestError::OutsidePartition(m) => {
+                tracing::error!("a context broke the partition rule: {m}");
+                ApiError::new(500, "outside_partition", m)
+            }
         }
     }
 }
@@ -290,6 +294,7 @@ impl From<LoadContextError> for ApiError {
             LoadContextError::Load(_) => ApiError::new(400, "invalid_component", msg),
             LoadContextError::WrongContext { .. } => ApiError::new(422, "wrong_context", msg),
             LoadContextError::Route(_) => ApiError::new(409, "route_conflict", msg),
+            LoadContextError::Placement(_) => ApiError::new(409, "placement_change", msg),
             LoadContextError::NoPrevious(_) => ApiError::new(409, "no_previous_version", msg),
             _ => {
                 tracing::error!("{msg}");
@@ -317,6 +322,7 @@ impl From<CommitError> for ApiError {
                 )
                 .retry(1)
             }
+            CommitError::OutsidePartition(m) => ApiError::new(500, "outside_partition", m),
             CommitError::TooLarge { bytes, max } => ApiError::new(
                 413,
                 "too_large",

@@ -225,7 +225,7 @@ fn host_paths(paths: &mut Map<String, Value>) {
         "/admin/events",
         admin(
             "get",
-            "The event log: ?after=&limit=&type=&correlationId=",
+            "The event log of one partition: ?after=&limit=&type=&correlationId=&partition= (after may be partition:seq)",
             &[400],
         ),
         &[],
@@ -260,7 +260,7 @@ fn host_paths(paths: &mut Map<String, Value>) {
         "/admin/contexts/{name}/cursor",
         admin(
             "post",
-            "Move a context's event cursor: {\"seq\": N}",
+            "Move a context's event cursor: {\"seq\": N}, with \"partition\" (where it is kept) and \"source\" (whose events) when there are several partitions",
             &[400, 404, 409],
         ),
         std::slice::from_ref(&name),

@@ -70,6 +70,7 @@ pub(super) fn handle(
                 "reason": r.reason,
                 "log": r.log,
                 "contexts": r.contexts,
+                "partitions": r.partitions,
             });
             if let Some(cluster) = r.cluster {
                 body["cluster"] = json!(cluster);

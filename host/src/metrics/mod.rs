@@ -60,10 +60,25 @@ pub(crate) struct SubscriberLabel {
     pub subscriber: String,
 }
 
-/// One event type (the label is `type`).
+/// One subscriber's cursor: kept in `partition`, over `source`'s events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CursorLabels {
+    pub subscriber: String,
+    pub partition: u32,
+    pub source: u32,
+}
+
+/// One partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PartitionLabel {
+    pub partition: u32,
+}
+
+/// One event type (the label is `type`), in one partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TypeLabel {
     pub r#type: String,
+    pub partition: u32,
 }
 
 /// A swap or a rollback.
@@ -88,13 +103,13 @@ pub(crate) struct Metrics {
     pub request_seconds: Family<RouteLabels, Histogram>,
     pub calls: Family<CallLabels, Counter>,
     pub request_reruns: Counter,
-    batch_units: Histogram,
-    commit_seconds: Histogram,
-    commit_conflicts: Counter,
-    commit_failures: Counter,
+    batch_units: Family<PartitionLabel, Histogram>,
+    commit_seconds: Family<PartitionLabel, Histogram>,
+    commit_conflicts: Family<PartitionLabel, Counter>,
+    commit_failures: Family<PartitionLabel, Counter>,
     events: Family<TypeLabel, Counter>,
-    subscriber_cursor: Family<SubscriberLabel, Gauge>,
-    subscriber_lag: Family<SubscriberLabel, Gauge>,
+    subscriber_cursor: Family<CursorLabels, Gauge>,
+    subscriber_lag: Family<CursorLabels, Gauge>,
     pub handled: Family<SubscriberLabel, Counter>,
     pub handler_seconds: Family<SubscriberLabel, Histogram>,
     pub handler_retries: Family<SubscriberLabel, Counter>,
@@ -133,29 +148,32 @@ impl Metrics {
             "Requests run again after losing a race with a concurrent commit",
             request_reruns.clone(),
         );
-        let batch_units = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let batch_units = Family::<PartitionLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(1.0, 2.0, 12))) as fn() -> Histogram,
+        );
         registry.register(
             "commit_batch_units",
-            "Units committed together (group commit)",
+            "Units committed together (group commit), by partition",
             batch_units.clone(),
         );
-        let commit_seconds = seconds();
+        let commit_seconds =
+            Family::<PartitionLabel, Histogram>::new_with_constructor(seconds as fn() -> Histogram);
         registry.register_with_unit(
             "commit_fsync_duration",
-            "Time a commit batch's transaction took to write and fsync",
+            "Time a commit batch's transaction took to write and fsync, by partition",
             Unit::Seconds,
             commit_seconds.clone(),
         );
-        let commit_conflicts = Counter::default();
+        let commit_conflicts = Family::<PartitionLabel, Counter>::default();
         registry.register(
             "commit_conflicts",
-            "Units refused at commit because what they read had changed",
+            "Units refused at commit because what they read had changed, by partition",
             commit_conflicts.clone(),
         );
-        let commit_failures = Counter::default();
+        let commit_failures = Family::<PartitionLabel, Counter>::default();
         registry.register(
             "commit_batch_failures",
-            "Commit batches that failed in storage",
+            "Commit batches that failed in storage, by partition",
             commit_failures.clone(),
         );
         let events = Family::<TypeLabel, Counter>::default();
@@ -164,16 +182,17 @@ impl Metrics {
             "Events committed to the log, by type",
             events.clone(),
         );
-        let subscriber_cursor = Family::<SubscriberLabel, Gauge>::default();
+        let subscriber_cursor = Family::<CursorLabels, Gauge>::default();
         registry.register(
             "subscriber_cursor",
-            "Sequence number of the last event a subscriber is done with",
+            "Sequence number (in the source partition) of the last event a subscriber is done with, \
+             by the partition it runs in and the partition whose events it reads",
             subscriber_cursor.clone(),
         );
-        let subscriber_lag = Family::<SubscriberLabel, Gauge>::default();
+        let subscriber_lag = Family::<CursorLabels, Gauge>::default();
         registry.register(
             "subscriber_lag",
-            "Committed events a subscriber has still to handle",
+            "Committed events a subscriber has still to go through, by partition and source partition",
             subscriber_lag.clone(),
         );
         let handled = Family::<SubscriberLabel, Counter>::default();
@@ -292,10 +311,14 @@ impl Metrics {
                 BreakerState::Open => 2,
             };
             self.breaker_state.get_or_create(&label).set(state);
-            if let Some((cursor, lag)) = c.subscriber {
-                let sub = Metrics::subscriber(&c.name);
-                self.subscriber_cursor.get_or_create(&sub).set(cursor as i64);
-                self.subscriber_lag.get_or_create(&sub).set(lag as i64);
+            for (partition, source, cursor, lag) in c.cursors {
+                let labels = CursorLabels {
+                    subscriber: c.name.clone(),
+                    partition,
+                    source,
+                };
+                self.subscriber_cursor.get_or_create(&labels).set(cursor as i64);
+                self.subscriber_lag.get_or_create(&labels).set(lag as i64);
             }
         }
         let mut out = String::new();
@@ -310,8 +333,8 @@ pub(crate) struct ContextGauges {
     pub name: String,
     pub instances: usize,
     pub breaker: BreakerState,
-    /// Its subscriber's cursor and lag, if it subscribes.
-    pub subscriber: Option<(u64, u64)>,
+    /// Its subscriber's cursors, if it subscribes: (partition, source, cursor, lag).
+    pub cursors: Vec<(u32, u32, u64, u64)>,
 }
 
 impl crate::wasm::CallObserver for Metrics {
@@ -324,19 +347,44 @@ impl crate::wasm::CallObserver for Metrics {
     }
 }
 
-impl CommitObserver for Metrics {
+impl Metrics {
+    /// The observer of partition `partition`'s commits.
+    pub(crate) fn of_partition(self: &Arc<Self>, partition: u32) -> PartitionMetrics {
+        PartitionMetrics {
+            metrics: self.clone(),
+            partition,
+        }
+    }
+}
+
+/// The commit metrics of one partition: what its writer reports.
+pub(crate) struct PartitionMetrics {
+    metrics: Arc<Metrics>,
+    partition: u32,
+}
+
+impl CommitObserver for PartitionMetrics {
     fn batch(&self, report: &BatchReport<'_>) {
+        let m = &self.metrics;
+        let label = PartitionLabel {
+            partition: self.partition,
+        };
         if report.failed {
-            self.commit_failures.inc();
+            m.commit_failures.get_or_create(&label).inc();
             return;
         }
-        self.batch_units.observe(report.units as f64);
-        self.commit_seconds.observe(report.commit.as_secs_f64());
-        self.commit_conflicts.inc_by(report.conflicts as u64);
+        m.batch_units.get_or_create(&label).observe(report.units as f64);
+        m.commit_seconds
+            .get_or_create(&label)
+            .observe(report.commit.as_secs_f64());
+        m.commit_conflicts
+            .get_or_create(&label)
+            .inc_by(report.conflicts as u64);
         for e in report.events {
-            self.events
+            m.events
                 .get_or_create(&TypeLabel {
                     r#type: e.event_type.clone(),
+                    partition: self.partition,
                 })
                 .inc();
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use carshare_core::{Breaker, Rejected, Ticket, Unit, Verdict};
 
+use super::placing::CallView;
 use super::{Inner, Runtime};
 use crate::metrics::{CallLabels, Metrics};
 use crate::types::{CallError, DomainError, Request, Response};
@@ -55,7 +56,22 @@ impl Runtime {
         // Reported however the call ends; a panic unwinding through here counts as a failure.
         let mut outcome = Outcome::new(&breaker, ticket);
         let (unit, result) = match self.resolve(name, depth) {
-            Ok(plugin) => plugin.handle_request(self.calls(), request, unit, depth).await,
+            Ok(plugin) => {
+                // A call naming what lives in another partition reads it there, and may not
+                // write: cross-partition effects go through events.
+                let view = self.place_call(&plugin, &request, unit.partition());
+                let mut unit = unit;
+                match view {
+                    Some(CallView::One(p)) => unit.enter(p),
+                    Some(CallView::All) => unit.enter_all(),
+                    None => {}
+                }
+                let (mut unit, result) = plugin.handle_request(self.calls(), request, unit, depth).await;
+                if view.is_some() {
+                    unit.leave();
+                }
+                (unit, result)
+            }
             Err(e) => (unit, Err(e)),
         };
         outcome.verdict = verdict(&result);

@@ -51,8 +51,9 @@ impl Runtime {
 
     /// Writes a consistent copy of this host's data, as committed now, to `dest` (an absolute
     /// path on this host's machine that does not exist yet), while the system goes on
-    /// serving.
-    pub async fn backup(&self, dest: &Path) -> Result<Backup, BackupError> {
+    /// serving: a file, or with several partitions a directory of one file per partition, all
+    /// read at one point. Returns what each partition's copy holds.
+    pub async fn backup(&self, dest: &Path) -> Result<Vec<Backup>, BackupError> {
         if !dest.is_absolute() {
             return Err(BackupError::Destination(format!(
                 "{} is not an absolute path",
@@ -71,15 +72,15 @@ impl Runtime {
                 dest.display()
             )));
         }
-        let (log, dest) = (self.inner.log.clone(), dest.to_path_buf());
+        let (partitions, dest) = (self.inner.partitions.clone(), dest.to_path_buf());
         let started = std::time::Instant::now();
-        let backup = tokio::task::spawn_blocking(move || log.backup(&dest))
+        let backup = tokio::task::spawn_blocking(move || partitions.backup(&dest))
             .await
             .map_err(StorageError::new)??;
         tracing::info!(
-            "took a backup: {} bytes, events up to {}, in {:?}",
-            backup.bytes,
-            backup.last_seq,
+            "took a backup: {} bytes, events up to {:?}, in {:?}",
+            backup.iter().map(|b| b.bytes).sum::<u64>(),
+            backup.iter().map(|b| b.last_seq).collect::<Vec<_>>(),
             started.elapsed()
         );
         Ok(backup)

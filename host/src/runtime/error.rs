@@ -26,6 +26,10 @@ pub enum RequestError {
     /// The runtime is shutting down; nothing was committed.
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    /// A context tried to write outside the partition the request's unit runs in (see
+    /// `runtime/placing.rs`): nothing was committed.
+    #[error("{0}")]
+    OutsidePartition(String),
     /// The cluster's replicated log did not take the unit (see [`CommitError::Unavailable`]
     /// and [`CommitError::Unknown`]: in the second case it may have committed).
     #[error(transparent)]
@@ -63,4 +67,8 @@ pub enum LoadContextError {
     /// The swap could not be recorded on disk.
     #[error("the swap could not be recorded: {0}")]
     Persist(String),
+    /// The new version would keep the context's state elsewhere (partitioned or in one
+    /// partition) than the running one.
+    #[error("{0}")]
+    Placement(String),
 }

@@ -14,6 +14,7 @@ mod calls;
 mod cluster_ops;
 mod error;
 mod operator;
+mod placing;
 mod replicated;
 mod request;
 mod subscriber;
@@ -23,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use carshare_core::{Breaker, BreakerConfig, Dispatcher, Log, RetryPolicy};
+use carshare_core::{Breaker, BreakerConfig, Dispatcher, Log, Partitions, RetryPolicy};
 use serde::Serialize;
 
 pub use cluster_ops::{BackupError, ClusterOverview};
@@ -91,6 +92,22 @@ pub struct Readiness {
     /// This host's part in its cluster, if it serves in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// Each partition: its writer and how far its subscribers are behind.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition, as the readiness probe shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// Its number.
+    pub partition: u32,
+    /// `running` while its commit writer runs, else `stopped`.
+    pub writer: &'static str,
+    /// The sequence number of its newest event.
+    pub head: u64,
+    /// Events its subscribers (every cursor kept in it) have still to go through.
+    pub lag: u64,
 }
 
 /// One loaded context.
@@ -122,7 +139,12 @@ pub struct Runtime {
 }
 
 struct Inner {
+    /// Partition 0's log (the only one without partitions).
     log: Log,
+    /// Every partition.
+    partitions: Partitions,
+    /// Spreads the requests that create over the partitions.
+    next_partition: std::sync::atomic::AtomicU32,
     engine: Arc<WasmEngine>,
     options: RuntimeOptions,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
@@ -152,6 +174,17 @@ struct Inner {
 impl Runtime {
     /// A runtime over `log` with no contexts yet. Must be called inside a tokio runtime.
     pub fn new(log: Log, engine: Arc<WasmEngine>, options: RuntimeOptions) -> std::io::Result<Runtime> {
+        Runtime::with_partitions(Partitions::single(log), engine, options)
+    }
+
+    /// A runtime over every partition of `partitions` with no contexts yet. Must be called
+    /// inside a tokio runtime.
+    pub fn with_partitions(
+        partitions: Partitions,
+        engine: Arc<WasmEngine>,
+        options: RuntimeOptions,
+    ) -> std::io::Result<Runtime> {
+        let log = partitions.log(0).clone();
         let components = options
             .component_dir
             .as_deref()
@@ -159,7 +192,9 @@ impl Runtime {
             .transpose()?;
         let metrics = Metrics::new();
         // A log or engine shared with another runtime keeps its first observer.
-        log.observe(metrics.clone());
+        for (p, partition) in partitions.logs().iter().enumerate() {
+            partition.observe(Arc::new(metrics.of_partition(p as u32)));
+        }
         engine.observe(metrics.clone());
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -167,7 +202,9 @@ impl Runtime {
                 components,
                 swapping: tokio::sync::Mutex::new(()),
                 draining: AtomicBool::new(false),
-                dispatcher: Dispatcher::new(log.clone(), options.retry.clone()),
+                dispatcher: Dispatcher::partitioned(partitions.clone(), options.retry.clone()),
+                partitions,
+                next_partition: std::sync::atomic::AtomicU32::new(0),
                 executors: tokio::sync::Semaphore::new(options.max_concurrent_requests.max(1)),
                 log,
                 engine,
@@ -193,15 +230,29 @@ impl Runtime {
             .cloned()
     }
 
-    /// The log.
+    /// The log (partition 0's, with several partitions).
     pub fn log(&self) -> &Log {
         &self.inner.log
+    }
+
+    /// Every partition.
+    pub fn partitions(&self) -> &Partitions {
+        &self.inner.partitions
     }
 
     /// The runtime's metrics in Prometheus' text exposition format.
     pub fn prometheus(&self) -> Result<String, carshare_core::StorageError> {
         let gauges = self.contexts()?.into_iter().map(|c| ContextGauges {
-            subscriber: c.subscriber.map(|s| (s.cursor, s.lag)),
+            cursors: c.subscriber.map_or_else(Vec::new, |s| {
+                if s.cursors.is_empty() {
+                    vec![(0, 0, s.cursor, s.lag)]
+                } else {
+                    s.cursors
+                        .iter()
+                        .map(|c| (c.partition, c.source, c.cursor, c.lag))
+                        .collect()
+                }
+            }),
             name: c.name,
             instances: c.instances,
             breaker: c.breaker.state,
@@ -247,8 +298,38 @@ impl Runtime {
             .iter()
             .map(|(name, slot)| (name.clone(), slot.state()))
             .collect();
-        let log_open = self.inner.log.is_open();
-        let failure = self.inner.log.storage_failure();
+        let partitions = self.inner.partitions.logs();
+        let mut status: Vec<PartitionStatus> = partitions
+            .iter()
+            .map(|l| PartitionStatus {
+                partition: l.partition(),
+                writer: if l.is_open() { "running" } else { "stopped" },
+                head: l.head(),
+                lag: 0,
+            })
+            .collect();
+        for name in contexts.keys() {
+            if let Ok(Some(sub)) = self.inner.dispatcher.status(name) {
+                match sub.cursors.as_slice() {
+                    [] => status[0].lag += sub.lag,
+                    cursors => {
+                        for c in cursors {
+                            status[c.partition as usize].lag += c.lag;
+                        }
+                    }
+                }
+            }
+        }
+        let log_open = partitions.iter().all(Log::is_open);
+        let failure = partitions.iter().find_map(|l| {
+            l.storage_failure().map(|e| {
+                if partitions.len() == 1 {
+                    e.to_string()
+                } else {
+                    format!("partition {}: {e}", l.partition())
+                }
+            })
+        });
         let cluster = self.cluster_status();
         let reason = if self.inner.draining.load(Ordering::Acquire) {
             Some("the server is shutting down".to_string())
@@ -274,6 +355,7 @@ impl Runtime {
             log: if log_open { "open" } else { "closed" },
             contexts,
             cluster,
+            partitions: status,
         }
     }
 
@@ -336,6 +418,6 @@ impl Runtime {
             running.stop().await;
         }
         self.inner.dispatcher.shutdown().await;
-        self.inner.log.close();
+        self.inner.partitions.close();
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use carshare_core::{BreakerStatus, CommitError, RetryError, StorageError, SubscriberStatus};
+use carshare_core::{BreakerStatus, CommitError, DeadLetter, RetryError, StorageError, SubscriberStatus};
 use serde::Serialize;
 
 use super::{Runtime, Slot};
@@ -28,6 +28,12 @@ pub struct ContextInfo {
     pub routes: Vec<String>,
     /// Subscriptions.
     pub subscriptions: Vec<String>,
+    /// With several partitions, the subscriptions handled where an id of the event lives:
+    /// event type → the payload field naming it.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub placed_by: std::collections::BTreeMap<String, String>,
+    /// Where its state lives with several partitions.
+    pub placement: crate::wasm::Placement,
     /// Live instances.
     pub instances: usize,
     /// Its event cursor, lag and any failing event, if it subscribes.
@@ -88,7 +94,13 @@ impl Runtime {
                         "stopped"
                     },
                     routes: m.routes.clone(),
-                    subscriptions: m.subscriptions.clone(),
+                    subscriptions: m.event_types().into_iter().map(str::to_string).collect(),
+                    placed_by: m
+                        .subscriptions
+                        .iter()
+                        .filter_map(|s| s.placed_by.clone().map(|f| (s.event_type.clone(), f)))
+                        .collect(),
+                    placement: m.placement,
                     instances: p.instances(),
                     subscriber: self.inner.dispatcher.status(&name)?,
                     breaker: self.breaker(&name).status(Instant::now()),
@@ -99,21 +111,42 @@ impl Runtime {
             .collect()
     }
 
-    /// Has `name` handle its dead letter `seq` again (see [`Dispatcher::retry_dead_letter`]).
-    pub async fn retry_dead_letter(&self, name: &str, seq: u64) -> Result<(), RetryError> {
-        self.inner.dispatcher.retry_dead_letter(name, 0, seq).await
+    /// Has context `subscriber` handle its dead letter again: event `seq` of partition
+    /// `source` (see [`Dispatcher::retry_dead_letter`]).
+    pub async fn retry_dead_letter(&self, subscriber: &str, source: u32, seq: u64) -> Result<(), RetryError> {
+        self.inner
+            .dispatcher
+            .retry_dead_letter(subscriber, source, seq)
+            .await
     }
 
-    /// Moves `name`'s event cursor to `to` (see [`Dispatcher::set_cursor`]). Returns false for
-    /// an unknown context.
-    pub async fn set_cursor(&self, name: &str, to: u64) -> Result<bool, CommitError> {
+    /// Moves `name`'s cursor over partition `source`'s events, kept in `partition`, to `to`
+    /// (see [`Dispatcher::set_cursor`]). Returns false for an unknown context.
+    pub async fn set_cursor(
+        &self,
+        name: &str,
+        partition: u32,
+        source: u32,
+        to: u64,
+    ) -> Result<bool, CommitError> {
         if self.slot(name).is_none() {
             return Ok(false);
         }
         self.inner
             .dispatcher
-            .set_cursor(name, 0, 0, to)
+            .set_cursor(name, partition, source, to)
             .await
             .map(|_| true)
+    }
+
+    /// Every dead letter of every partition, each with the partition it is kept in.
+    pub fn dead_letters(&self) -> Result<Vec<(u32, DeadLetter)>, StorageError> {
+        let mut all = Vec::new();
+        for log in self.inner.partitions.logs() {
+            for letter in log.snapshot()?.dead_letters(None)? {
+                all.push((log.partition(), letter));
+            }
+        }
+        Ok(all)
     }
 }

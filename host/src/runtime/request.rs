@@ -9,6 +9,7 @@ use carshare_core::{CommitError, Unit, Verdict};
 use futures_util::FutureExt;
 
 use super::calls::{Outcome, refused};
+use super::placing::Place;
 use super::{RequestError, Runtime};
 use crate::metrics::Metrics;
 use crate::types::{CallError, Request, Response};
@@ -38,6 +39,12 @@ impl Runtime {
         if let Some(why) = self.not_serving() {
             return Err(RequestError::Log(CommitError::Unavailable(why)));
         }
+        // Where it runs: decided once, so that a rerun after a conflict runs where the first
+        // run did.
+        let place = match self.resolve(&name, 0) {
+            Ok(plugin) => self.place_request(&plugin, &request),
+            Err(e) => return Err(RequestError::Call(e)),
+        };
         // A context's requests wait for its own share of the executors first: a context that
         // is slow or spinning queues its own requests, never the other contexts'.
         let share = self.share(&name);
@@ -64,7 +71,7 @@ impl Runtime {
             let mut outcome = Outcome::new(&breaker, ticket);
             // Wasm runs right here on the async worker, as a fiber that yields at every epoch
             // tick. A panic in it (or in the host code it calls) fails this request alone.
-            let ran = AssertUnwindSafe(self.run_request(&name, request.clone()))
+            let ran = AssertUnwindSafe(self.run_request(&name, request.clone(), place))
                 .catch_unwind()
                 .await
                 .map_err(|_| {
@@ -85,7 +92,11 @@ impl Runtime {
             };
             drop(outcome);
             let response = result.map_err(RequestError::Call)?;
-            match self.inner.log.commit(unit).await {
+            let partition = match place {
+                Place::In(p) => p,
+                Place::All => 0,
+            };
+            match self.inner.partitions.log(partition).commit(unit).await {
                 Ok(_) => {
                     return Ok(Served {
                         response,
@@ -98,6 +109,7 @@ impl Runtime {
                     continue;
                 }
                 Err(CommitError::Storage(e)) => return Err(RequestError::Storage(e)),
+                Err(CommitError::OutsidePartition(m)) => return Err(RequestError::OutsidePartition(m)),
                 Err(
                     e @ (CommitError::Unavailable(_)
                     | CommitError::Unknown(_)
@@ -126,14 +138,20 @@ impl Runtime {
             .map(|e| format!("this host's storage failed ({e}): another host serves"))
     }
 
-    /// Runs `request` in the context `name` inside a new unit of work.
+    /// Runs `request` in the context `name` inside a new unit of work, where `place` says.
     async fn run_request(
         &self,
         name: &str,
         request: Request,
+        place: Place,
     ) -> Result<(Unit, Result<Response, CallError>, String), RequestError> {
         let plugin = self.resolve(name, 0).map_err(RequestError::Call)?;
-        let mut unit = self.inner.log.begin().map_err(RequestError::Storage)?;
+        let partitions = &self.inner.partitions;
+        let mut unit = match place {
+            Place::In(p) => partitions.begin(p),
+            Place::All => partitions.begin_reading_all(),
+        }
+        .map_err(RequestError::Storage)?;
         // The request starts the chain: its events carry its id as correlation and cause.
         unit.set_cause(request.request_id.clone(), request.request_id.clone());
         let (unit, result) = plugin.handle_request(self.calls(), request, unit, 0).await;

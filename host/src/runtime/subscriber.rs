@@ -6,18 +6,59 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use carshare_core::{Event, EventHandler, Handled, HandledAll, HandlerError, Unit, handle_each};
+use carshare_core::{
+    Event, EventHandler, Handled, HandledAll, HandlerError, Placement, Reach, Unit, handle_each,
+};
 
 use super::{Inner, Runtime, Slot};
 use crate::metrics::Metrics;
 use crate::types::{CallError, DomainError};
-use crate::wasm::{AppliedEvents, Plugin};
+use crate::wasm::{AppliedEvents, Manifest, Placement as ManifestPlacement, Plugin};
 
 /// A context as a subscriber of the dispatcher. Holds the runtime weakly: the dispatcher lives
 /// inside the runtime.
 pub(super) struct Subscriber {
     pub runtime: Weak<Inner>,
     pub name: String,
+    /// Which partitions' events it reads, as its manifest said when it subscribed (a swap
+    /// that changes it subscribes the context anew).
+    pub reach: Reach,
+}
+
+/// Which partitions' events a context reads (see [`Reach`]).
+pub(super) fn reach(m: &Manifest) -> Reach {
+    match m.placement {
+        ManifestPlacement::Single => Reach::Home,
+        ManifestPlacement::Partitioned if m.subscriptions.iter().any(|s| s.placed_by.is_some()) => Reach::All,
+        ManifestPlacement::Partitioned => Reach::Own,
+    }
+}
+
+/// Where `event` is handled for a context with manifest `m`: in partition 0 for a context
+/// kept there, where the id its subscription names lives, or where it was published. An
+/// event without that id (or with one that is not a positive integer) is handled where it was
+/// published: the handler then meets it, and fails on it visibly if it cannot do without.
+fn placement(m: &Manifest, event: &Event) -> Placement {
+    if m.placement == ManifestPlacement::Single {
+        return Placement::Home;
+    }
+    let Some(field) = m.placed_by(&event.event_type) else {
+        return Placement::Here;
+    };
+    // Only the field is read: the payload's values are borrowed, not parsed into a tree.
+    let value = serde_json::from_str::<std::collections::HashMap<&str, &serde_json::value::RawValue>>(
+        event.payload.get(),
+    )
+    .ok()
+    .and_then(|fields| {
+        fields
+            .get(field)
+            .map(|raw| raw.get().trim_matches('"').parse::<u64>())
+    });
+    match value {
+        Some(Ok(id)) if id > 0 => Placement::Id(id),
+        _ => Placement::Here,
+    }
 }
 
 impl Subscriber {
@@ -53,11 +94,11 @@ impl Pinned {
 
 impl EventHandler for Pinned {
     fn wants(&self, event_type: &str) -> bool {
-        self.plugin
-            .manifest()
-            .subscriptions
-            .iter()
-            .any(|s| s == event_type)
+        self.plugin.manifest().subscribes(event_type)
+    }
+
+    fn placement(&self, event: &Event) -> Placement {
+        placement(self.plugin.manifest(), event)
     }
 
     fn handle<'a>(&'a self, mut unit: Unit, event: &'a Event) -> Handled<'a> {
@@ -128,14 +169,20 @@ impl EventHandler for Subscriber {
     /// transiently in `handle`: the cursor must never move past events nobody handled.
     fn wants(&self, event_type: &str) -> bool {
         match self.runtime() {
-            Some((_, slot)) => slot
-                .current()
-                .manifest()
-                .subscriptions
-                .iter()
-                .any(|s| s == event_type),
+            Some((_, slot)) => slot.current().manifest().subscribes(event_type),
             None => true,
         }
+    }
+
+    fn placement(&self, event: &Event) -> Placement {
+        match self.runtime() {
+            Some((_, slot)) => placement(slot.current().manifest(), event),
+            None => Placement::Here,
+        }
+    }
+
+    fn reach(&self) -> Reach {
+        self.reach
     }
 
     fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::subscriber::Subscriber;
+use super::subscriber::{Subscriber, reach};
 use super::{LoadContextError, Runtime, Slot};
 use crate::components::Stored;
 use crate::metrics::SwapLabels;
@@ -33,6 +33,10 @@ pub struct Swapped {
     /// From the call to the new version serving, in milliseconds (compiling or loading from
     /// the cache, checking, instantiating, persisting, switching).
     pub millis: f64,
+    /// Where each partition's log stood when the new version took over, as `partition:seq`:
+    /// its handlers run the old version's code up to about there and the new one's after,
+    /// each dispatcher step on one of them, never a mix.
+    pub positions: Vec<String>,
 }
 
 impl Runtime {
@@ -157,6 +161,16 @@ impl Runtime {
         started: Instant,
     ) -> Result<Swapped, LoadContextError> {
         let old = slot.current();
+        if self.inner.partitions.count() > 1 && new.manifest().placement != old.manifest().placement {
+            return Err(LoadContextError::Placement(format!(
+                "{name} {} keeps its state {:?} and {} {:?}: with several partitions a version \
+                 cannot move where the context's state lives",
+                old.manifest().version,
+                old.manifest().placement,
+                new.manifest().version,
+                new.manifest().placement
+            )));
+        }
         let routes = new.manifest().routes.clone();
         self.inner
             .routes
@@ -181,6 +195,18 @@ impl Runtime {
             .map_err(LoadContextError::Route)?;
         *slot.plugin.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         *slot.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.bytes().clone());
+        let positions: Vec<String> = self
+            .inner
+            .partitions
+            .logs()
+            .iter()
+            .map(|l| format!("{}:{}", l.partition(), l.head()))
+            .collect();
+        // A version placing events by other ids reads other partitions' events: its workers
+        // change (from the cursors the old ones left).
+        if reach(new.manifest()) != reach(old.manifest()) {
+            self.subscribe(name, slot.running.load(std::sync::atomic::Ordering::Acquire));
+        }
         // A breaker opened by the old version must not keep refusing calls to the new one
         // (after a rollback from a faulting version, above all).
         self.breaker(name).reset();
@@ -191,6 +217,7 @@ impl Runtime {
             digest: new.digest().to_string(),
             loaded_at: new.loaded_at().to_string(),
             millis: started.elapsed().as_secs_f64() * 1000.0,
+            positions,
         };
         tracing::info!(
             "swapped context {name}: {} -> {} in {:.1} ms",
@@ -249,20 +276,28 @@ impl Runtime {
             }),
         );
         drop(slots);
-        let subscriber = Subscriber {
-            runtime: Arc::downgrade(&self.inner),
-            name: m.name.clone(),
-        };
-        self.inner
-            .dispatcher
-            .subscribe(&m.name, Arc::new(subscriber), true);
+        self.subscribe(&m.name, true);
         tracing::info!(
             "loaded context {} {} (routes {:?}, subscribes {:?}, machine code {code})",
             m.name,
             m.version,
             m.routes,
-            m.subscriptions
+            m.event_types()
         );
         Ok(())
+    }
+
+    /// Subscribes context `name` to the dispatcher, with the reach its current version's
+    /// manifest gives it (a subscription before replaces it).
+    fn subscribe(&self, name: &str, running: bool) {
+        let Some(slot) = self.slot(name) else { return };
+        let subscriber = Subscriber {
+            runtime: Arc::downgrade(&self.inner),
+            name: name.to_string(),
+            reach: reach(slot.current().manifest()),
+        };
+        self.inner
+            .dispatcher
+            .subscribe(name, Arc::new(subscriber), running);
     }
 }

@@ -2,7 +2,7 @@
 //! [`DomainError`], [`CallError`]), so that nothing outside `wasm/` sees a generated name.
 
 use super::bindings::carshare::context::types as wit;
-use super::manifest::{LoadError, Manifest, Operation, Parameter};
+use super::manifest::{LoadError, Manifest, Operation, Parameter, Placement, Subscription};
 use crate::types::{CallError, DomainError, Request, Response};
 
 pub(super) fn from_wit(e: wit::ContextError) -> DomainError {
@@ -101,6 +101,7 @@ pub(super) fn manifest_from_wit(m: wit::Manifest) -> Result<Manifest, LoadError>
             parameters,
             request_body,
             responses,
+            partition_by: op.partition_by,
         });
     }
     let mut schemas = Vec::with_capacity(m.schemas.len());
@@ -111,7 +112,18 @@ pub(super) fn manifest_from_wit(m: wit::Manifest) -> Result<Manifest, LoadError>
         name: m.name,
         version: m.version,
         routes: m.routes,
-        subscriptions: m.subscriptions,
+        subscriptions: m
+            .subscriptions
+            .into_iter()
+            .map(|s| Subscription {
+                event_type: s.event_type,
+                placed_by: s.placed_by,
+            })
+            .collect(),
+        placement: match m.placement {
+            wit::Placement::Partitioned => Placement::Partitioned,
+            wit::Placement::Single => Placement::Single,
+        },
         operations,
         schemas,
     })

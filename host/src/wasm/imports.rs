@@ -17,6 +17,10 @@ impl state::Host for InstanceState {
         self.own()?.peek(&key)
     }
 
+    fn peek_at(&mut self, id: u64, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.own()?.peek_at(id, &key)
+    }
+
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
         self.own()?.set(&key, value)
     }

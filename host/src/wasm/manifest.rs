@@ -33,12 +33,54 @@ pub struct Manifest {
     pub version: String,
     /// HTTP collections.
     pub routes: Vec<String>,
-    /// Event types.
-    pub subscriptions: Vec<String>,
+    /// The event types it subscribes to.
+    pub subscriptions: Vec<Subscription>,
+    /// Where its state lives when the system has several partitions.
+    pub placement: Placement,
     /// The HTTP operations it serves, for the OpenAPI document.
     pub operations: Vec<Operation>,
     /// Named JSON Schemas the operations refer to (`#/components/schemas/<name>`).
     pub schemas: Vec<(String, serde_json::Value)>,
+}
+
+impl Manifest {
+    /// Whether it subscribes to `event_type`.
+    pub fn subscribes(&self, event_type: &str) -> bool {
+        self.subscriptions.iter().any(|s| s.event_type == event_type)
+    }
+
+    /// The payload field naming the id whose partition handles `event_type`, if one does.
+    pub fn placed_by(&self, event_type: &str) -> Option<&str> {
+        self.subscriptions
+            .iter()
+            .find(|s| s.event_type == event_type)
+            .and_then(|s| s.placed_by.as_deref())
+    }
+
+    /// The event types it subscribes to.
+    pub fn event_types(&self) -> Vec<&str> {
+        self.subscriptions.iter().map(|s| s.event_type.as_str()).collect()
+    }
+}
+
+/// An event type a context subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The event type.
+    pub event_type: String,
+    /// With several partitions, the payload field naming the id whose partition handles it
+    /// (none: the partition it was published in).
+    pub placed_by: Option<String>,
+}
+
+/// Where a context's state lives when the system has several partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Placement {
+    /// Spread over the partitions by the ids of its entities.
+    Partitioned,
+    /// All in partition 0.
+    Single,
 }
 
 /// One HTTP operation of a context.
@@ -56,6 +98,9 @@ pub struct Operation {
     pub request_body: Option<serde_json::Value>,
     /// Each status it may answer, with the JSON Schema of the body.
     pub responses: Vec<(u16, Option<serde_json::Value>)>,
+    /// With several partitions, the body field naming the id whose partition the request
+    /// runs in.
+    pub partition_by: Option<String>,
 }
 
 /// A query parameter of an operation.
@@ -101,8 +146,19 @@ pub(super) fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
     if m.version.is_empty() || m.version.len() > 64 {
         return Err(LoadError::BadManifest("version must be 1-64 bytes".into()));
     }
-    if m.subscriptions.iter().any(|s| s.is_empty() || s.len() > 128) {
+    if m.subscriptions
+        .iter()
+        .any(|s| s.event_type.is_empty() || s.event_type.len() > 128)
+    {
         return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
+    }
+    let field_ok = |f: &Option<String>| f.as_ref().is_none_or(|f| !f.is_empty() && f.len() <= 128);
+    if !m.subscriptions.iter().all(|s| field_ok(&s.placed_by))
+        || !m.operations.iter().all(|o| field_ok(&o.partition_by))
+    {
+        return Err(LoadError::BadManifest(
+            "a field naming a partition's id must be 1-128 bytes".into(),
+        ));
     }
     for op in &m.operations {
         let method_ok = matches!(op.method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE");

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use carshare_core::Unit;
 
 pub use engine::{InstanceAllocator, WasmEngine};
-pub use manifest::{Limits, LoadError, Manifest, Operation, Parameter};
+pub use manifest::{Limits, LoadError, Manifest, Operation, Parameter, Placement};
 pub use plugin::{AppliedEvents, Plugin};
 
 use crate::types::{CallError, Request, Response};

@@ -59,6 +59,11 @@ impl OwnState<'_> {
         Ok(self.unit.peek(self.context, key)?)
     }
 
+    pub fn peek_at(&mut self, id: u64, key: &str) -> wasmtime::Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        Ok(self.unit.peek_at(self.context, id, key)?)
+    }
+
     pub fn set(&mut self, key: &str, value: Vec<u8>) -> wasmtime::Result<()> {
         check_key(key)?;
         check_value("state value", value.len())?;

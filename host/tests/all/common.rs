@@ -4,6 +4,7 @@
 //! deliberately misbehaving or alternative components `host/build.rs` built; a test component
 //! that no test uses is a compile error.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -186,7 +187,13 @@ impl TestServer {
         }
         args.extend_from_slice(extra);
         let data_dir = dir.path().to_path_buf();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_carshare"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_carshare"));
+        if args.contains(&"--cluster") {
+            // A cluster has one partition (until partitions spread over hosts): the suite run
+            // with CARSHARE_PARTITIONS set runs its clusters as they are.
+            command.env_remove("CARSHARE_PARTITIONS");
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(&args)
@@ -338,10 +345,60 @@ impl TestServer {
     }
 
     /// Every event in the log.
+    /// Every event of every partition: partition 0's in log order, then partition 1's, and so
+    /// on. Each says its partition.
     pub fn events(&self) -> Vec<Value> {
-        let r = self.admin("GET", "/admin/events?after=0&limit=1000");
+        (0..self.partitions()).flat_map(|p| self.events_in(p)).collect()
+    }
+
+    /// Every event of partition `p`, in log order, page by page.
+    pub fn events_in(&self, p: u32) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().map(|e| e["seq"].as_u64().unwrap()).unwrap_or(0);
+            let r = self.admin("GET", &format!("/admin/events?after={p}:{after}&limit=1000"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let page = r.json()["events"].as_array().unwrap().clone();
+            if page.is_empty() {
+                return all;
+            }
+            assert!(page.iter().all(|e| e["partition"] == p));
+            all.extend(page);
+        }
+    }
+
+    /// How many partitions the server runs.
+    pub fn partitions(&self) -> u32 {
+        let r = self.admin("GET", "/admin/events?limit=1");
         assert_eq!(r.status, 200, "{}", r.body);
-        r.json()["events"].as_array().unwrap().clone()
+        r.json()["partitions"].as_u64().unwrap() as u32
+    }
+
+    /// Every cursor of context `ctx`: (the partition it is kept in, the partition whose events
+    /// it goes through, where it stands).
+    pub fn cursors(&self, ctx: &str) -> Vec<(u64, u64, u64)> {
+        let sub = &self.context(ctx)["subscriber"];
+        match sub["cursors"].as_array() {
+            Some(c) if !c.is_empty() => c
+                .iter()
+                .map(|c| {
+                    let n = |k: &str| c[k].as_u64().unwrap();
+                    (n("partition"), n("source"), n("cursor"))
+                })
+                .collect(),
+            _ => vec![(0, 0, sub["cursor"].as_u64().unwrap())],
+        }
+    }
+
+    /// Moves every cursor of context `ctx` back to the start of its partition's log, so that
+    /// it goes through every event again.
+    pub fn rewind(&self, ctx: &str) {
+        for (partition, source, _) in self.cursors(ctx) {
+            let body = format!(r#"{{"seq":0,"partition":{partition},"source":{source}}}"#);
+            let r = self.admin_with("POST", &format!("/admin/contexts/{ctx}/cursor"), body.as_bytes());
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["cursor"], 0);
+        }
     }
 
     /// Polls `f` until it returns true or `secs` pass.
@@ -515,17 +572,7 @@ impl TestServer {
 impl TestServer {
     /// Every event in the log, however many.
     pub fn events_paged(&self) -> Vec<Value> {
-        let mut all: Vec<Value> = Vec::new();
-        loop {
-            let after = all.last().map(|e| e["seq"].as_u64().unwrap()).unwrap_or(0);
-            let r = self.admin("GET", &format!("/admin/events?after={after}&limit=1000"));
-            assert_eq!(r.status, 200, "{}", r.body);
-            let page = r.json()["events"].as_array().unwrap().clone();
-            if page.is_empty() {
-                return all;
-            }
-            all.extend(page);
-        }
+        self.events()
     }
 
     /// Every item of a collection, page by page.
@@ -558,33 +605,57 @@ impl TestServer {
     }
 }
 
-/// The value of the sample `name{labels}` in a scrape, 0 if absent.
+/// The sum of the samples of `name` in a scrape whose labels include `labels` (each partition's,
+/// say, when `labels` names none), 0 if there is none.
 pub fn sample(scrape: &str, name: &str, labels: &str) -> f64 {
-    let prefix = if labels.is_empty() {
-        format!("{name} ")
-    } else {
-        format!("{name}{{{labels}}} ")
-    };
+    series(scrape, name, labels).iter().map(|(_, v)| v).sum()
+}
+
+/// The samples of `name` in a scrape whose labels include `labels`: each one's labels (as
+/// `a="x"` pairs) and value.
+pub fn series<'a>(scrape: &'a str, name: &str, labels: &str) -> Vec<(Vec<&'a str>, f64)> {
+    let wanted = split_labels(labels);
     scrape
         .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let have = split_labels(labels);
+            (metric == name && wanted.iter().all(|w| have.contains(w)))
+                .then(|| (have, value.trim().parse::<f64>().unwrap()))
+        })
+        .collect()
+}
+
+/// `a="x",b="y"` as its pairs (label values here hold no commas).
+fn split_labels(labels: &str) -> Vec<&str> {
+    labels.split(',').filter(|l| !l.is_empty()).collect()
 }
 
 impl TestServer {
     /// A server with the test auditor (a subscriber that fails on demand) loaded beside the
     /// built-in contexts, parking an event after `attempts` attempts 5 ms apart.
     pub fn with_auditor(attempts: &str) -> TestServer {
+        TestServer::with_auditor_and(attempts, &[])
+    }
+
+    /// [`TestServer::with_auditor`], with `extra` arguments.
+    pub fn with_auditor_and(attempts: &str, extra: &[&str]) -> TestServer {
         let auditor = format!("auditor={}", TestComponent::Auditor.path());
-        TestServer::start(&[
+        let mut args = vec![
             "--context",
             &auditor,
             "--event-attempts",
             attempts,
             "--event-backoff-ms",
             "5",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        TestServer::start(&args)
     }
 
     /// Every dead letter, as `GET /admin/dead-letters` lists them.
@@ -592,5 +663,16 @@ impl TestServer {
         let r = self.admin("GET", "/admin/dead-letters");
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()["deadLetters"].as_array().unwrap().clone()
+    }
+}
+
+/// Asserts that `events` (as [`TestServer::events`] gives them) number each partition's events
+/// from 1 without a gap.
+pub fn assert_gap_free(events: &[Value]) {
+    let mut next: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in events {
+        let expected = next.entry(e["partition"].as_u64().unwrap()).or_insert(1);
+        assert_eq!(e["seq"].as_u64().unwrap(), *expected, "no gap: {e}");
+        *expected += 1;
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::{DataDir, TestComponent, TestServer};
+use crate::common::{DataDir, TestComponent, TestServer, assert_gap_free};
 use serde_json::Value;
 
 fn order(s: &TestServer, product: u64, qty: i64) -> Value {
@@ -145,19 +145,19 @@ fn paid_approves_the_order_and_the_cursor_survives_a_restart() {
     assert_eq!(s.admin("POST", "/admin/contexts/delivery/start").status, 200);
     assert!(s.wait_for(10, |s| s.get(&path).json()["status"] == "Shipped"));
     s.settle();
-    let cursor = s.context("order")["subscriber"]["cursor"].as_u64().unwrap();
+    let cursor = s.cursors("order");
     let published = s.events().len();
-    assert_eq!(cursor, published as u64, "order has gone through the whole log");
+    for (_, source, at) in &cursor {
+        let published = s.events_in(*source as u32).len() as u64;
+        assert_eq!(*at, published, "order has gone through the whole log");
+    }
     let (clean, lines, dir) = s.terminate();
     assert!(clean, "SIGTERM exits cleanly");
     assert!(lines.iter().any(|l| l.contains("carshare stopped")), "{lines:?}");
 
     let s = dir.start(&[]);
     let ctx = s.context("order");
-    assert_eq!(
-        ctx["subscriber"]["cursor"], cursor,
-        "the cursor was kept, not reset"
-    );
+    assert_eq!(s.cursors("order"), cursor, "the cursors were kept, not reset");
     assert_eq!(ctx["subscriber"]["lag"], 0);
     s.settle();
     assert_eq!(s.get(&path).json()["status"], "Shipped");
@@ -207,20 +207,21 @@ fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
         assert_eq!(s.get(&format!("/orders/{id}")).status, 200, "order {id} survived");
     }
     assert_eq!(total(&s, "/payments"), 80);
-    let before: Vec<u64> = s.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(before, (1..=before.len() as u64).collect::<Vec<_>>(), "no gap");
+    let before = s.events();
+    assert_gap_free(&before);
     assert_eq!(s.events_of(ORDER_EVENTS).len(), 160);
     let newest = order(&s, 1, 1)["id"].as_u64().unwrap();
     s.settle();
-    let after: Vec<u64> = s.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        after,
-        (1..=after.len() as u64).collect::<Vec<_>>(),
-        "the sequence continues without a gap"
-    );
+    let after = s.events();
+    assert_gap_free(&after);
+    // The new order's event comes after every event of its partition from before the crash.
     let ordered = s.events_of(&["Ordered"]);
-    assert_eq!(ordered.last().unwrap()["payload"]["id"], newest);
-    assert!(ordered.last().unwrap()["seq"].as_u64().unwrap() > before.len() as u64);
+    let new = ordered.iter().find(|e| e["payload"]["id"] == newest).unwrap();
+    let partition_head = before
+        .iter()
+        .filter(|e| e["partition"] == new["partition"])
+        .count() as u64;
+    assert!(new["seq"].as_u64().unwrap() > partition_head);
     // Ids handed out before the crash are never handed out again.
     assert!(!acknowledged.contains(&newest));
 }
@@ -228,11 +229,16 @@ fn a_killed_host_keeps_every_acknowledged_order_and_the_sequence_has_no_gap() {
 #[test]
 fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
     let s = TestServer::start(&[]);
-    s.register_product("test1", 10);
-    order(&s, 1, 1);
+    let product = s.register_product("test1", 10);
+    assert_eq!(product, 1, "the cases below name product 1");
+    let placed = order(&s, 1, 1)["id"].as_u64().unwrap();
+    let payment = s.get("/payments").json()["_embedded"]["payments"][0]["id"]
+        .as_u64()
+        .unwrap();
     s.settle();
     let before = s.events().len();
-    let order_before = s.get("/orders/1").json();
+    let (the_order, the_payment) = (format!("/orders/{placed}"), format!("/payments/{payment}"));
+    let order_before = s.get(&the_order).json();
     let big = vec![b' '; 2 << 20];
     let cases: Vec<(&str, &str, &[u8], u16, &str)> = vec![
         ("POST", "/orders", b"{bad json", 400, "malformed_json"),
@@ -276,19 +282,19 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
         ("GET", "/orders?sort=secret,asc", b"", 400, "bad_request"),
         (
             "PATCH",
-            "/orders/1",
+            &the_order,
             br#"{"status":"Shipped"}"#,
             405,
             "method_not_allowed",
         ),
         (
             "PUT",
-            "/orders/1",
+            &the_order,
             br#"{"productId":1,"qty":1}"#,
             405,
             "method_not_allowed",
         ),
-        ("DELETE", "/payments/1", b"", 405, "method_not_allowed"),
+        ("DELETE", &the_payment, b"", 405, "method_not_allowed"),
         ("PUT", "/orders", b"{}", 405, "method_not_allowed"),
         (
             "POST",
@@ -318,7 +324,7 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
     assert_eq!(total(&s, "/orders"), 1);
     assert_eq!(total(&s, "/payments"), 1);
     assert_eq!(
-        s.get("/orders/1").json(),
+        s.get(&the_order).json(),
         order_before,
         "PATCH and PUT changed nothing"
     );
@@ -373,14 +379,23 @@ fn the_admin_api_needs_its_token() {
     s.register_product("test1", 10);
     order(&s, 1, 1);
     s.settle();
-    let head = s.events().len() as u64;
+    // The order's partition: its events are read from there, at a position `partition:seq`.
+    let p = s.events_of(&["Ordered"])[0]["partition"].as_u64().unwrap() as u32;
+    let head = s.events_in(p).len() as u64;
     let page = s
-        .admin("GET", &format!("/admin/events?after={}&limit=5", head - 1))
+        .admin("GET", &format!("/admin/events?after={p}:{}&limit=5", head - 1))
         .json();
     assert_eq!(page["events"].as_array().unwrap().len(), 1);
     assert_eq!(page["events"][0]["seq"], head);
+    assert_eq!(page["events"][0]["partition"], p);
     assert_eq!(page["head"], head);
     assert_eq!(page["next"], head);
+    let n = s.partitions();
+    assert_eq!(s.admin("GET", &format!("/admin/events?after={n}:0")).status, 400);
+    assert_eq!(
+        s.admin("GET", &format!("/admin/events?partition={n}")).status,
+        400
+    );
     drop(s);
 
     // Without a configured token the admin API is off: 403, whatever is sent.
@@ -484,8 +499,7 @@ fn a_host_killed_mid_stream_keeps_state_and_events_in_step() {
     let s = dir.start(&[]);
     s.settle();
     let events = s.events_paged();
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    assert_gap_free(&events);
     let ordered: BTreeSet<u64> = events
         .iter()
         .filter(|e| e["eventType"] == "Ordered")

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::common::{TestServer, sample};
+use crate::common::{TestServer, sample, series};
 
 #[test]
 fn metrics_move_with_traffic_and_lag_returns_to_zero() {
@@ -63,14 +63,21 @@ fn metrics_move_with_traffic_and_lag_returns_to_zero() {
             ),
             0.0
         );
-        assert_eq!(
-            sample(
-                &after,
-                "carshare_subscriber_cursor",
-                &format!(r#"subscriber="{sub}""#)
-            ),
-            s.events().len() as f64
+        // Each cursor has gone through the whole log of the partition it reads.
+        let cursors = series(
+            &after,
+            "carshare_subscriber_cursor",
+            &format!(r#"subscriber="{sub}""#),
         );
+        assert!(!cursors.is_empty());
+        for (labels, cursor) in cursors {
+            let source: u32 = labels
+                .iter()
+                .find_map(|l| l.strip_prefix("source=\""))
+                .and_then(|v| v.trim_end_matches('"').parse().ok())
+                .unwrap_or(0);
+            assert_eq!(cursor, s.events_in(source).len() as f64, "{sub} {labels:?}");
+        }
     }
     assert_eq!(
         sample(&after, "carshare_breaker_state", r#"context="payment""#),

@@ -24,8 +24,12 @@ fn auditor_counts(s: &TestServer) -> (f64, f64) {
 /// Starts a server with the auditor in `mode`, stops the auditor, places orders of quantity 1
 /// to 5, and starts it again: its first step then holds all five. Returns the server, the
 /// orders' ids, and the auditor's counts before it started again.
+///
+/// A step is one worker's, over one partition's events: the server runs one partition, so
+/// that the five orders are in one log whatever the suite's number of partitions (with
+/// several, each partition's worker steps through its own events exactly so).
 fn five_orders_in_one_step(mode: Value) -> (TestServer, Vec<u64>, (f64, f64)) {
-    let s = TestServer::with_auditor("2");
+    let s = TestServer::with_auditor_and("2", &["--partitions", "1"]);
     let product = s.register_product("test1", 100);
     let r = s.request("PUT", "/audits/mode", &[], mode.to_string().as_bytes());
     assert_eq!(r.status, 200, "{}", r.body);

@@ -66,10 +66,10 @@ fn the_system_page_shows_the_system_live_and_drives_it() {
     let r = s.request("PUT", "/audits/mode", &[], br#"{"failing":true}"#);
     assert_eq!(r.status, 200, "{}", r.body);
     s.order(product, 1);
-    let parked = |s: &TestServer| -> Vec<u64> {
+    let parked = |s: &TestServer| -> Vec<String> {
         s.dead_letters()
             .iter()
-            .map(|d| d["event"]["seq"].as_u64().unwrap())
+            .map(|d| d["position"].as_str().unwrap().to_string())
             .collect()
     };
     assert!(s.wait_for(20, |s| !parked(s).is_empty()));
@@ -79,6 +79,7 @@ fn the_system_page_shows_the_system_live_and_drives_it() {
         .arg(format!("http://{}", s.addr))
         .arg(TOKEN)
         .arg(&screenshot)
+        .arg(s.partitions().to_string())
         .current_dir(&dir)
         .output()
         .expect("run node");
@@ -91,10 +92,10 @@ fn the_system_page_shows_the_system_live_and_drives_it() {
     );
     assert!(screenshot.exists());
     // The page's orders were parked too while the auditor failed; the one it retried is gone.
-    let retried: u64 = stdout
+    let retried: String = stdout
         .split("retried from the page: auditor ")
         .nth(1)
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .and_then(|rest| Some(rest.split_whitespace().next()?.to_string()))
         .expect("the script names the letter it retried");
     assert!(!parked(&s).contains(&retried), "the page's retry went through");
 }

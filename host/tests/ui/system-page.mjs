@@ -3,14 +3,15 @@
 // the last events, stop and start a context from the page, retry a dead letter from the page,
 // and take the screenshot the README shows.
 //
-//   node system-page.mjs BASE_URL TOKEN SCREENSHOT.png
+//   node system-page.mjs BASE_URL TOKEN SCREENSHOT.png [PARTITIONS]
 import { chromium } from "playwright-core";
 
-const [base, token, screenshot] = process.argv.slice(2);
+const [base, token, screenshot, partitionsArg] = process.argv.slice(2);
 if (!base || !token || !screenshot) {
-  console.error("usage: node system-page.mjs BASE_URL TOKEN SCREENSHOT.png");
+  console.error("usage: node system-page.mjs BASE_URL TOKEN SCREENSHOT.png [PARTITIONS]");
   process.exit(2);
 }
+const partitions = Number(partitionsArg || 1);
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -32,6 +33,13 @@ try {
   await orderRow.waitFor();
   step("logged in; the contexts are listed");
   if (await page.locator("#cluster").isVisible()) throw new Error("a single process shows a cluster line");
+  // Every partition, each with its writer running.
+  await page.waitForFunction((n) => document.querySelectorAll("#partitions tbody tr").length === n, partitions);
+  const writers = await page.locator('#partitions td[data-field="writer"]').allTextContents();
+  if (writers.length !== partitions || writers.some((w) => w !== "running")) {
+    throw new Error("partition writers: " + JSON.stringify(writers));
+  }
+  step(partitions + " partition(s) shown, every writer running");
   if (page.url().includes(token)) throw new Error("the token is in the URL");
 
   // Orders placed now move the order context's request rate, and show in the last events.
@@ -69,12 +77,12 @@ try {
   // A dead letter the test left for us: make its subscriber work again, retry it from the page.
   const deadRow = page.locator('#dead tr[data-subscriber="auditor"]');
   await deadRow.first().waitFor({ timeout: 20000 });
-  const seq = await deadRow.first().getAttribute("data-seq");
+  const position = await deadRow.first().getAttribute("data-position");
   const healed = await fetch(base + "/audits/mode", { method: "PUT", body: JSON.stringify({ failing: false }) });
   if (healed.status !== 200) throw new Error("auditor mode: " + healed.status);
   await deadRow.first().locator("button").click();
-  await page.waitForFunction((s) => !document.querySelector(`#dead tr[data-subscriber="auditor"][data-seq="${s}"]`), seq);
-  step("a dead letter retried from the page: auditor " + seq);
+  await page.waitForFunction((p) => !document.querySelector(`#dead tr[data-subscriber="auditor"][data-position="${p}"]`), position);
+  step("a dead letter retried from the page: auditor " + position);
 
   if (errors.length) throw new Error("the page reported errors: " + errors.join("; "));
   console.log("system page: all steps passed");

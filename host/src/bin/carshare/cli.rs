@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// address space is limited (ulimit -v, valgrind) [default: pooling]
     #[arg(long, env = "CARSHARE_INSTANCE_ALLOCATOR", value_name = "KIND")]
     pub instance_allocator: Option<Allocator>,
+    /// Partitions the log and the state are split into, each committing on its own; fixed when
+    /// the data directory is made [default: 1]
+    #[arg(long, env = "CARSHARE_PARTITIONS", value_name = "N")]
+    pub partitions: Option<u64>,
     /// Memory the database may use for its page cache, in MiB [default: 64]
     #[arg(long, env = "CARSHARE_DB_CACHE_MB", value_name = "N")]
     pub db_cache_mb: Option<u64>,
@@ -329,6 +333,10 @@ pub struct FillArgs {
     /// Requests in flight at once
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    /// Partitions of the data directory, when it is made (as for serve) [default: 1]
+    #[arg(long, env = "CARSHARE_PARTITIONS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=carshare_core::MAX_PARTITIONS as i64))]
+    pub partitions: Option<u32>,
     /// How wasm instances get memory [default: pooling]
     #[arg(long, value_name = "KIND")]
     pub instance_allocator: Option<Allocator>,
@@ -357,9 +365,13 @@ pub struct TailArgs {
     /// The server
     #[arg(long, env = "CARSHARE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Start after this sequence number [default: the head: new events only]
+    /// Start after this sequence number (of every partition followed) [default: the head: new
+    /// events only]
     #[arg(long)]
     pub after: Option<u64>,
+    /// Only this partition's events [default: every partition's, each in its own order]
+    #[arg(long, value_name = "P")]
+    pub partition: Option<u32>,
     /// Only events of this type
     #[arg(long = "type", value_name = "TYPE")]
     pub r#type: Option<String>,

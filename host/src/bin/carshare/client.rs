@@ -106,15 +106,26 @@ pub async fn contexts(cmd: &ContextsArgs, token: Option<String>) -> Result<Strin
 }
 
 /// `carshare events tail`: prints the events after `--after` (default: the head, so only new
-/// ones), one JSON object per line, then follows the log; with `--count N` it stops after N.
+/// ones), one JSON object per line (each with its partition), then follows the log: every
+/// partition's, or `--partition`'s. With `--count N` it stops after N.
 pub async fn tail(args: &TailArgs, token: Option<String>) -> Result<(), String> {
     let admin = Admin::new(&args.url, token)?;
-    let mut after = match args.after {
-        Some(a) => a,
-        None => admin.json("GET", "/admin/events?limit=1", Vec::new()).await?["head"]
-            .as_u64()
-            .unwrap_or(0),
+    let first = admin.json("GET", "/admin/events?limit=1", Vec::new()).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) => vec![p],
+        None => (0..first["partitions"].as_u64().unwrap_or(1) as u32).collect(),
     };
+    let mut after = Vec::with_capacity(partitions.len());
+    for p in &partitions {
+        after.push(match args.after {
+            Some(a) => a,
+            None => admin
+                .json("GET", &format!("/admin/events?limit=1&partition={p}"), Vec::new())
+                .await?["head"]
+                .as_u64()
+                .unwrap_or(0),
+        });
+    }
     let mut filters = String::new();
     if let Some(t) = &args.r#type {
         filters.push_str(&format!("&type={}", encode(t)));
@@ -124,23 +135,29 @@ pub async fn tail(args: &TailArgs, token: Option<String>) -> Result<(), String> 
     }
     let mut printed = 0u64;
     loop {
-        let page = admin
-            .json(
-                "GET",
-                &format!("/admin/events?after={after}&limit=1000{filters}"),
-                Vec::new(),
-            )
-            .await?;
-        for e in page["events"].as_array().into_iter().flatten() {
-            println!("{e}");
-            printed += 1;
-            if args.count.is_some_and(|n| printed >= n) {
-                return Ok(());
+        let mut moved = false;
+        for (i, p) in partitions.iter().enumerate() {
+            let page = admin
+                .json(
+                    "GET",
+                    &format!(
+                        "/admin/events?after={}&limit=1000&partition={p}{filters}",
+                        after[i]
+                    ),
+                    Vec::new(),
+                )
+                .await?;
+            for e in page["events"].as_array().into_iter().flatten() {
+                println!("{e}");
+                printed += 1;
+                if args.count.is_some_and(|n| printed >= n) {
+                    return Ok(());
+                }
             }
+            let next = page["next"].as_u64().unwrap_or(after[i]);
+            moved |= next != after[i];
+            after[i] = next;
         }
-        let next = page["next"].as_u64().unwrap_or(after);
-        let moved = next != after;
-        after = next;
         if !moved {
             tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
         }

@@ -20,6 +20,7 @@ pub async fn run(args: FillArgs) -> Result<String, String> {
     let mut config = Config {
         data_dir: args.data_dir.clone(),
         cache_dir: args.cache_dir.clone(),
+        partitions: args.partitions.unwrap_or(1),
         ..Config::default()
     };
     if let Some(a) = args.instance_allocator {
@@ -59,10 +60,12 @@ async fn fill(runtime: &Runtime, args: &FillArgs) -> Result<String, String> {
     .await?;
     caught_up(runtime).await?;
     Ok(format!(
-        "filled {} with {orders} orders and {restocks} restocks in {:.1} s; the log holds {} events",
+        "filled {} with {orders} orders and {restocks} restocks in {:.1} s; the log holds {} events \
+         in {} partition(s)",
         args.data_dir.display(),
         started.elapsed().as_secs_f64(),
-        runtime.log().head()
+        runtime.partitions().logs().iter().map(|l| l.head()).sum::<u64>(),
+        runtime.partitions().count()
     ))
 }
 

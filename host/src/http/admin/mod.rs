@@ -37,29 +37,40 @@ pub(super) async fn handle(
         AdminRoute::Swap { name } => json!(runtime.swap(&name, body).await?),
         AdminRoute::Rollback { name } => json!(runtime.rollback(&name).await?),
         AdminRoute::Cursor { name } => {
-            let seq = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v["seq"].as_u64())
-                .ok_or_else(|| ApiError::bad_request("the body must be {\"seq\": <non-negative integer>}"))?;
-            match runtime.set_cursor(&name, seq).await {
-                Ok(true) => json!({ "name": name, "cursor": seq.min(runtime.log().head()) }),
+            let (partition, source, seq) = cursor_move(runtime, body)?;
+            match runtime.set_cursor(&name, partition, source, seq).await {
+                Ok(true) => {
+                    let head = runtime.partitions().log(source).head();
+                    json!({ "name": name, "partition": partition, "source": source, "cursor": seq.min(head) })
+                }
                 Ok(false) => return Err(ApiError::no_context(&name)),
                 Err(e) => return Err(ApiError::cursor_not_moved(e)),
             }
         }
         AdminRoute::DeadLetters => {
-            let letters = runtime.log().snapshot()?.dead_letters(None)?;
+            let letters: Vec<Value> = runtime
+                .dead_letters()?
+                .into_iter()
+                .map(|(partition, letter)| {
+                    let (subscriber, source) = carshare_core::cursor_lane(&letter.subscriber, partition);
+                    let mut v = json!(letter);
+                    v["subscriber"] = json!(subscriber);
+                    v["partition"] = json!(partition);
+                    v["event"]["partition"] = json!(source);
+                    v["position"] = json!(format!("{source}:{}", letter.event.seq));
+                    v
+                })
+                .collect();
             json!({ "deadLetters": letters })
         }
         AdminRoute::RetryDeadLetter { subscriber, seq } => {
-            let seq: u64 = seq
-                .parse()
-                .map_err(|_| ApiError::no_dead_letter(&subscriber, &seq))?;
+            let (source, number) =
+                position(runtime, &seq).ok_or_else(|| ApiError::no_dead_letter(&subscriber, &seq))?;
             runtime
-                .retry_dead_letter(&subscriber, seq)
+                .retry_dead_letter(&subscriber, source, number)
                 .await
-                .map_err(|e| ApiError::retry_failed(&subscriber, seq, e))?;
-            json!({ "subscriber": subscriber, "seq": seq, "retried": true })
+                .map_err(|e| ApiError::retry_failed(&subscriber, number, e))?;
+            json!({ "subscriber": subscriber, "position": format!("{source}:{number}"), "seq": number, "retried": true })
         }
         AdminRoute::Cluster => match runtime.cluster_overview().await {
             Some(Ok(overview)) => json!(overview),
@@ -80,11 +91,17 @@ pub(super) async fn handle(
                     )
                 })?;
             let backup = runtime.backup(&path).await?;
+            let partitions: Vec<Value> = backup
+                .iter()
+                .enumerate()
+                .map(|(p, b)| json!({ "partition": p, "bytes": b.bytes, "lastSeq": b.last_seq }))
+                .collect();
             json!({
                 "path": path,
-                "bytes": backup.bytes,
-                "lastSeq": backup.last_seq,
-                "logPosition": backup.position.applied,
+                "bytes": backup.iter().map(|b| b.bytes).sum::<u64>(),
+                "lastSeq": backup[0].last_seq,
+                "logPosition": backup[0].position.applied,
+                "partitions": partitions,
             })
         }
     };
@@ -98,20 +115,77 @@ pub(super) async fn handle(
 /// next call goes on.
 const MAX_EXAMINED: usize = 100_000;
 
-/// `GET /admin/events?after=&limit=&type=&correlationId=`: up to `limit` events after `after`,
-/// only those of `type` and of the chain `correlationId` if given.
+/// A position in the log: `partition:seq`, or a bare `seq` in partition 0; `None` if it is
+/// not one, or names a partition there is not.
+fn position(runtime: &Runtime, text: &str) -> Option<(u32, u64)> {
+    let (partition, seq) = match text.split_once(':') {
+        Some((p, s)) => (p.parse().ok()?, s.parse().ok()?),
+        None => (0, text.parse().ok()?),
+    };
+    (partition < runtime.partitions().count()).then_some((partition, seq))
+}
+
+/// `{"seq": N, "partition": P, "source": Q}` (partition 0 and its own events unless said): the
+/// cursor of a context's events of partition Q, kept in partition P, moved to N.
+fn cursor_move(runtime: &Runtime, body: &Bytes) -> Result<(u32, u32, u64), ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "the body must be {{\"seq\": <non-negative integer>}}, with \"partition\" and \"source\" \
+             from 0 to {} if given",
+            runtime.partitions().count() - 1
+        ))
+    };
+    let v = serde_json::from_slice::<Value>(body).map_err(|_| bad())?;
+    let seq = v["seq"].as_u64().ok_or_else(bad)?;
+    let n = u64::from(runtime.partitions().count());
+    let number = |field: &str, default: u64| match &v[field] {
+        Value::Null => Ok(default),
+        x => x.as_u64().filter(|p| *p < n).ok_or_else(bad),
+    };
+    let partition = number("partition", 0)?;
+    let source = number("source", partition)?;
+    Ok((partition as u32, source as u32, seq))
+}
+
+/// `GET /admin/events?after=&limit=&type=&correlationId=&partition=`: up to `limit` events of
+/// `partition` (0 unless given, or named by `after=partition:seq`) after `after`, only those
+/// of `type` and of the chain `correlationId` if given. Each event says its partition. A chain
+/// asked for without a partition is followed through every partition, merged in commit time
+/// order (`truncated` says whether there may be more).
 fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
     let mut after = 0u64;
+    let mut partition: Option<u32> = None;
+    let mut after_partition: Option<u32> = None;
     let mut limit = 100usize;
     let mut event_type: Option<String> = None;
     let mut correlation: Option<String> = None;
+    let n = runtime.partitions().count();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "after" => {
-                after = v
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("after must be a non-negative integer"))?;
+                let v = v.replace("%3A", ":").replace("%3a", ":");
+                let parsed = match v.split_once(':') {
+                    Some((p, seq)) => p
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|p| *p < n)
+                        .zip(seq.parse().ok())
+                        .map(|(p, seq)| (Some(p), seq)),
+                    None => v.parse().ok().map(|seq| (None, seq)),
+                };
+                let Some((p, seq)) = parsed else {
+                    return Err(ApiError::bad_request(
+                        "after must be a non-negative integer, or partition:seq",
+                    ));
+                };
+                after_partition = p.or(after_partition);
+                after = seq;
+            }
+            "partition" => {
+                partition = Some(v.parse().ok().filter(|p| *p < n).ok_or_else(|| {
+                    ApiError::bad_request(format!("partition must be an integer from 0 to {}", n - 1))
+                })?);
             }
             "limit" => {
                 limit = v
@@ -125,13 +199,101 @@ fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
             _ => {}
         }
     }
-    let log = runtime.log();
-    if event_type.is_none() && correlation.is_none() {
+    let filtered = event_type.is_some() || correlation.is_some();
+    let matches = |e: &carshare_core::Event| {
+        event_type.as_ref().is_none_or(|t| &e.event_type == t)
+            && correlation
+                .as_ref()
+                .is_none_or(|c| e.correlation_id.as_ref() == Some(c))
+    };
+    let tagged = |p: u32, e: carshare_core::Event| {
+        let mut v = json!(e);
+        v["partition"] = json!(p);
+        v
+    };
+    // A chain crosses partitions: followed in all of them (in commit time order) unless one
+    // is named.
+    if correlation.is_some() && n > 1 && partition.is_none() && after_partition.is_none() {
+        let mut all = Vec::new();
+        let mut truncated = false;
+        for p in 0..n {
+            let log = runtime.partitions().log(p);
+            let (found, next) = scan(&log.snapshot()?, after, limit, &matches)?;
+            truncated |= found.len() == limit || next < log.head();
+            all.extend(found.into_iter().map(|e| (p, e)));
+        }
+        // Commit times are in milliseconds: within one, a cause goes before its effects.
+        let depth = causal_depths(&all);
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.sort_by(|&i, &j| {
+            let key = |k: usize| (&all[k].1.timestamp, depth[k], all[k].0, all[k].1.seq);
+            key(i).cmp(&key(j))
+        });
+        let mut slots: Vec<Option<(u32, carshare_core::Event)>> = all.into_iter().map(Some).collect();
+        let mut all: Vec<(u32, carshare_core::Event)> =
+            order.into_iter().filter_map(|i| slots[i].take()).collect();
+        truncated |= all.len() > limit;
+        all.truncate(limit);
+        let events: Vec<Value> = all.into_iter().map(|(p, e)| tagged(p, e)).collect();
+        return Ok(json!({ "events": events, "partitions": n, "truncated": truncated }));
+    }
+    let partition = after_partition.or(partition).unwrap_or(0);
+    let log = runtime.partitions().log(partition);
+    let (events, next) = if filtered {
+        scan(&log.snapshot()?, after, limit, &matches)?
+    } else {
         let events = log.events_after(after, limit)?;
         let next = events.last().map(|e| e.seq).unwrap_or(after);
-        return Ok(json!({ "events": events, "head": log.head(), "next": next }));
-    }
-    let snapshot = log.snapshot()?;
+        (events, next)
+    };
+    let events: Vec<Value> = events.into_iter().map(|e| tagged(partition, e)).collect();
+    Ok(json!({
+        "events": events, "head": log.head(), "next": next,
+        "partition": partition, "partitions": n,
+    }))
+}
+
+/// How many of `events` lie before each one on its chain of causes (0 for one whose cause is
+/// not among them).
+fn causal_depths(events: &[(u32, carshare_core::Event)]) -> Vec<usize> {
+    let index: std::collections::HashMap<&str, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (_, e))| (e.event_id.as_str(), i))
+        .collect();
+    let cause = |i: usize| {
+        events[i]
+            .1
+            .causation_id
+            .as_deref()
+            .and_then(|c| index.get(c).copied())
+            .filter(|c| *c != i)
+    };
+    (0..events.len())
+        .map(|i| {
+            let mut depth = 0;
+            let mut at = i;
+            // Bounded: a chain longer than the events can only be a cycle of bad data.
+            while let Some(c) = cause(at) {
+                depth += 1;
+                at = c;
+                if depth > events.len() {
+                    break;
+                }
+            }
+            depth
+        })
+        .collect()
+}
+
+/// Up to `limit` events of `snapshot` after `after` that `matches`, looking through at most
+/// [`MAX_EXAMINED`]; and the last event looked at, where a next call goes on.
+fn scan(
+    snapshot: &carshare_core::Snapshot,
+    after: u64,
+    limit: usize,
+    matches: &dyn Fn(&carshare_core::Event) -> bool,
+) -> Result<(Vec<carshare_core::Event>, u64), ApiError> {
     let mut found = Vec::new();
     let mut next = after;
     let mut examined = 0;
@@ -143,11 +305,7 @@ fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
         for e in chunk {
             examined += 1;
             next = e.seq;
-            let matches = event_type.as_ref().is_none_or(|t| &e.event_type == t)
-                && correlation
-                    .as_ref()
-                    .is_none_or(|c| e.correlation_id.as_ref() == Some(c));
-            if matches {
+            if matches(&e) {
                 found.push(e);
                 if found.len() == limit {
                     break;
@@ -155,5 +313,5 @@ fn events(runtime: &Runtime, query: &str) -> Result<Value, ApiError> {
             }
         }
     }
-    Ok(json!({ "events": found, "head": log.head(), "next": next }))
+    Ok((found, next))
 }

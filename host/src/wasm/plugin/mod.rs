@@ -92,6 +92,7 @@ impl Plugin {
                 version: String::new(),
                 routes: vec![],
                 subscriptions: vec![],
+                placement: crate::wasm::Placement::Partitioned,
                 operations: vec![],
                 schemas: vec![],
             },

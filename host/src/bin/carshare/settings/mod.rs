@@ -60,6 +60,7 @@ struct FileConfig {
     instance_allocator: Option<Allocator>,
     log_format: Option<LogFormat>,
     db_cache_mb: Option<u64>,
+    partitions: Option<u64>,
     call_deadline_ms: Option<u64>,
     memory_limit_mb: Option<u64>,
     max_instances: Option<u64>,
@@ -101,6 +102,12 @@ const fn numeric(id: &'static str, key: &'static str, min: u64, max: u64) -> Num
 }
 
 const DB_CACHE_MB: Numeric = numeric("db_cache_mb", "dbCacheMb", 1, 65_536);
+const PARTITIONS: Numeric = numeric(
+    "partitions",
+    "partitions",
+    1,
+    carshare_core::MAX_PARTITIONS as u64,
+);
 const CALL_DEADLINE_MS: Numeric = numeric("call_deadline_ms", "callDeadlineMs", 1, 3_600_000);
 // The instance pool reserves 1 GiB of address space per memory and 1000 instances in all.
 const MEMORY_LIMIT_MB: Numeric = numeric("memory_limit_mb", "memoryLimitMb", 1, 1024);
@@ -297,6 +304,15 @@ fn config_from(args: &ServeArgs, matches: &ArgMatches, file: FileConfig) -> Resu
     let ms = |v: u64| Duration::from_millis(v);
     if let Some(v) = src.number(&DB_CACHE_MB, args.db_cache_mb, file.db_cache_mb)? {
         c.db_cache_bytes = (v as usize) << 20;
+    }
+    if let Some(v) = src.number(&PARTITIONS, args.partitions, file.partitions)? {
+        if v > 1 && c.cluster.is_some() {
+            return Err(SettingsError::Value {
+                origin: "--partitions".into(),
+                reason: "more than one partition is not yet served in a cluster".into(),
+            });
+        }
+        c.partitions = v as u32;
     }
     if let Some(v) = src.number(&CALL_DEADLINE_MS, args.call_deadline_ms, file.call_deadline_ms)? {
         c.limits.call_deadline = ms(v);
