@@ -90,7 +90,10 @@ impl Beyond {
                 Some(View::All) => {
                     "reads every partition (a listing or a search) and writes none".to_string()
                 }
-                Some(View::One(p)) => format!("reads partition {p} for a call into one of its entities"),
+                Some(View::One(p)) => format!(
+                    "runs in partition {} and reads partition {p} for a call into one of its entities",
+                    self.own
+                ),
                 None => format!("runs in partition {}", self.own),
             };
             self.violation = Some(format!(

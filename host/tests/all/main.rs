@@ -29,6 +29,7 @@ mod foundation;
 mod newcomer;
 mod observe;
 mod openapi;
+mod partitions;
 mod steps;
 mod swap;
 mod ui;

@@ -3,8 +3,12 @@
 //! order of quantity 3 and then fail (so the failure must undo the record), `{"trapOnQty": 3}`
 //! makes it trap on one. `GET /audits` lists the orders it recorded, and which version of it
 //! recorded each (for tests of swaps: the same sources are built as 0.9.0 and as 2.0.0).
+//! `POST /audits/restock {"productId", "qty"}` records a restock and sets the product's stock
+//! in the same unit, through a synchronous call: one unit that writes where the auditor lives
+//! (partition 0) and where the product does, for tests of the partition rule.
 
 use carshare_guest::body::Body;
+use carshare_guest::call::call;
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, state};
 
 struct Auditor;
@@ -41,6 +45,20 @@ impl Context for Auditor {
                 Ok(Response::json(
                     200,
                     &serde_json::json!({ "audited": ids, "by": by }),
+                ))
+            }
+            ("POST", "/audits/restock") => {
+                let body = req.json_object()?;
+                let product = body["productId"]
+                    .as_u64()
+                    .ok_or_else(|| Error::BadRequest("productId must be a positive integer".into()))?;
+                state::put(&format!("restock/{product:020}"), &body)?;
+                let set = Request::new("PATCH", &format!("/products/{product}"), &req.base_url)
+                    .with_json(&serde_json::json!({ "qty": body["qty"] }));
+                let r = call("product", set)?;
+                Ok(Response::json(
+                    r.status,
+                    &serde_json::json!({ "restocked": product }),
                 ))
             }
             _ => Err(Error::NotFound(format!("no {} {}", req.method, req.path))),
