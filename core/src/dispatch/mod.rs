@@ -1,15 +1,17 @@
 //! The dispatcher: delivers committed events to each subscribing context, in log order, from
-//! that context's durable cursor.
+//! that context's durable cursors.
 //!
-//! One task per subscriber and partition (and, for a subscriber that handles events where an
-//! id they name lives, per partition whose events it reads: see [`Reach`]). A step reads the
-//! events after the cursor, has the handler apply the
-//! ones it subscribes to inside one unit of work, and commits the unit with the cursor moved
-//! past them, so state, published events and cursor change together or not at all. An event
-//! whose handler fails is retried with backoff; after the last attempt it is parked as a
-//! [`DeadLetter`] and the cursor moves on, so one poisoned event never blocks its subscriber
-//! (nor, since each subscriber has its own task, any other). A paused subscriber keeps its
-//! cursor and catches up when resumed.
+//! One task per subscriber and partition it is handled in; the task goes through the events of
+//! each partition the subscriber reads there (its lanes: its own partition's, or every
+//! partition's for a subscriber that handles events where an id they name lives, see
+//! [`Reach`]), each lane with a cursor of its own. A step reads a lane's events after its
+//! cursor, has the handler apply the ones it wants there inside one unit of work, and commits
+//! the unit with the cursor moved past them, so state, published events and cursor change
+//! together or not at all. An event whose handler fails is retried with backoff; after the last
+//! attempt it is parked as a [`DeadLetter`] and the cursor moves on, so one poisoned event
+//! never blocks its subscriber (nor, since each subscriber has its own tasks, any other). A
+//! paused subscriber keeps its cursors and catches up when resumed. Across partitions an event
+//! waits for its cause (`causes.rs`).
 //!
 //! [`DeadLetter`]: crate::DeadLetter
 
@@ -42,20 +44,26 @@ enum Run {
     Stopping,
 }
 
-/// One of a subscriber's workers: the events of partition `source`, handled in `partition`.
+/// One of a subscriber's lanes: the events of partition `source`, handled in `partition`.
 struct Lane {
     partition: u32,
     source: u32,
-    /// Wakes an idle worker when its cursor was moved by an operator (no new event would).
-    nudge: Arc<tokio::sync::Notify>,
     failing: Arc<Mutex<Option<Failing>>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// One of a subscriber's tasks: every lane handled in `partition`.
+struct Task {
+    partition: u32,
+    /// Wakes an idle task when an operator moved one of its cursors (no new event would).
+    nudge: Arc<tokio::sync::Notify>,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Sub {
     handler: Arc<dyn EventHandler>,
     run: watch::Sender<Run>,
     lanes: Vec<Lane>,
+    tasks: Vec<Task>,
     progress: Arc<causes::Progress>,
 }
 
@@ -127,30 +135,40 @@ impl Dispatcher {
                 .and_then(|s| s.cursor(&cursor_name(name, partition, source)))
                 .unwrap_or(0)
         }));
-        for (partition, source) in pairs {
-            let failing = Arc::new(Mutex::new(None));
+        let mut tasks = Vec::new();
+        let mut handled_in: Vec<u32> = pairs.iter().map(|(p, _)| *p).collect();
+        handled_in.dedup();
+        for partition in handled_in {
+            let mut sources = Vec::new();
+            for &(_, source) in pairs.iter().filter(|(p, _)| *p == partition) {
+                let lane = worker::Source::new(
+                    self.partitions.log(source).clone(),
+                    source,
+                    cursor_name(name, partition, source),
+                    self.policy.batch.max(1),
+                );
+                lanes.push(Lane {
+                    partition,
+                    source,
+                    failing: lane.failing.clone(),
+                });
+                sources.push(lane);
+            }
             let nudge = Arc::new(tokio::sync::Notify::new());
             let worker = Worker {
                 partitions: self.partitions.clone(),
                 partition,
-                source: self.partitions.log(source).clone(),
-                source_partition: source,
-                cursor: cursor_name(name, partition, source),
+                sources,
                 handler: handler.clone(),
                 policy: self.policy.clone(),
                 run: run_rx.clone(),
-                failing: failing.clone(),
                 nudge: nudge.clone(),
-                batch: self.policy.batch.max(1),
-                skipped_to: None,
                 progress: progress.clone(),
             };
-            lanes.push(Lane {
+            tasks.push(Task {
                 partition,
-                source,
                 nudge,
-                failing,
-                task: Some(tokio::spawn(worker.run())),
+                handle: Some(tokio::spawn(worker.run())),
             });
         }
         let old = self.lock().insert(
@@ -159,6 +177,7 @@ impl Dispatcher {
                 handler,
                 run,
                 lanes,
+                tasks,
                 progress,
             },
         );
@@ -319,12 +338,8 @@ impl Dispatcher {
         }
         if let Some(sub) = self.lock().get(name) {
             sub.progress.set(partition, source, to.min(head));
-            for lane in sub
-                .lanes
-                .iter()
-                .filter(|l| l.partition == partition && l.source == source)
-            {
-                lane.nudge.notify_one();
+            for task in sub.tasks.iter().filter(|t| t.partition == partition) {
+                task.nudge.notify_one();
             }
         }
         Ok(())
@@ -337,9 +352,9 @@ impl Dispatcher {
             .values_mut()
             .flat_map(|s| {
                 s.run.send_replace(Run::Stopping);
-                s.lanes
+                s.tasks
                     .iter_mut()
-                    .filter_map(|l| l.task.take())
+                    .filter_map(|t| t.handle.take())
                     .collect::<Vec<_>>()
             })
             .collect();

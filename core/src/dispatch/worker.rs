@@ -1,11 +1,18 @@
-//! One subscriber's task in one partition, over one partition's events: step after step, the
-//! events after its cursor are applied in one unit of work that moves the cursor past them; a
-//! failing event is retried with backoff and parked as a dead letter after the last attempt.
+//! One subscriber's task in one partition: it goes through the events of every partition the
+//! subscriber reads there (its lanes, one per source partition, each with its own cursor kept
+//! in this partition), step after step. A step takes one lane's events after its cursor and
+//! applies them in one unit of work that moves that cursor past them; a failing event is
+//! retried with backoff (the other lanes go on meanwhile) and parked as a dead letter after the
+//! last attempt.
+//!
+//! One task per partition, not per lane: the lanes of a partition write the same state (a
+//! product's stock, whichever partition the order came from), and would only make each other's
+//! commits conflict if they ran at once.
 //!
 //! Over another partition's events, most are for other partitions: the cursor moves past those
 //! without a commit of its own (it moves durably with the next event handled, after
-//! [`SKIP_COMMIT`] events, or once the worker has been idle for [`SKIP_FLUSH`]), so that reading
-//! the events of N partitions costs no commits.
+//! [`SKIP_COMMIT`] events, or once the task has been idle for [`SKIP_FLUSH`]), and without a
+//! read of this partition's database, so that reading the events of N partitions costs little.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -14,6 +21,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Run;
 use super::causes::{Lane, Progress};
@@ -27,46 +35,81 @@ use crate::unit::Unit;
 /// Events passed over (none of them for this partition) before the cursor moves durably.
 const SKIP_COMMIT: u64 = 4096;
 
-/// How long a worker that passed over events waits idle before it moves its cursor durably.
+/// How long a task that passed over events waits idle before it moves its cursors durably.
 const SKIP_FLUSH: Duration = Duration::from_millis(500);
-
-pub(super) struct Worker {
-    pub(super) partitions: Partitions,
-    /// The partition the events are handled (and the cursor kept) in.
-    pub(super) partition: u32,
-    /// The partition whose events it goes through.
-    pub(super) source: Log,
-    pub(super) source_partition: u32,
-    /// The cursor's name (and the dead letters').
-    pub(super) cursor: String,
-    pub(super) handler: Arc<dyn EventHandler>,
-    pub(super) policy: RetryPolicy,
-    pub(super) run: watch::Receiver<Run>,
-    pub(super) failing: Arc<Mutex<Option<Failing>>>,
-    pub(super) nudge: Arc<tokio::sync::Notify>,
-    /// Events per step now: halved after a conflict, so a large step that keeps losing races
-    /// with concurrent writers still makes progress; back to the policy's size after a commit.
-    pub(super) batch: usize,
-    /// Where the cursor stands past events none of which were for this partition, ahead of
-    /// where it durably stands.
-    pub(super) skipped_to: Option<u64>,
-    /// How far each of the subscriber's workers has gone (this one tells its own).
-    pub(super) progress: Arc<Progress>,
-}
 
 /// How often a subscriber on a host that is not the cluster's writer looks again.
 const NOT_WRITER_POLL: Duration = Duration::from_millis(100);
 
-/// What one step did.
+/// One lane of a task: the events of partition `source`, and where the task stands in them.
+pub(super) struct Source {
+    pub(super) log: Log,
+    pub(super) partition: u32,
+    /// The cursor's name (and the dead letters').
+    pub(super) cursor: String,
+    pub(super) failing: Arc<Mutex<Option<Failing>>>,
+    /// Events per step now: halved after a conflict, so a large step that keeps losing races
+    /// with concurrent writers still makes progress; back to the policy's size after a commit.
+    pub(super) batch: usize,
+    /// Where the cursor durably stands, as last read or committed (`None`: read it again).
+    pub(super) durable: Option<u64>,
+    /// Where it stands past events none of which were for this partition, ahead of `durable`.
+    pub(super) skipped_to: Option<u64>,
+    /// The event failing at the cursor, and how many attempts it has had.
+    pub(super) attempts: (u64, u32),
+    /// Not before then: the lane waits out a backoff.
+    pub(super) retry_at: Option<Instant>,
+}
+
+impl Source {
+    pub(super) fn new(log: Log, partition: u32, cursor: String, batch: usize) -> Self {
+        Source {
+            log,
+            partition,
+            cursor,
+            failing: Arc::new(Mutex::new(None)),
+            batch,
+            durable: None,
+            skipped_to: None,
+            attempts: (0, 0),
+            retry_at: None,
+        }
+    }
+
+    /// Where the lane stands, as far as the task knows without a read.
+    fn at(&self) -> Option<u64> {
+        let durable = self.durable?;
+        Some(self.skipped_to.filter(|s| *s > durable).unwrap_or(durable))
+    }
+
+    fn set_failing(&self, failing: Option<Failing>) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = failing;
+    }
+}
+
+pub(super) struct Worker {
+    pub(super) partitions: Partitions,
+    /// The partition the events are handled (and the cursors kept) in.
+    pub(super) partition: u32,
+    pub(super) sources: Vec<Source>,
+    pub(super) handler: Arc<dyn EventHandler>,
+    pub(super) policy: RetryPolicy,
+    pub(super) run: watch::Receiver<Run>,
+    /// Wakes the task when an operator moved one of its cursors (no new event would).
+    pub(super) nudge: Arc<tokio::sync::Notify>,
+    /// How far each of the subscriber's lanes has gone (this task tells its own).
+    pub(super) progress: Arc<Progress>,
+}
+
+/// What one step of a lane did.
 enum Step {
     /// Nothing to do: wait for new events.
     Idle,
-    /// The next event's cause is still to be handled by another of the subscriber's workers:
-    /// wait for it to move.
+    /// The next event's cause is still to be handled by another lane: wait for it to move.
     Waiting,
     /// Progress was made (or a conflict asks for an immediate retry).
     Again,
-    /// The event at the cursor failed; wait before trying again.
+    /// The event at the cursor failed; wait before trying it again.
     Backoff(Duration),
 }
 
@@ -75,26 +118,24 @@ impl Worker {
         self.partitions.log(self.partition)
     }
 
-    fn lane(&self) -> Lane<'_> {
+    fn lane(&self, source: u32) -> Lane<'_> {
         Lane {
             partitions: &self.partitions,
             partition: self.partition,
-            source: self.source_partition,
+            source,
         }
     }
 
-    /// Tells the subscriber's other workers (and its status) that this one is done with
-    /// every event up to `seq`.
-    fn done_with(&self, seq: u64) {
-        self.progress.set(self.partition, self.source_partition, seq);
+    /// Tells the subscriber's other tasks (and its status) that lane `i` is done with every
+    /// event up to `seq`.
+    fn done_with(&self, i: usize, seq: u64) {
+        self.progress.set(self.partition, self.sources[i].partition, seq);
     }
-}
 
-impl Worker {
     pub(super) async fn run(mut self) {
-        let mut head = self.source.watch_head();
+        let mut heads: Vec<watch::Receiver<u64>> = self.sources.iter().map(|s| s.log.watch_head()).collect();
         let mut moved = self.progress.watch();
-        let mut attempts: (u64, u32) = (0, 0);
+        let mut next = 0;
         loop {
             // The dispatcher is gone (dropped without shutdown): stop, never run on.
             if self.run.has_changed().is_err() {
@@ -111,7 +152,9 @@ impl Worker {
                 }
                 Run::Running => {}
             }
-            head.borrow_and_update();
+            for h in &mut heads {
+                h.borrow_and_update();
+            }
             moved.borrow_and_update();
             // In a cluster, subscribers run on the writer's host only: there their steps
             // commit without a hop, and no other host spends work that would only conflict.
@@ -124,63 +167,98 @@ impl Worker {
                 }
                 continue;
             }
-            let wait = match self.step(&mut attempts).await {
-                Step::Again => continue,
-                Step::Idle if self.skipped_to.is_some() => {
-                    tokio::select! {
-                        changed = self.run.changed() => if changed.is_err() { return },
-                        _ = head.changed() => {},
-                        _ = self.nudge.notified() => {},
-                        _ = tokio::time::sleep(SKIP_FLUSH) => self.flush().await,
+            // One step per lane that has something to do, starting after the last served.
+            let (mut progressed, mut waiting) = (false, false);
+            let mut wake: Option<Instant> = None;
+            let n = self.sources.len();
+            for k in 0..n {
+                let i = (next + k) % n;
+                let now = Instant::now();
+                if let Some(at) = self.sources[i].retry_at {
+                    if at > now {
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                        continue;
                     }
-                    continue;
+                    self.sources[i].retry_at = None;
                 }
-                Step::Waiting => {
-                    tokio::select! {
-                        changed = self.run.changed() => if changed.is_err() { return },
-                        _ = moved.changed() => {},
-                        _ = self.nudge.notified() => {},
-                        // A cause in another lane is passed by that lane's own progress; the
-                        // timer only guards against a wake-up that never comes.
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                match self.step(i).await {
+                    Step::Idle => {}
+                    Step::Waiting => waiting = true,
+                    Step::Again => progressed = true,
+                    Step::Backoff(d) => {
+                        let at = now + d;
+                        self.sources[i].retry_at = Some(at);
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
                     }
-                    continue;
                 }
-                Step::Idle => None,
-                Step::Backoff(d) => Some(d),
-            };
+            }
+            next = (next + 1) % n.max(1);
+            if progressed {
+                // Let the other tasks on this thread have a turn between rounds.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let skipped = self.sources.iter().any(|s| s.skipped_to.is_some());
             tokio::select! {
                 changed = self.run.changed() => if changed.is_err() { return },
-                _ = head.changed(), if wait.is_none() => {},
-                _ = self.nudge.notified(), if wait.is_none() => {},
-                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {},
+                _ = any_changed(&mut heads) => {},
+                _ = moved.changed(), if waiting => {},
+                _ = self.nudge.notified() => self.forget_positions(),
+                _ = sleep_until(wake), if wake.is_some() => {},
+                _ = tokio::time::sleep(SKIP_FLUSH), if skipped && !waiting => self.flush().await,
             }
         }
     }
 
-    /// Moves the cursor durably past the events passed over.
+    /// An operator moved a cursor: read every lane's position again.
+    fn forget_positions(&mut self) {
+        for s in &mut self.sources {
+            s.durable = None;
+            s.skipped_to = None;
+            s.retry_at = None;
+        }
+    }
+
+    /// Moves the cursors durably past the events passed over.
     async fn flush(&mut self) {
-        let Some(to) = self.skipped_to else { return };
         let Ok(mut unit) = self.partitions.begin(self.partition) else {
             return;
         };
-        let Ok(from) = unit.cursor(&self.cursor) else {
-            return;
-        };
-        if to > from {
-            unit.move_cursor(&self.cursor, from, to);
-            if self.target().commit(unit).await.is_err() {
-                // A step committed meanwhile: the next one carries the move.
+        let mut moves = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let Some(to) = s.skipped_to else { continue };
+            let Ok(from) = unit.cursor(&s.cursor) else {
                 return;
+            };
+            if to > from {
+                unit.move_cursor(&s.cursor, from, to);
+                moves.push((i, to));
             }
         }
-        self.skipped_to = None;
+        if moves.is_empty() {
+            for s in &mut self.sources {
+                s.skipped_to = None;
+            }
+            return;
+        }
+        if self.target().commit(unit).await.is_err() {
+            // A step committed meanwhile, or an operator moved a cursor: read them again.
+            for s in &mut self.sources {
+                s.durable = None;
+            }
+            return;
+        }
+        for (i, to) in moves {
+            let s = &mut self.sources[i];
+            s.durable = Some(to);
+            s.skipped_to = None;
+        }
     }
 
-    async fn step(&mut self, attempts: &mut (u64, u32)) -> Step {
+    async fn step(&mut self, i: usize) -> Step {
         // A panicking handler fails the step (which is retried after a backoff); it does not
         // end the subscriber's task.
-        let applied = AssertUnwindSafe(self.apply_batch()).catch_unwind().await;
+        let applied = AssertUnwindSafe(self.apply_batch(i)).catch_unwind().await;
         let Applied {
             mut unit,
             from,
@@ -191,30 +269,36 @@ impl Worker {
             Ok(Ok(Batch::Empty)) => return Step::Idle,
             Ok(Ok(Batch::Waiting)) => return Step::Waiting,
             Ok(Ok(Batch::Passed)) => return Step::Again,
-            Ok(Err(_)) | Err(_) => return Step::Backoff(self.policy.first_backoff),
+            Ok(Err(_)) | Err(_) => {
+                self.sources[i].durable = None;
+                return Step::Backoff(self.policy.first_backoff);
+            }
         };
         let mut cursor_to = done;
         let mut wait = None;
         if let Some((event, error)) = failed {
+            let s = &mut self.sources[i];
             // Every attempt counts, also one that followed progress in the same step.
-            if attempts.0 != event.seq {
-                *attempts = (event.seq, 0);
+            if s.attempts.0 != event.seq {
+                s.attempts = (event.seq, 0);
             }
-            attempts.1 += 1;
+            s.attempts.1 += 1;
+            let attempts = s.attempts.1;
             // A transient failure (a dependency that is down) waits as long as it takes.
-            let parked = !error.transient && attempts.1 >= self.policy.max_attempts.max(1);
-            self.handler.on_failure(&event, &error, attempts.1, parked);
+            let parked = !error.transient && attempts >= self.policy.max_attempts.max(1);
+            self.handler.on_failure(&event, &error, attempts, parked);
+            let s = &mut self.sources[i];
             if parked {
-                unit.park(&self.cursor, &event, &error.message, attempts.1);
+                unit.park(&s.cursor, &event, &error.message, attempts);
                 cursor_to = event.seq;
             } else {
-                *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failing {
-                    partition: self.source_partition,
+                s.set_failing(Some(Failing {
+                    partition: s.partition,
                     seq: event.seq,
-                    attempts: attempts.1,
+                    attempts,
                     error: error.message.clone(),
-                });
-                let backoff = self.backoff(attempts.1);
+                }));
+                let backoff = self.backoff(attempts);
                 if done == from {
                     return Step::Backoff(backoff);
                 }
@@ -222,27 +306,35 @@ impl Worker {
                 wait = Some(backoff);
             }
         }
+        let cursor = self.sources[i].cursor.clone();
         if cursor_to != from {
-            unit.move_cursor(&self.cursor, from, cursor_to);
+            unit.move_cursor(&cursor, from, cursor_to);
         }
         match self.target().commit(unit).await {
             Ok(_) => {
-                self.batch = self.policy.batch.max(1);
-                self.skipped_to = None;
-                self.done_with(cursor_to);
+                let s = &mut self.sources[i];
+                s.batch = self.policy.batch.max(1);
+                s.durable = Some(cursor_to);
+                s.skipped_to = None;
+                self.done_with(i, cursor_to);
                 match wait {
                     Some(d) => Step::Backoff(d),
                     None => {
-                        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        self.sources[i].set_failing(None);
                         Step::Again
                     }
                 }
             }
             Err(CommitError::Conflict) => {
-                self.batch = (self.batch / 2).max(1);
+                let s = &mut self.sources[i];
+                s.batch = (s.batch / 2).max(1);
+                s.durable = None;
                 Step::Again
             }
-            Err(_) => Step::Backoff(self.policy.first_backoff),
+            Err(_) => {
+                self.sources[i].durable = None;
+                Step::Backoff(self.policy.first_backoff)
+            }
         }
     }
 
@@ -252,6 +344,22 @@ impl Worker {
             .first_backoff
             .saturating_mul(factor)
             .min(self.policy.max_backoff)
+    }
+}
+
+/// Waits until one of `heads` changes (or its log is gone, which the run state then tells).
+async fn any_changed(heads: &mut [watch::Receiver<u64>]) {
+    let changes: Vec<_> = heads.iter_mut().map(|h| Box::pin(h.changed())).collect();
+    if changes.is_empty() {
+        return std::future::pending().await;
+    }
+    let _ = futures_util::future::select_all(changes).await;
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -278,35 +386,57 @@ enum Batch {
 }
 
 impl Worker {
-    /// Applies up to `batch` events after the cursor in one unit, stopping before the first
-    /// that fails. The cursor is not moved: the step decides where to.
-    async fn apply_batch(&mut self) -> Result<Batch, StorageError> {
+    /// Applies up to a batch of lane `i`'s events after its cursor in one unit, stopping
+    /// before the first that fails. The cursor is not moved: the step decides where to.
+    async fn apply_batch(&mut self, i: usize) -> Result<Batch, StorageError> {
         let pinned = self.handler.pin();
         let handler: &dyn EventHandler = pinned.as_deref().unwrap_or(&*self.handler);
-        let mut unit = self.partitions.begin(self.partition)?;
-        let durable = unit.cursor(&self.cursor)?;
-        let from = self.skipped_to.filter(|s| *s > durable).unwrap_or(durable);
-        self.done_with(from);
-        let mut events = if self.source_partition == self.partition {
-            unit.events_after(from, self.batch)?
+        let own = self.sources[i].partition == self.partition;
+        let mut unit = None;
+        // Where the lane stands: known from its last step, else read (in the unit it reads in).
+        let durable = match self.sources[i].durable {
+            Some(d) => d,
+            None => {
+                let u = self.partitions.begin(self.partition)?;
+                let d = u.cursor(&self.sources[i].cursor)?;
+                unit = Some(u);
+                self.sources[i].durable = Some(d);
+                d
+            }
+        };
+        let s = &self.sources[i];
+        let from = s.at().unwrap_or(durable);
+        self.done_with(i, from);
+        if s.log.head() <= from {
+            return Ok(Batch::Empty);
+        }
+        let (batch, source) = (s.batch, s.partition);
+        // Its own partition's events are read in the unit, so the handler sees the state they
+        // were committed with; another partition's are read where they are kept in memory.
+        let mut events = if own {
+            let u = match unit.take() {
+                Some(u) => u,
+                None => self.partitions.begin(self.partition)?,
+            };
+            let events = u.events_after(from, batch)?;
+            unit = Some(u);
+            events
         } else {
-            self.source.events_after_shared(from, self.batch)?
+            s.log.events_after_shared(from, batch)?
         };
         if events.is_empty() {
             return Ok(Batch::Empty);
         }
         // The events the subscriber does not want here only move its cursor.
-        let lane = self.lane();
+        let lane = self.lane(source);
         let mut wanted: Vec<Arc<Event>> = Vec::new();
-        for (i, e) in events.iter().enumerate() {
-            if !handler.wants(&e.event_type)
-                || lane.placed(handler, e, self.source_partition) != self.partition
-            {
+        for (k, e) in events.iter().enumerate() {
+            if !handler.wants(&e.event_type) || lane.placed(handler, e, source) != self.partition {
                 continue;
             }
             if self.partitions.count() > 1 && lane.must_wait(handler, &self.progress, e)? {
                 // Only the events before it are taken now.
-                events.truncate(i);
+                events.truncate(k);
                 break;
             }
             wanted.push(e.clone());
@@ -316,16 +446,20 @@ impl Worker {
         }
         let mut done = events.last().map_or(from, |e| e.seq);
         if wanted.is_empty() && done - durable < SKIP_COMMIT {
-            self.skipped_to = Some(done);
-            self.done_with(done);
+            self.sources[i].skipped_to = Some(done);
+            self.done_with(i, done);
             return Ok(Batch::Passed);
         }
+        let mut unit = match unit {
+            Some(u) => u,
+            None => self.partitions.begin(self.partition)?,
+        };
         let mut failed = None;
         if !wanted.is_empty() {
             let (back, result) = handler.handle_all(unit, &wanted).await;
             unit = back;
-            if let Err((i, e)) = result {
-                let event = wanted[i.min(wanted.len() - 1)].clone();
+            if let Err((k, e)) = result {
+                let event = wanted[k.min(wanted.len() - 1)].clone();
                 // Done with every event before the failed one, wanted or not.
                 done = events
                     .iter()
