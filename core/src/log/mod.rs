@@ -143,7 +143,15 @@ impl LogBuilder {
             slot * u64::from(n) + u64::from(p),
             of * u64::from(n),
         ));
+        let writing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = Writer {
+            writing: writing.clone(),
+            // A cluster's writer batches by its records' round trips already.
+            linger: if self.replicator.is_some() {
+                Duration::ZERO
+            } else {
+                crate::writer::LINGER
+            },
             ids: ids.clone(),
             last_record: last_record.1,
             horizon,
@@ -182,6 +190,7 @@ impl LogBuilder {
                 generation,
                 patience: self.patience,
                 partition: p,
+                writing,
             }),
         })
     }
@@ -212,6 +221,8 @@ struct Inner {
     patience: Duration,
     /// Which partition this log is.
     partition: u32,
+    /// How many of its units are writing and not yet handed to the writer.
+    writing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Log {
@@ -244,6 +255,7 @@ impl Log {
             (visible, generation, begun_at),
             self.inner.ids.clone(),
             self.inner.tail.clone(),
+            crate::writer::InFlight::new(self.inner.writing.clone()),
         ))
     }
 
@@ -267,15 +279,23 @@ impl Log {
                 position: 0,
             });
         }
-        let changes = unit.into_changes();
+        let (changes, in_flight) = unit.into_changes();
         match self.replicated() {
             Some(replicator) if !replicator.caught_up() => Err(CommitError::Unavailable(
                 "this host has not yet applied the cluster's log as it stood when the host \
                  joined, or found its data out of step with the log: it takes no writes until it has"
                     .into(),
             )),
-            Some(replicator) => self.forward(replicator, changes).await,
-            None => rerun_if_deposed(outcome(self.send(changes)?.await)),
+            Some(replicator) => {
+                drop(in_flight);
+                self.forward(replicator, changes).await
+            }
+            None => {
+                // Handed over: the writer sees it in its queue, no longer as being written.
+                let answer = self.send(changes);
+                drop(in_flight);
+                rerun_if_deposed(outcome(answer?.await))
+            }
         }
     }
 
@@ -297,7 +317,10 @@ impl Log {
                 position: 0,
             });
         }
-        rerun_if_deposed(outcome(self.send(unit.into_changes())?.blocking_recv()))
+        let (changes, in_flight) = unit.into_changes();
+        let answer = self.send(changes);
+        drop(in_flight);
+        rerun_if_deposed(outcome(answer?.blocking_recv()))
     }
 
     /// Hands the change set to this host's writer.

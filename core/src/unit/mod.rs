@@ -24,6 +24,7 @@ use crate::ids::IdSequences;
 use crate::index::IndexKey;
 use crate::store::{IndexPage, Snapshot};
 use crate::tail::Tail;
+use crate::writer::InFlight;
 use beyond::{Beyond, View};
 
 /// A point to roll a unit back to.
@@ -61,6 +62,8 @@ pub struct Unit {
     ids: HashMap<SequenceKey, u64>,
     /// What it reads beyond its partition, with several partitions (`beyond.rs`).
     beyond: Option<Box<Beyond>>,
+    /// Its place among the log's units being written, from its first write.
+    in_flight: InFlight,
 }
 
 impl Unit {
@@ -69,6 +72,7 @@ impl Unit {
         (visible, generation, begun_at): (u64, u64, u64),
         ids_source: Arc<IdSequences>,
         tail: Arc<Tail>,
+        in_flight: InFlight,
     ) -> Self {
         Unit {
             snapshot,
@@ -89,6 +93,7 @@ impl Unit {
             dead: Vec::new(),
             ids: HashMap::default(),
             beyond: None,
+            in_flight,
         }
     }
 
@@ -223,6 +228,7 @@ impl Unit {
         if self.refused(None, || format!("write {context}'s key {key:?}")) {
             return;
         }
+        self.in_flight.mark();
         let k = (context.to_string(), key.to_string());
         let before = self.writes.insert(k.clone(), value);
         self.undo.push((k, before));
@@ -313,6 +319,7 @@ impl Unit {
             return;
         }
         let k = (context.to_string(), index.to_string(), term.to_vec(), id);
+        self.in_flight.mark();
         let before = self.index.insert(k.clone(), put);
         self.index_undo.push((k, before));
     }
@@ -350,6 +357,7 @@ impl Unit {
         if self.refused(None, || format!("take an id of {context}'s sequence {name:?}")) {
             return Ok(0);
         }
+        self.in_flight.mark();
         let id = self.ids_source.next(context, name)?;
         let slot = self
             .ids
@@ -377,6 +385,7 @@ impl Unit {
         if self.refused(None, || format!("publish {source}'s event {event_type}")) {
             return;
         }
+        self.in_flight.mark();
         self.events.push(NewEvent {
             source: source.to_string(),
             event_type: event_type.to_string(),
@@ -421,6 +430,7 @@ impl Unit {
     /// Moves `subscriber`'s cursor from `from` (where the unit found it) to `to`. The commit
     /// fails with a conflict if the cursor moved meanwhile, so no event is handled twice.
     pub fn move_cursor(&mut self, subscriber: &str, from: u64, to: u64) {
+        self.in_flight.mark();
         self.cursors.push(CursorMove {
             subscriber: subscriber.to_string(),
             expected: from,
@@ -444,6 +454,7 @@ impl Unit {
 
     /// Parks `event` for `subscriber` as a dead letter.
     pub fn park(&mut self, subscriber: &str, event: &Event, error: &str, attempts: u32) {
+        self.in_flight.mark();
         self.dead.push(DeadWrite::Park(Box::new(DeadLetter {
             subscriber: subscriber.to_string(),
             event: event.clone(),
@@ -455,6 +466,7 @@ impl Unit {
 
     /// Removes a dead letter (after an operator had it handled again).
     pub fn unpark(&mut self, subscriber: &str, seq: u64) {
+        self.in_flight.mark();
         self.dead.push(DeadWrite::Remove {
             subscriber: subscriber.to_string(),
             seq,
@@ -502,9 +514,10 @@ impl Unit {
             && self.ids.is_empty()
     }
 
-    /// What the writer needs: the reads to check and the effects to apply.
-    pub(crate) fn into_changes(self) -> ChangeSet {
-        ChangeSet {
+    /// What the writer needs: the reads to check and the effects to apply; and the unit's place
+    /// among those being written, to give back once the writer has them.
+    pub(crate) fn into_changes(self) -> (ChangeSet, InFlight) {
+        let changes = ChangeSet {
             reads: self.reads.into_iter().collect(),
             scans: self.scans,
             writes: self.writes.into_iter().collect(),
@@ -521,6 +534,7 @@ impl Unit {
             // writer serializes every event of the unit itself.
             event_tails: self.events.iter().map_while(|e| e.stored_tail().ok()).collect(),
             events: self.events,
-        }
+        };
+        (changes, self.in_flight)
     }
 }

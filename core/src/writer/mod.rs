@@ -32,9 +32,11 @@ use crate::replicate::{AppendError, Applied, ApplyError, RECORD_OVERHEAD, Record
 use crate::store::{self, CURSORS, EVENTS, STATE};
 use crate::tail::Tail;
 
+mod in_flight;
 mod records;
 mod valid;
 
+pub(crate) use in_flight::InFlight;
 pub(crate) use valid::Recent;
 use valid::still_valid;
 
@@ -62,6 +64,25 @@ pub trait CommitObserver: Send + Sync + 'static {
 
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
 const MAX_BATCH: usize = 2048;
+
+/// Takes into `batch` the units waiting in `rx`, up to [`MAX_BATCH`]; a message of another
+/// kind goes to `next` (records wait for the batch before them).
+fn take_waiting(rx: &Receiver<Message>, batch: &mut Vec<Pending>, next: &mut Option<Message>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Message::Commit(p)) => batch.push(p),
+            Ok(other) => {
+                *next = Some(other);
+                return;
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+        }
+    }
+}
+
+/// How long a busy writer waits at most for units being written to join its batch
+/// (`in_flight.rs`).
+pub(crate) const LINGER: Duration = Duration::from_millis(1);
 
 /// What the writer is handed. Nearly every message is a unit to commit, so that variant is
 /// kept inline: boxing it would cost every unit an allocation to save the rare `Apply` bytes.
@@ -186,6 +207,10 @@ pub(crate) struct Writer {
     pub observer: Arc<OnceLock<Arc<dyn CommitObserver>>>,
     /// How many batches (and applied records) have committed; units read it when they begin.
     pub generation: Arc<AtomicU64>,
+    /// How many units have begun to write and are not yet handed over (`in_flight.rs`).
+    pub writing: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long a busy writer waits for them at most ([`LINGER`], or zero).
+    pub linger: Duration,
     /// The keys the last batches wrote, to validate reads without reading (`valid.rs`).
     pub recent: Recent,
     /// The index counts as committed, so that a batch need not read them back.
@@ -215,6 +240,10 @@ impl Writer {
     /// Runs until every sender is gone, then returns (the database closes with the last Arc).
     pub fn run(mut self, rx: Receiver<Message>) {
         let mut next = rx.recv().ok();
+        // Whether units were waiting when the writer finished its last message: then it is
+        // busy, and a moment's wait for the units being written costs them nothing they would
+        // not wait anyway.
+        let mut busy = false;
         while let Some(message) = next.take() {
             match message {
                 Message::Apply(apply) => {
@@ -224,16 +253,9 @@ impl Writer {
                 Message::Pause(pause) => pause.hold(),
                 Message::Commit(first) => {
                     let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(Message::Commit(p)) => batch.push(p),
-                            // Records wait for the batch before them.
-                            Ok(apply) => {
-                                next = Some(apply);
-                                break;
-                            }
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                        }
+                    take_waiting(&rx, &mut batch, &mut next);
+                    if busy && next.is_none() && !self.linger.is_zero() {
+                        self.wait_for_writing(&rx, &mut batch, &mut next);
                     }
                     // What did not fit in one record of the replicated log goes in the next.
                     while !batch.is_empty() {
@@ -242,7 +264,45 @@ impl Writer {
                 }
             }
             if next.is_none() {
-                next = rx.recv().ok();
+                next = match rx.try_recv() {
+                    Ok(m) => {
+                        busy = true;
+                        Some(m)
+                    }
+                    Err(TryRecvError::Empty) => {
+                        busy = false;
+                        rx.recv().ok()
+                    }
+                    Err(TryRecvError::Disconnected) => None,
+                };
+            } else {
+                busy = true;
+            }
+        }
+    }
+
+    /// Takes into `batch` the units handed over within [`Writer::linger`] while units are
+    /// being written, up to [`MAX_BATCH`].
+    fn wait_for_writing(&self, rx: &Receiver<Message>, batch: &mut Vec<Pending>, next: &mut Option<Message>) {
+        let deadline = Instant::now() + self.linger;
+        while batch.len() < MAX_BATCH && self.writing.load(Ordering::Acquire) > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match rx.recv_timeout(deadline - now) {
+                Ok(Message::Commit(p)) => {
+                    batch.push(p);
+                    take_waiting(rx, batch, next);
+                    if next.is_some() {
+                        return;
+                    }
+                }
+                Ok(other) => {
+                    *next = Some(other);
+                    return;
+                }
+                Err(_) => return,
             }
         }
     }
