@@ -41,7 +41,7 @@ pub struct Config {
     pub watch: Option<PathBuf>,
     /// How wasm instances get their memory.
     pub instance_allocator: InstanceAllocator,
-    /// Bytes the database may keep in its page cache (each partition's).
+    /// Bytes the database may keep in its page cache, shared out among the partitions.
     pub db_cache_bytes: usize,
     /// Partitions the log and the state are split into; fixed when the data directory is made
     /// (see `carshare_core::Partitions`).

@@ -52,7 +52,11 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         }
         None => None,
     };
-    let partitions = match Partitions::open(&config.data_dir, config.partitions, |_| builder.clone()) {
+    // The page cache is the process's, shared out among the partitions (each keeps a few MiB).
+    let per_partition = (config.db_cache_bytes / config.partitions.max(1) as usize).max(4 << 20);
+    let partitions = match Partitions::open(&config.data_dir, config.partitions, |_| {
+        builder.clone().cache_bytes(per_partition)
+    }) {
         Ok(p) => p,
         Err(e) => {
             if let Some(cluster) = &cluster {
