@@ -12,6 +12,8 @@
 # handlers do not run: STOP="product delivery customerpage" counts an order's request path alone
 # (the HTTP request, order's and payment's calls, the commit, and order's own handler for Paid).
 #
+# With PARTITIONS=N both runs serve N partitions (the orders are spread over them).
+#
 # With CEILING=1 it also counts carshare-ceiling (benches/ceiling.sh) the same way, per request,
 # the yardstick the order's figure compares with.
 #
@@ -19,6 +21,7 @@
 #   ORDERS=500 benches/instructions.sh
 #   STOP="product delivery customerpage" benches/instructions.sh
 #   CEILING=1 benches/instructions.sh
+#   PARTITIONS=4 benches/instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/ready.sh
@@ -41,7 +44,7 @@ count() {
     local n=$1 out="$work/callgrind.$1.out"
     valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$out" \
         "$carshare" serve --listen 127.0.0.1:0 --data-dir "$work/data-$n" --cache-dir "$work/cache" \
-        --instance-allocator on-demand \
+        --instance-allocator on-demand --partitions "${PARTITIONS:-1}" \
         2>"$work/server-$n.log" &
     local pid=$!
     local addr

@@ -1,10 +1,11 @@
 //! The unit-of-work commit: one unit at a time (every commit pays its own fsync) against many
 //! concurrent units (group commit: they share fsyncs). Each unit writes one key and publishes
-//! one event, like a small request.
+//! one event, like a small request. `partitions/N` spreads 128 concurrent units over N
+//! partitions, each with its own writer: the writers' group-commit rate together, as N grows.
 
 use std::time::{Duration, Instant};
 
-use carshare_core::Log;
+use carshare_core::{Log, LogBuilder, Partitions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -71,5 +72,50 @@ fn commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, commit);
+/// 128 units in flight at any time, unit `i` in partition `i % N`, for N = 1, 2, 4.
+fn partitions(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("unit_commit_partitions");
+    g.throughput(Throughput::Elements(1))
+        .measurement_time(Duration::from_secs(8));
+    for n in [1u32, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = Partitions::open(dir.path(), n, |_| LogBuilder::default()).unwrap();
+        let concurrency = 128u64;
+        g.bench_function(format!("{n}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..concurrency)
+                        .map(|t| {
+                            let parts = parts.clone();
+                            tokio::spawn(async move {
+                                let p = (t % u64::from(parts.count())) as u32;
+                                let log = parts.log(p).clone();
+                                let mut i = t;
+                                while i < iters {
+                                    let u = unit(&log, 1_000_000_000 + i);
+                                    log.commit(u).await.unwrap();
+                                    i += concurrency;
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
+                start.elapsed()
+            })
+        });
+        parts.close();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, commit, partitions);
 criterion_main!(benches);
