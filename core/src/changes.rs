@@ -90,6 +90,13 @@ pub(crate) struct ChangeSet {
     pub snapshot_generation: Option<u64>,
 }
 
+impl ChangeSet {
+    /// Whether this is a subscriber's step (it moves a cursor): no client waits for it.
+    pub fn is_step(&self) -> bool {
+        !self.cursors.is_empty()
+    }
+}
+
 /// A change set's effects without its reads: what a log record carries, borrowed from the
 /// writer's batch. Its JSON reads back as a [`ChangeSet`] with no reads.
 #[derive(Serialize)]

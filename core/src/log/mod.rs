@@ -152,6 +152,11 @@ impl LogBuilder {
             } else {
                 crate::writer::LINGER
             },
+            step_linger: if self.replicator.is_some() {
+                Duration::ZERO
+            } else {
+                crate::writer::STEP_LINGER
+            },
             ids: ids.clone(),
             last_record: last_record.1,
             horizon,

@@ -84,6 +84,13 @@ fn take_waiting(rx: &Receiver<Message>, batch: &mut Vec<Pending>, next: &mut Opt
 /// (`in_flight.rs`).
 pub(crate) const LINGER: Duration = Duration::from_millis(1);
 
+/// How long a writer that holds only subscriber steps waits at most for more units before it
+/// commits them. No client waits for a step, but every transaction costs its fsync and redb's
+/// own work (~240,000 instructions whatever it holds): steps that would each take one go
+/// together, or with the next request's unit, which ends the wait. An order's chain of
+/// handlers takes at most this much longer per hop; the request itself, nothing.
+pub(crate) const STEP_LINGER: Duration = Duration::from_millis(2);
+
 /// What the writer is handed. Nearly every message is a unit to commit, so that variant is
 /// kept inline: boxing it would cost every unit an allocation to save the rare `Apply` bytes.
 #[allow(clippy::large_enum_variant)]
@@ -211,6 +218,8 @@ pub(crate) struct Writer {
     pub writing: Arc<std::sync::atomic::AtomicUsize>,
     /// How long a busy writer waits for them at most ([`LINGER`], or zero).
     pub linger: Duration,
+    /// How long a batch of subscriber steps alone waits at most ([`STEP_LINGER`], or zero).
+    pub step_linger: Duration,
     /// The keys the last batches wrote, to validate reads without reading (`valid.rs`).
     pub recent: Recent,
     /// The index counts as committed, so that a batch need not read them back.
@@ -254,8 +263,12 @@ impl Writer {
                 Message::Commit(first) => {
                     let mut batch = vec![first];
                     take_waiting(&rx, &mut batch, &mut next);
-                    if busy && next.is_none() && !self.linger.is_zero() {
-                        self.wait_for_writing(&rx, &mut batch, &mut next);
+                    if next.is_none() {
+                        if !self.step_linger.is_zero() && batch.iter().all(|p| p.changes.is_step()) {
+                            self.wait_for_client(&rx, &mut batch, &mut next);
+                        } else if busy && !self.linger.is_zero() {
+                            self.wait_for_writing(&rx, &mut batch, &mut next);
+                        }
                     }
                     // What did not fit in one record of the replicated log goes in the next.
                     while !batch.is_empty() {
@@ -295,6 +308,33 @@ impl Writer {
                     batch.push(p);
                     take_waiting(rx, batch, next);
                     if next.is_some() {
+                        return;
+                    }
+                }
+                Ok(other) => {
+                    *next = Some(other);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Takes into `batch` the units handed over within [`Writer::step_linger`], up to
+    /// [`MAX_BATCH`], until one that is not a subscriber step (a client waits for it) comes.
+    fn wait_for_client(&self, rx: &Receiver<Message>, batch: &mut Vec<Pending>, next: &mut Option<Message>) {
+        let deadline = Instant::now() + self.step_linger;
+        while batch.len() < MAX_BATCH {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match rx.recv_timeout(deadline - now) {
+                Ok(Message::Commit(p)) => {
+                    let client = !p.changes.is_step();
+                    batch.push(p);
+                    take_waiting(rx, batch, next);
+                    if client || next.is_some() {
                         return;
                     }
                 }
