@@ -31,6 +31,21 @@ storage_from!(
     serde_json::Error
 );
 
+/// Why a dispatcher refused a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// Another dispatcher of the same database delivers to a subscriber of this name (a
+    /// context, or an embedder's own subscriber). The two would share its cursors, and each
+    /// would take events the other never saw.
+    #[error(
+        "a subscriber named {0:?} already receives this log's events through another dispatcher \
+         (a context, or another native subscriber): the two would share its cursors and each \
+         would take events from the other; give this one another name"
+    )]
+    NameTaken(String),
+}
+
 /// Why a unit of work did not commit.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

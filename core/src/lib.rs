@@ -54,7 +54,7 @@ pub use crate::dispatch::{
     CursorStatus, Dispatcher, EventHandler, Failing, Handled, HandledAll, HandlerError, Placement, Reach,
     RetryError, RetryPolicy, SubscriberStatus, cursor_lane, cursor_name, handle_each,
 };
-pub use crate::error::{CommitError, Error, StorageError};
+pub use crate::error::{CommitError, Error, StorageError, SubscribeError};
 pub use crate::event::{Event, NewEvent};
 pub use crate::log::{Log, LogBuilder};
 pub use crate::partitions::{MAX_PARTITIONS, Partitions, file as partition_file};

@@ -551,7 +551,7 @@ async fn subscribers_run_on_the_writer_only_and_a_new_writer_goes_on_from_the_sa
         .zip(&counters)
         .map(|(log, c)| {
             let d = Dispatcher::new(log.clone(), RetryPolicy::default());
-            d.subscribe("counter", c.clone(), true);
+            d.subscribe("counter", c.clone(), true).expect("the name is free");
             d
         })
         .collect();

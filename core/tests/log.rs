@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use carshare_core::{
-    CommitError, Dispatcher, Event, EventHandler, Handled, HandlerError, Log, RetryPolicy, Unit,
+    CommitError, Dispatcher, Event, EventHandler, Handled, HandlerError, Log, RetryPolicy, SubscribeError,
+    Unit,
 };
 use serde_json::json;
 
@@ -246,7 +247,8 @@ async fn the_dispatcher_delivers_in_order_parks_poison_and_catches_up_after_a_pa
     let handler = Arc::new(Counter {
         attempts: AtomicU32::new(0),
     });
-    d.subscribe("counter", handler.clone(), true);
+    d.subscribe("counter", handler.clone(), true)
+        .expect("the name is free");
 
     publish(&log, json!({})).await;
     publish(&log, json!({"poison": true})).await;
@@ -277,10 +279,70 @@ async fn the_dispatcher_delivers_in_order_parks_poison_and_catches_up_after_a_pa
     // A second dispatcher on the same log (as after a restart) re-applies nothing.
     d.shutdown().await;
     let d2 = Dispatcher::new(log.clone(), RetryPolicy::default());
-    d2.subscribe("counter", handler.clone(), true);
+    d2.subscribe("counter", handler.clone(), true)
+        .expect("the name is free");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(count(&log), 4);
     d2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_name_belongs_to_one_dispatcher_until_it_lets_go() {
+    let (_d, log) = open();
+    let handler = Arc::new(Counter {
+        attempts: AtomicU32::new(0),
+    });
+    let first = Dispatcher::new(log.clone(), RetryPolicy::default());
+    first
+        .subscribe("counter", handler.clone(), true)
+        .expect("the name is free");
+    // Replacing its own subscriber is the dispatcher's right (a swap does it).
+    first
+        .subscribe("counter", handler.clone(), true)
+        .expect("its own name");
+
+    // Another dispatcher (an embedder's own subscriber) under the same name would share the
+    // cursor and take events from the first: refused, and it delivers nothing.
+    let second = Dispatcher::new(log.clone(), RetryPolicy::default());
+    let refused = second.subscribe("counter", handler.clone(), true).unwrap_err();
+    assert_eq!(refused, SubscribeError::NameTaken("counter".into()));
+    assert!(
+        refused.to_string().contains("give this one another name"),
+        "{refused}"
+    );
+    assert!(second.claim("counter").is_err());
+    assert!(second.status("counter").unwrap().is_none());
+    // (paused: the same handler would count the events again)
+    second
+        .subscribe("other", handler.clone(), false)
+        .expect("another name is free");
+
+    publish(&log, json!({})).await;
+    publish(&log, json!({})).await;
+    settle(&log, &first, "counter").await;
+    assert_eq!(count(&log), 2, "each event applied once, by the first");
+
+    // A name claimed and never subscribed can be given back; a subscribed one cannot.
+    second.claim("spare").expect("free");
+    assert!(first.claim("spare").is_err());
+    second.release("spare");
+    first.claim("spare").expect("given back");
+    first.release("counter");
+    assert!(second.claim("counter").is_err(), "still subscribed in the first");
+
+    // Shut down, the first lets go of its names; dropped, so does the second.
+    first.shutdown().await;
+    second
+        .subscribe("counter", handler.clone(), true)
+        .expect("free again");
+    drop(second);
+    let third = Dispatcher::new(log.clone(), RetryPolicy::default());
+    third
+        .subscribe("counter", handler, true)
+        .expect("free after the drop");
+    settle(&log, &third, "counter").await;
+    assert_eq!(count(&log), 2, "nothing applied twice across the handovers");
+    third.shutdown().await;
 }
 
 #[test]
@@ -332,7 +394,8 @@ async fn a_transient_failure_is_retried_past_the_attempt_limit_and_never_parked(
             failures_left: AtomicU32::new(6),
         }),
         true,
-    );
+    )
+    .expect("the name is free");
     publish(&log, json!({})).await;
     settle(&log, &d, "flaky").await;
     assert_eq!(log.begin().unwrap().get("flaky", "done").unwrap(), Some(vec![1]));
@@ -350,7 +413,8 @@ async fn a_dropped_dispatcher_stops_its_workers_instead_of_moving_cursors() {
             attempts: AtomicU32::new(0),
         }),
         true,
-    );
+    )
+    .expect("the name is free");
     drop(d);
     tokio::time::sleep(Duration::from_millis(50)).await;
     publish(&log, json!({})).await;

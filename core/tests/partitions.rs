@@ -282,7 +282,8 @@ async fn an_event_is_handled_once_in_the_partition_of_the_id_it_names() {
         handled: AtomicUsize::new(0),
     });
     let d = Dispatcher::partitioned(parts.clone(), RetryPolicy::default());
-    d.subscribe("product", stock.clone(), true);
+    d.subscribe("product", stock.clone(), true)
+        .expect("the name is free");
     // 30 orders in every partition, each naming one of the products.
     for n in 0..90u64 {
         let p = (n % 3) as u32;
@@ -429,8 +430,10 @@ async fn an_effect_in_another_partition_never_overtakes_its_cause() {
         attempts: AtomicUsize::new(0),
         seen: Default::default(),
     });
-    d.subscribe("order", Arc::new(Compensate), true);
-    d.subscribe("customerpage", view.clone(), true);
+    d.subscribe("order", Arc::new(Compensate), true)
+        .expect("the name is free");
+    d.subscribe("customerpage", view.clone(), true)
+        .expect("the name is free");
     // The shortage is written where the product lives; its refund, where the order does.
     let mut u = parts.begin(0).unwrap();
     u.publish("product", "OutOfStock", None, json!({ "orderId": order }));

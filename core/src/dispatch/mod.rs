@@ -33,7 +33,7 @@ pub use handler::{
 };
 use worker::Worker;
 
-use crate::error::{CommitError, StorageError};
+use crate::error::{CommitError, StorageError, SubscribeError};
 use crate::log::Log;
 use crate::partitions::Partitions;
 
@@ -95,7 +95,12 @@ pub struct Dispatcher {
     partitions: Partitions,
     policy: RetryPolicy,
     subs: Mutex<HashMap<String, Sub>>,
+    /// This dispatcher among those of the same database: whose its subscriber names are.
+    id: u64,
 }
+
+/// Hands out dispatcher ids, unique in the process.
+static DISPATCHERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Dispatcher {
     /// A dispatcher over `log` (one partition) with no subscribers yet.
@@ -109,6 +114,7 @@ impl Dispatcher {
             partitions,
             policy,
             subs: Mutex::new(HashMap::new()),
+            id: DISPATCHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -122,8 +128,34 @@ impl Dispatcher {
         }
     }
 
-    /// Starts delivering to `name` (running or paused). Replaces a subscriber of that name.
-    pub fn subscribe(&self, name: &str, handler: Arc<dyn EventHandler>, running: bool) {
+    /// Claims subscriber `name` for this dispatcher before it subscribes (refused like
+    /// [`Dispatcher::subscribe`]), so that nothing else takes it meanwhile.
+    pub fn claim(&self, name: &str) -> Result<(), SubscribeError> {
+        if self.partitions.log(0).claim_subscriber(name, self.id) {
+            Ok(())
+        } else {
+            Err(SubscribeError::NameTaken(name.to_string()))
+        }
+    }
+
+    /// Gives back a name claimed and never subscribed (a subscriber keeps its name until the
+    /// dispatcher shuts down or is dropped).
+    pub fn release(&self, name: &str) {
+        if !self.lock().contains_key(name) {
+            self.partitions.log(0).release_subscriber(name, self.id);
+        }
+    }
+
+    /// Starts delivering to `name` (running or paused). Replaces a subscriber of that name in
+    /// this dispatcher; refused if another dispatcher of the same database delivers to one (the
+    /// name is a set of cursors: the two would take each other's events).
+    pub fn subscribe(
+        &self,
+        name: &str,
+        handler: Arc<dyn EventHandler>,
+        running: bool,
+    ) -> Result<(), SubscribeError> {
+        self.claim(name)?;
         let (run, run_rx) = watch::channel(if running { Run::Running } else { Run::Paused });
         let mut lanes = Vec::new();
         let pairs = self.lanes_of(handler.reach());
@@ -184,6 +216,7 @@ impl Dispatcher {
         if let Some(old) = old {
             old.run.send_replace(Run::Stopping);
         }
+        Ok(())
     }
 
     /// Pauses or resumes `name`. Returns false if there is no such subscriber.
@@ -361,6 +394,8 @@ impl Dispatcher {
         for t in tasks {
             let _ = t.await;
         }
+        // Its workers are done: the names may go to another dispatcher.
+        self.partitions.log(0).release_subscribers(self.id);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sub>> {
@@ -374,5 +409,6 @@ impl Drop for Dispatcher {
         for sub in self.subs.get_mut().unwrap_or_else(|p| p.into_inner()).values() {
             sub.run.send_replace(Run::Stopping);
         }
+        self.partitions.log(0).release_subscribers(self.id);
     }
 }

@@ -196,6 +196,7 @@ impl LogBuilder {
                 patience: self.patience,
                 partition: p,
                 writing,
+                subscribers: std::sync::Mutex::default(),
             }),
         })
     }
@@ -228,9 +229,32 @@ struct Inner {
     partition: u32,
     /// How many of its units are writing and not yet handed to the writer.
     writing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Which dispatcher delivers to each subscriber name (`dispatch/mod.rs`): a name is one
+    /// set of cursors, so it has one dispatcher. Kept in partition 0's log.
+    subscribers: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Log {
+    /// Claims subscriber `name` for dispatcher `owner`: false if another dispatcher holds it.
+    pub(crate) fn claim_subscriber(&self, name: &str, owner: u64) -> bool {
+        let mut names = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        *names.entry(name.to_string()).or_insert(owner) == owner
+    }
+
+    /// Gives back subscriber `name` if dispatcher `owner` holds it.
+    pub(crate) fn release_subscriber(&self, name: &str, owner: u64) {
+        let mut names = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        if names.get(name) == Some(&owner) {
+            names.remove(name);
+        }
+    }
+
+    /// Gives back every subscriber name dispatcher `owner` holds.
+    pub(crate) fn release_subscribers(&self, owner: u64) {
+        let mut names = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        names.retain(|_, o| *o != owner);
+    }
+
     /// Opens the log in `path` (a redb file, created if missing).
     pub fn open(path: impl AsRef<Path>) -> Result<Log, StorageError> {
         LogBuilder::default().open(path)

@@ -296,6 +296,7 @@ impl From<LoadContextError> for ApiError {
             LoadContextError::Route(_) => ApiError::new(409, "route_conflict", msg),
             LoadContextError::Placement(_) => ApiError::new(409, "placement_change", msg),
             LoadContextError::NoPrevious(_) => ApiError::new(409, "no_previous_version", msg),
+            LoadContextError::SubscriberName(_) => ApiError::new(409, "subscriber_name_taken", msg),
             _ => {
                 tracing::error!("{msg}");
                 ApiError::new(500, "internal", msg)

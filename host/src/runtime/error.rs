@@ -71,4 +71,7 @@ pub enum LoadContextError {
     /// partition) than the running one.
     #[error("{0}")]
     Placement(String),
+    /// A subscriber of another dispatcher (an embedder's own) has the context's name.
+    #[error(transparent)]
+    SubscriberName(carshare_core::SubscribeError),
 }

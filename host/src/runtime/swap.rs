@@ -261,12 +261,21 @@ impl Runtime {
         if slots.contains_key(&m.name) {
             return Err(LoadContextError::AlreadyLoaded(m.name));
         }
+        // The name is the context's cursors: an embedder's own subscriber must not hold it.
         self.inner
+            .dispatcher
+            .claim(&m.name)
+            .map_err(LoadContextError::SubscriberName)?;
+        if let Err(e) = self
+            .inner
             .routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .set(&m.name, &m.routes)
-            .map_err(LoadContextError::Route)?;
+        {
+            self.inner.dispatcher.release(&m.name);
+            return Err(LoadContextError::Route(e));
+        }
         slots.insert(
             m.name.clone(),
             Arc::new(Slot {
@@ -296,8 +305,13 @@ impl Runtime {
             name: name.to_string(),
             reach: reach(slot.current().manifest()),
         };
-        self.inner
+        // Claimed when the context was loaded: this dispatcher holds the name.
+        if let Err(e) = self
+            .inner
             .dispatcher
-            .subscribe(name, Arc::new(subscriber), running);
+            .subscribe(name, Arc::new(subscriber), running)
+        {
+            tracing::error!("context {name} receives no events: {e}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Every integration test of the host, as one test binary (one link of wasmtime instead of
-//! one per file): each module starts the real `carshare` binary through the shared fixture in
-//! `common` and talks to it over HTTP.
+//! one per file): each module but `embedded` starts the real `carshare` binary through the
+//! shared fixture in `common` and talks to it over HTTP; `embedded` uses the library in process.
 //!
 //! - `foundation`: atomic units, durability across kills and restarts, 4xx errors, the admin
 //!   token, configuration.
@@ -14,6 +14,8 @@
 //! - `ui`: the live system page in Chromium, driven by Playwright.
 //! - `steps`: a subscriber's step as one call, and an event failing in it undone alone.
 //! - `cluster`: several hosts on real NATS servers: what a cluster was built for, and faults.
+//! - `embedded`: in process, as an embedder uses the library: a native Rust subscriber beside
+//!   the contexts, and the names they may not share.
 //! - `abuse`: connection floods, errors on keep-alive connections, a misbehaving context.
 //! - `volume`: a million orders, every listing and search at its first, middle and last page
 //!   (ignored in the default run; `.ci/run` runs it).
@@ -25,6 +27,7 @@ mod backup;
 mod business;
 mod cli;
 mod cluster;
+mod embedded;
 mod foundation;
 mod newcomer;
 mod observe;
