@@ -63,6 +63,10 @@ pub enum CommitError {
     /// The log's writer has shut down; nothing of this unit was written.
     #[error("the log is closed")]
     Closed,
+    /// The writer's queue holds its bound of units already (the writer is not keeping up, or
+    /// it is stalled): nothing of this unit was written, and it may be tried again later.
+    #[error("{0} units are waiting for the writer already, its bound: nothing of this unit was written")]
+    Overloaded(usize),
     /// The storage engine failed; nothing of this unit was written.
     #[error(transparent)]
     Storage(StorageError),

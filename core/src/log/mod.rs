@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -130,7 +130,7 @@ impl LogBuilder {
         let db = Arc::new(db);
         let (head_tx, head) = watch::channel(last_seq);
         let (applied_tx, applied_rx) = watch::channel(applied);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(crate::writer::QUEUE_BOUND);
         let failure = Arc::new(Mutex::new(None));
         let tail = Arc::new(Tail::default());
         let observer = Arc::new(OnceLock::new());
@@ -215,7 +215,7 @@ struct Inner {
     ids: Arc<IdSequences>,
     tail: Arc<Tail>,
     replicator: Option<Arc<dyn Replicator>>,
-    tx: RwLock<Option<Sender<Message>>>,
+    tx: RwLock<Option<SyncSender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     head: watch::Receiver<u64>,
     /// How many batches the writer has committed (`writer/valid.rs`).
@@ -353,10 +353,19 @@ impl Log {
     }
 
     /// Hands the change set to this host's writer.
+    /// Hands a unit to the writer, or refuses it if [`crate::writer::QUEUE_BOUND`] units wait
+    /// already: a unit is never blocked for room (it may be on an async worker).
     fn send(&self, changes: ChangeSet) -> Result<oneshot::Receiver<Outcome>, CommitError> {
         let (reply, rx) = oneshot::channel();
-        self.send_message(Message::Commit(Pending { changes, reply }))?;
-        Ok(rx)
+        let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            return Err(CommitError::Closed);
+        };
+        match tx.try_send(Message::Commit(Pending { changes, reply })) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(CommitError::Overloaded(crate::writer::QUEUE_BOUND)),
+            Err(TrySendError::Disconnected(_)) => Err(CommitError::Closed),
+        }
     }
 
     /// A read transaction on the database as committed now.
@@ -365,6 +374,9 @@ impl Log {
         Ok(self.inner.db.begin_read()?)
     }
 
+    /// Hands the writer a message that is not a unit (records to apply, a pause), waiting for
+    /// room if the queue is full: they are few, they must not be lost, and the writer takes
+    /// up to a batch from the queue at a time, so room comes within a batch.
     pub(crate) fn send_message(&self, message: Message) -> Result<(), CommitError> {
         let tx = self.inner.tx.read().unwrap_or_else(|p| p.into_inner());
         match tx.as_ref() {
@@ -492,4 +504,53 @@ impl Drop for Inner {
 /// thread. A writer gone before it answered is [`CommitError::Closed`].
 fn outcome(reply: Result<Outcome, oneshot::error::RecvError>) -> Result<Committed, CommitError> {
     reply.map_or(Err(CommitError::Closed), |(result, _changes)| result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::{Pause, QUEUE_BOUND};
+
+    #[test]
+    fn a_full_queue_refuses_a_unit_at_once_and_what_it_took_all_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path().join("queue.redb")).unwrap();
+        // Hold the writer, as a backup does.
+        let (parked_tx, parked) = mpsc::channel();
+        let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        log.send_message(Message::Pause(Pause {
+            parked: parked_tx,
+            release: release.clone(),
+        }))
+        .unwrap();
+        parked.recv().unwrap();
+        let unit = |key: &str| {
+            let mut u = log.begin().unwrap();
+            u.set("t", key, vec![1]);
+            u.into_changes().0
+        };
+        let answers: Vec<_> = (0..QUEUE_BOUND)
+            .map(|i| log.send(unit(&format!("k{i}"))).expect("room in the queue"))
+            .collect();
+        assert!(matches!(
+            log.send(unit("over")),
+            Err(CommitError::Overloaded(QUEUE_BOUND))
+        ));
+        *release.0.lock().unwrap() = true;
+        release.1.notify_all();
+        for answer in answers {
+            outcome(answer.blocking_recv()).expect("every unit the queue took commits");
+        }
+        let mut check = log.begin().unwrap();
+        assert_eq!(check.get("t", "k0").unwrap(), Some(vec![1]));
+        assert_eq!(
+            check.get("t", &format!("k{}", QUEUE_BOUND - 1)).unwrap(),
+            Some(vec![1])
+        );
+        assert_eq!(
+            check.get("t", "over").unwrap(),
+            None,
+            "the refused unit wrote nothing"
+        );
+    }
 }

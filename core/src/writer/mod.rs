@@ -65,6 +65,12 @@ pub trait CommitObserver: Send + Sync + 'static {
 /// How many units one transaction takes at most: bounds the latency a unit can add to others.
 const MAX_BATCH: usize = 2048;
 
+/// How many messages may wait for a writer: eight full batches. A unit waits there only while
+/// its request or subscriber step waits for it, so connections (`--max-connections`) and the
+/// dispatcher's tasks bound the queue long before this; reaching it means the writer is
+/// stalled, and a unit is refused ([`CommitError::Overloaded`]) rather than queued for ever.
+pub(crate) const QUEUE_BOUND: usize = 8 * MAX_BATCH;
+
 /// Takes into `batch` the units waiting in `rx`, up to [`MAX_BATCH`]; a message of another
 /// kind goes to `next` (records wait for the batch before them).
 fn take_waiting(rx: &Receiver<Message>, batch: &mut Vec<Pending>, next: &mut Option<Message>) {

@@ -313,6 +313,17 @@ impl From<CommitError> for ApiError {
                 tracing::warn!("the cluster's log did not take a unit: {m}");
                 ApiError::new(503, "unavailable", format!("nothing was changed: {m}; retry")).retry(1)
             }
+            CommitError::Overloaded(waiting) => {
+                tracing::error!("the writer's queue is full ({waiting} units): a unit was refused");
+                ApiError::new(
+                    503,
+                    "overloaded",
+                    format!(
+                        "{waiting} changes are waiting to be written already: nothing was changed; retry"
+                    ),
+                )
+                .retry(1)
+            }
             CommitError::Abandoned => {
                 tracing::warn!("a unit was given up: the cluster's writer did not take it in time");
                 ApiError::new(

@@ -112,6 +112,7 @@ impl Runtime {
                 Err(CommitError::OutsidePartition(m)) => return Err(RequestError::OutsidePartition(m)),
                 Err(
                     e @ (CommitError::Unavailable(_)
+                    | CommitError::Overloaded(_)
                     | CommitError::Unknown(_)
                     | CommitError::Abandoned
                     | CommitError::TooLarge { .. }),
