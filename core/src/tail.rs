@@ -24,6 +24,10 @@ impl Tail {
         if batch.is_empty() {
             return;
         }
+        assert!(
+            batch.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+            "a batch's events follow each other"
+        );
         let mut events = self.events.write().unwrap_or_else(|p| p.into_inner());
         // A gap (events committed while nobody pushed) makes what is held useless.
         if events.back().is_some_and(|last| last.seq + 1 != batch[0].seq) {

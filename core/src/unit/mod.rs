@@ -485,6 +485,13 @@ impl Unit {
     /// Undoes every write and event since `sp`. What was read stays recorded: it is still
     /// checked at commit, which is only ever stricter.
     pub fn rollback_to(&mut self, sp: Savepoint) {
+        // Savepoints nest: one taken after a rollback below it would undo what it never saw.
+        assert!(
+            sp.undo <= self.undo.len()
+                && sp.index_undo <= self.index_undo.len()
+                && sp.events <= self.events.len(),
+            "a rollback to a savepoint that an earlier rollback went below"
+        );
         while self.undo.len() > sp.undo {
             let (k, before) = self.undo.pop().expect("len checked");
             match before {

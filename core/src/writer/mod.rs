@@ -399,6 +399,13 @@ impl Writer {
     /// After a batch committed: the writer's state moves on, then every unit hears of it.
     fn committed(&mut self, done: BatchDone, batch: Vec<Pending>, units: usize) {
         let start_seq = self.next_seq;
+        // Gap-free numbering: the batch's events are exactly the numbers it took, in order.
+        assert!(
+            done.next_seq >= start_seq
+                && done.events.len() as u64 == done.next_seq - start_seq
+                && done.events.iter().zip(start_seq..).all(|(e, seq)| e.seq == seq),
+            "a batch's events are numbered {start_seq}.. without a gap"
+        );
         self.next_seq = done.next_seq;
         if let Some((position, id)) = done.record {
             assert!(
