@@ -45,31 +45,39 @@ fn commit(c: &mut Criterion) {
     });
     for concurrency in [16u64, 128] {
         g.bench_function(format!("concurrent_{concurrency}"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..concurrency)
-                        .map(|t| {
-                            let log = log.clone();
-                            tokio::spawn(async move {
-                                let mut i = t;
-                                while i < iters {
-                                    let u = unit(&log, 1_000_000_000 + i);
-                                    log.commit(u).await.unwrap();
-                                    i += concurrency;
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                });
-                start.elapsed()
-            })
+            b.iter_custom(|iters| concurrently(&rt, iters, concurrency, |_| log.clone()))
         });
     }
     g.finish();
+}
+
+/// Commits `iters` units from `concurrency` tasks, task `t` into `log_of(t)`; how long it took.
+fn concurrently(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    concurrency: u64,
+    log_of: impl Fn(u64) -> Log,
+) -> Duration {
+    let start = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|t| {
+                let log = log_of(t);
+                tokio::spawn(async move {
+                    let mut i = t;
+                    while i < iters {
+                        let u = unit(&log, 1_000_000_000 + i);
+                        log.commit(u).await.unwrap();
+                        i += concurrency;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    start.elapsed()
 }
 
 /// 128 units in flight at any time, unit `i` in partition `i % N`, for N = 1, 2, 4.
@@ -88,28 +96,9 @@ fn partitions(c: &mut Criterion) {
         let concurrency = 128u64;
         g.bench_function(format!("{n}"), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..concurrency)
-                        .map(|t| {
-                            let parts = parts.clone();
-                            tokio::spawn(async move {
-                                let p = (t % u64::from(parts.count())) as u32;
-                                let log = parts.log(p).clone();
-                                let mut i = t;
-                                while i < iters {
-                                    let u = unit(&log, 1_000_000_000 + i);
-                                    log.commit(u).await.unwrap();
-                                    i += concurrency;
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                });
-                start.elapsed()
+                concurrently(&rt, iters, concurrency, |t| {
+                    parts.log((t % u64::from(n)) as u32).clone()
+                })
             })
         });
         parts.close();
