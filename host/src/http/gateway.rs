@@ -1,6 +1,7 @@
 //! The gateway: a client request to a context's collection becomes a [`Request`] to the
 //! runtime (after a JSON check), and the context's answer becomes the HTTP response, with the
-//! `x-carshare-context` header naming who served it.
+//! `x-carshare-context` header naming who served it: on an error too, once the request was
+//! routed to a context.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -41,7 +42,19 @@ pub(super) async fn handle(
         caller: None,
         request_id: Some(request_id.to_string()),
     };
-    let served = runtime.handle(request).await?;
+    let mut by = None;
+    let served = match runtime.handle_by(request, &mut by).await {
+        Ok(served) => served,
+        // An error names the version that answered it as well: after a swap, that is how
+        // one tells which version failed.
+        Err(e) => {
+            let mut resp = ApiError::from(e).into_response();
+            if let Some(v) = by.and_then(|(c, v)| HeaderValue::from_str(&format!("{c}/{v}")).ok()) {
+                resp.headers_mut().insert("x-carshare-context", v);
+            }
+            return Ok(resp);
+        }
+    };
     let status = hyper::StatusCode::from_u16(served.response.status)
         .ok()
         .filter(|s| !s.is_informational())

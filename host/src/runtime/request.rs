@@ -28,6 +28,16 @@ pub struct Served {
 impl Runtime {
     /// Serves a client request: routes it, runs it as one unit of work, commits, answers.
     pub async fn handle(&self, request: Request) -> Result<Served, RequestError> {
+        self.handle_by(request, &mut None).await
+    }
+
+    /// [`Runtime::handle`], telling in `by` the context and version the request was routed
+    /// to as soon as they are known, so that an error names them too (`x-carshare-context`).
+    pub(crate) async fn handle_by(
+        &self,
+        request: Request,
+        by: &mut Option<(String, String)>,
+    ) -> Result<Served, RequestError> {
         let name = self
             .inner
             .routes
@@ -42,7 +52,10 @@ impl Runtime {
         // Where it runs: decided once, so that a rerun after a conflict runs where the first
         // run did.
         let place = match self.resolve(&name, 0) {
-            Ok(plugin) => self.place_request(&plugin, &request),
+            Ok(plugin) => {
+                *by = Some((name.clone(), plugin.manifest().version.clone()));
+                self.place_request(&plugin, &request)
+            }
             Err(e) => return Err(RequestError::Call(e)),
         };
         // A context's requests wait for its own share of the executors first: a context that
@@ -85,6 +98,7 @@ impl Runtime {
             drop(permit);
             drop(share_permit);
             let (unit, result, version) = ran?;
+            *by = Some((name.clone(), version.clone()));
             outcome.verdict = match &result {
                 Err(CallError::Fault { exhausted: true, .. }) => Verdict::Exhausted,
                 Err(CallError::Fault { .. }) => Verdict::Failed,

@@ -319,6 +319,23 @@ fn bad_requests_get_the_right_4xx_with_a_json_error_and_change_nothing() {
         assert_eq!(e["error"], kind, "{method} {path}: {e}");
         assert_eq!(e["status"], status);
         assert!(!e["message"].as_str().unwrap().is_empty());
+        // An answer a context gave, an error too, names the context and version; one the
+        // host gave before any context saw the request does not.
+        let routed = !matches!(kind, "malformed_json" | "payload_too_large") && path != "/nowhere";
+        let context = r.header("x-carshare-context");
+        if routed {
+            let by = if path.starts_with("/payments") {
+                "payment/"
+            } else {
+                "order/"
+            };
+            assert!(
+                context.is_some_and(|c| c.starts_with(by) && c.len() > by.len()),
+                "{method} {path}: x-carshare-context {context:?}"
+            );
+        } else {
+            assert_eq!(context, None, "{method} {path}");
+        }
     }
     assert_eq!(s.events().len(), before, "no bad request published anything");
     assert_eq!(total(&s, "/orders"), 1);
