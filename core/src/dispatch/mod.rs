@@ -392,7 +392,9 @@ impl Dispatcher {
             })
             .collect();
         for t in tasks {
-            let _ = t.await;
+            if let Err(e) = t.await {
+                tracing::error!("a subscriber's worker ended badly: {e}");
+            }
         }
         // Its workers are done: the names may go to another dispatcher.
         self.partitions.log(0).release_subscribers(self.id);

@@ -118,6 +118,13 @@ impl Worker {
         self.partitions.log(self.partition)
     }
 
+    /// The subscriber's name, for log lines (its lanes' cursors are named after it).
+    fn name(&self) -> &str {
+        self.sources.first().map_or("a subscriber", |s| {
+            super::cursor_lane(&s.cursor, self.partition).0
+        })
+    }
+
     fn lane(&self, source: u32) -> Lane<'_> {
         Lane {
             partitions: &self.partitions,
@@ -241,8 +248,14 @@ impl Worker {
             }
             return;
         }
-        if self.target().commit(unit).await.is_err() {
+        if let Err(e) = self.target().commit(unit).await {
             // A step committed meanwhile, or an operator moved a cursor: read them again.
+            if !matches!(e, CommitError::Conflict | CommitError::Closed) {
+                tracing::warn!(
+                    "moving {}'s cursors past events it does not want failed, and is tried again: {e}",
+                    self.name()
+                );
+            }
             for s in &mut self.sources {
                 s.durable = None;
             }
@@ -269,7 +282,23 @@ impl Worker {
             Ok(Ok(Batch::Empty)) => return Step::Idle,
             Ok(Ok(Batch::Waiting)) => return Step::Waiting,
             Ok(Ok(Batch::Passed)) => return Step::Again,
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "{} could not read its events at {}: {e}; retried after {:?}",
+                    self.name(),
+                    self.sources[i].cursor,
+                    self.policy.first_backoff
+                );
+                self.sources[i].durable = None;
+                return Step::Backoff(self.policy.first_backoff);
+            }
+            Err(_) => {
+                tracing::error!(
+                    "{}'s handler panicked in a step at {}; retried after {:?}",
+                    self.name(),
+                    self.sources[i].cursor,
+                    self.policy.first_backoff
+                );
                 self.sources[i].durable = None;
                 return Step::Backoff(self.policy.first_backoff);
             }
@@ -331,7 +360,14 @@ impl Worker {
                 s.durable = None;
                 Step::Again
             }
-            Err(_) => {
+            Err(e) => {
+                if !matches!(e, CommitError::Closed) {
+                    tracing::warn!(
+                        "{}'s step at {} did not commit, and is tried again: {e}",
+                        self.name(),
+                        self.sources[i].cursor
+                    );
+                }
                 self.sources[i].durable = None;
                 Step::Backoff(self.policy.first_backoff)
             }
