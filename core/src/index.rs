@@ -207,22 +207,46 @@ pub(crate) fn count(
     Ok(counts.get(key)?.map(|v| v.value()).unwrap_or(0))
 }
 
-/// A page of an index: the ids of up to `limit` entries of `index` (with `term` only, if
-/// given), in (term, id) order or the reverse, after the first `offset`.
-pub(crate) struct PageQuery<'a> {
+/// A page of an index ([`crate::Snapshot::index_page`]): the ids of up to `limit` entries
+/// of `index` (with `term` only, if given), in (term, id) order or the reverse, after the
+/// first `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexPage<'a> {
+    /// The context whose index it is.
     pub context: &'a str,
+    /// The index.
     pub index: &'a str,
+    /// Only entries with this term, if given.
     pub term: Option<&'a [u8]>,
+    /// Entries skipped first.
     pub offset: u64,
+    /// Ids returned at most.
     pub limit: usize,
+    /// From the last entry backwards.
     pub descending: bool,
+}
+
+/// The bucket that holds entry number `offset`, going through `(bucket, entries)` in the
+/// page's order; `offset` becomes the entry's place within that bucket.
+fn seek(
+    offset: &mut u64,
+    buckets: impl Iterator<Item = Result<(u64, u64), StorageError>>,
+) -> Result<Option<u64>, StorageError> {
+    for row in buckets {
+        let (bucket, n) = row?;
+        if *offset < n {
+            return Ok(Some(bucket));
+        }
+        *offset -= n;
+    }
+    Ok(None)
 }
 
 /// The ids of the page `q` asks for.
 pub(crate) fn page(
     entries: &impl ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
     counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
-    q: &PageQuery<'_>,
+    q: &IndexPage<'_>,
 ) -> Result<Vec<u64>, StorageError> {
     if q.limit == 0 {
         return Ok(Vec::new());
@@ -269,7 +293,7 @@ pub(crate) fn page(
 /// the offset within it; `None` past the end.
 fn term_at(
     counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
-    q: &PageQuery<'_>,
+    q: &IndexPage<'_>,
 ) -> Result<Option<(Vec<u8>, u64)>, StorageError> {
     let (ctx, index) = (q.context, q.index);
     let range = counts.range((ctx, index, 0, &[][..], 0)..(ctx, index, 1, &[][..], 0))?;
@@ -306,7 +330,7 @@ fn term_at(
 fn id_at(
     entries: &impl ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
     counts: &impl ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
-    q: &PageQuery<'_>,
+    q: &IndexPage<'_>,
     term: &[u8],
     mut offset: u64,
 ) -> Result<Option<u64>, StorageError> {
@@ -317,30 +341,14 @@ fn id_at(
         let buckets = (*ids.start() >> shift)..=(*ids.end() >> shift);
         let range = counts
             .range((ctx, index, level, term, *buckets.start())..=(ctx, index, level, term, *buckets.end()))?;
-        let mut found = None;
-        let mut visit = |bucket: u64, n: u64| {
-            if offset < n {
-                found = Some(bucket);
-                return true;
-            }
-            offset -= n;
-            false
+        let rows = range.map(|row| {
+            let (k, v) = row?;
+            Ok((k.value().4, v.value()))
+        });
+        let found = match q.descending {
+            true => seek(&mut offset, rows.rev())?,
+            false => seek(&mut offset, rows)?,
         };
-        if q.descending {
-            for row in range.rev() {
-                let (k, v) = row?;
-                if visit(k.value().4, v.value()) {
-                    break;
-                }
-            }
-        } else {
-            for row in range {
-                let (k, v) = row?;
-                if visit(k.value().4, v.value()) {
-                    break;
-                }
-            }
-        }
         let Some(bucket) = found else {
             return Ok(None);
         };
@@ -369,7 +377,7 @@ pub(crate) type Parts<'a, E, C> = &'a [(E, C)];
 /// total), the offset counted over all of them. The page is found by walking the counts of
 /// every part at once (buckets cover the same ids in every part, so their counts add up), then
 /// at most 256 ids of each part: the cost of one page per part, whatever the index holds.
-pub(crate) fn page_merged<E, C>(parts: Parts<'_, E, C>, q: &PageQuery<'_>) -> Result<Vec<u64>, StorageError>
+pub(crate) fn page_merged<E, C>(parts: Parts<'_, E, C>, q: &IndexPage<'_>) -> Result<Vec<u64>, StorageError>
 where
     E: ReadableTable<(&'static str, &'static str, &'static [u8], u64), ()>,
     C: ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
@@ -396,7 +404,7 @@ where
 /// [`term_at`] over all parts: their term counts walked together in order, equal terms added.
 fn term_at_merged<E, C>(
     parts: Parts<'_, E, C>,
-    q: &PageQuery<'_>,
+    q: &IndexPage<'_>,
 ) -> Result<Option<(Vec<u8>, u64)>, StorageError>
 where
     C: ReadableTable<(&'static str, &'static str, u8, &'static [u8], u64), u64>,
@@ -452,7 +460,7 @@ where
 /// ids of the last bucket (at most 256 per part) merged. Returns the id of the entry.
 fn id_at_merged<E, C>(
     parts: Parts<'_, E, C>,
-    q: &PageQuery<'_>,
+    q: &IndexPage<'_>,
     term: &[u8],
     mut offset: u64,
 ) -> Result<Option<u64>, StorageError>
@@ -476,28 +484,11 @@ where
                 *sums.entry(k.value().4).or_default() += v.value();
             }
         }
-        let mut found = None;
-        let mut visit = |bucket: u64, n: u64| {
-            if offset < n {
-                found = Some(bucket);
-                return true;
-            }
-            offset -= n;
-            false
+        let sums = sums.iter().map(|(bucket, n)| Ok((*bucket, *n)));
+        let found = match q.descending {
+            true => seek(&mut offset, sums.rev())?,
+            false => seek(&mut offset, sums)?,
         };
-        if q.descending {
-            for (bucket, n) in sums.iter().rev() {
-                if visit(*bucket, *n) {
-                    break;
-                }
-            }
-        } else {
-            for (bucket, n) in &sums {
-                if visit(*bucket, *n) {
-                    break;
-                }
-            }
-        }
         let Some(bucket) = found else {
             return Ok(None);
         };
@@ -521,7 +512,7 @@ where
 /// every part.
 fn merge_from<E, C>(
     parts: Parts<'_, E, C>,
-    q: &PageQuery<'_>,
+    q: &IndexPage<'_>,
     term: &[u8],
     start: u64,
 ) -> Result<Vec<u64>, StorageError>

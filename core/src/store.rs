@@ -13,7 +13,8 @@ use crate::dead::{self, DEAD, DeadLetter};
 use crate::error::StorageError;
 use crate::event::Event;
 use crate::ids::COUNTERS;
-use crate::index::{self, IDX, IDX_COUNTS, PageQuery};
+pub use crate::index::IndexPage;
+use crate::index::{self, IDX, IDX_COUNTS};
 
 /// Each context's key-value state: (context, key) → value.
 pub(crate) const STATE: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("state");
@@ -283,23 +284,6 @@ pub struct Snapshot {
     state: Option<ReadOnlyTable<(&'static str, &'static str), &'static [u8]>>,
 }
 
-/// The page [`Snapshot::index_page`] asks for.
-#[derive(Debug, Clone, Copy)]
-pub struct IndexPage<'a> {
-    /// The context whose index it is.
-    pub context: &'a str,
-    /// The index.
-    pub index: &'a str,
-    /// Only entries with this term, if given.
-    pub term: Option<&'a [u8]>,
-    /// Entries skipped first.
-    pub offset: u64,
-    /// Ids returned at most.
-    pub limit: usize,
-    /// From the last entry backwards.
-    pub descending: bool,
-}
-
 impl Snapshot {
     pub(crate) fn new(db: &Database) -> Result<Self, StorageError> {
         Ok(Snapshot {
@@ -319,15 +303,7 @@ impl Snapshot {
     pub fn index_page(&self, page: IndexPage<'_>) -> Result<Vec<u64>, StorageError> {
         let entries = self.txn.open_table(IDX)?;
         let counts = self.txn.open_table(IDX_COUNTS)?;
-        let q = PageQuery {
-            context: page.context,
-            index: page.index,
-            term: page.term,
-            offset: page.offset,
-            limit: page.limit,
-            descending: page.descending,
-        };
-        index::page(&entries, &counts, &q)
+        index::page(&entries, &counts, &page)
     }
 
     fn state(&mut self) -> Result<&ReadOnlyTable<(&'static str, &'static str), &'static [u8]>, StorageError> {
@@ -405,15 +381,7 @@ pub(crate) fn index_page_all(all: &[&Snapshot], page: IndexPage<'_>) -> Result<V
     for s in all {
         parts.push((s.txn.open_table(IDX)?, s.txn.open_table(IDX_COUNTS)?));
     }
-    let q = PageQuery {
-        context: page.context,
-        index: page.index,
-        term: page.term,
-        offset: page.offset,
-        limit: page.limit,
-        descending: page.descending,
-    };
-    index::page_merged(&parts, &q)
+    index::page_merged(&parts, &page)
 }
 
 /// The prefix scan both snapshots and the writer's validation use, so they cannot disagree:

@@ -282,19 +282,13 @@ impl Worker {
             Ok(Ok(Batch::Empty)) => return Step::Idle,
             Ok(Ok(Batch::Waiting)) => return Step::Waiting,
             Ok(Ok(Batch::Passed)) => return Step::Again,
-            Ok(Err(e)) => {
-                tracing::warn!(
-                    "{} could not read its events at {}: {e}; retried after {:?}",
-                    self.name(),
-                    self.sources[i].cursor,
-                    self.policy.first_backoff
-                );
-                self.sources[i].durable = None;
-                return Step::Backoff(self.policy.first_backoff);
-            }
-            Err(_) => {
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => format!("its events could not be read: {e}"),
+                    _ => "its handler panicked".to_string(),
+                };
                 tracing::error!(
-                    "{}'s handler panicked in a step at {}; retried after {:?}",
+                    "{}'s step at {} failed, {why}; retried after {:?}",
                     self.name(),
                     self.sources[i].cursor,
                     self.policy.first_backoff
