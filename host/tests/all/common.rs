@@ -1,7 +1,7 @@
 //! The one fixture every test uses: [`TestServer`] starts the real `carshare` binary on
 //! 127.0.0.1:0 on a data directory it owns (or one handed over from a server before it, for
 //! restart tests), and talks to it over real HTTP/1.1. [`TestComponent`] names the
-//! deliberately misbehaving or alternative components `host/build.rs` built; a test component
+//! deliberately misbehaving or alternative components, built the first time a test asks; a test component
 //! that no test uses is a compile error.
 
 use std::collections::BTreeMap;
@@ -29,26 +29,47 @@ pub const COLLECTIONS: &[&str] = &[
 
 include!(concat!(env!("OUT_DIR"), "/test_components.rs"));
 
+/// How the guests are built, shared with `host/build.rs`.
+#[allow(dead_code)]
+#[path = "../../build/plugins.rs"]
+mod plugins;
+
 /// Declares [`TestComponent`] from the list `host/build.rs` generates.
 macro_rules! test_components {
-    ($(($variant:ident, $path:literal)),* $(,)?) => {
-        /// A test component built by `host/build.rs`. Every variant must be used by a test:
-        /// one that is never constructed fails the build (`dead_code` is denied here).
+    ($(($variant:ident, $stem:literal)),* $(,)?) => {
+        /// A test component (a crate of `plugins/testing`). Every variant must be used by a
+        /// test: one that is never constructed fails the build (`dead_code` is denied here).
         #[deny(dead_code)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum TestComponent {
             $(
-                #[doc = concat!("`", $path, "`")]
+                #[doc = concat!("`", $stem, ".wasm`")]
                 $variant,
             )*
         }
 
         impl TestComponent {
-            /// Where the component file is.
+            /// Where the component file is. The first call builds every test component (they
+            /// share one cargo build), so a crate that depends on carshare never compiles them.
             pub fn path(self) -> &'static str {
-                match self {
-                    $(TestComponent::$variant => $path,)*
-                }
+                static BUILT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+                let built = BUILT.get_or_init(|| {
+                    let stems: Vec<&str> = plugins::TEST_COMPONENTS.iter().map(|(_, stem)| *stem).collect();
+                    let plugins_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+                    let target = Path::new(env!("CARSHARE_PLUGINS_TARGET_DIR"));
+                    plugins::build(&plugins_dir, target, &stems)
+                        .into_iter()
+                        .map(|p| p.display().to_string())
+                        .collect()
+                });
+                let stem = match self {
+                    $(TestComponent::$variant => $stem,)*
+                };
+                let at = plugins::TEST_COMPONENTS
+                    .iter()
+                    .position(|(_, s)| *s == stem)
+                    .expect("the generated list and the build's list are one list");
+                &built[at]
             }
         }
     };
