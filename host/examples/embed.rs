@@ -1,16 +1,15 @@
 //! carshare embedded in another program: the runtime and its HTTP service in-process, with no
-//! socket. It opens a log in a temporary directory, loads the built-in contexts, and sends
-//! requests straight into [`App::serve`] as `hyper::Request`s: a product is registered, an
-//! order placed (payment taken in the same unit of work), and the order read back.
+//! socket. [`Carshare::builder`] opens a system in a temporary directory with the built-in
+//! contexts, and requests go straight into [`App::serve`] as `hyper::Request`s: a product is
+//! registered, an order placed (payment taken in the same unit of work), and the order read
+//! back. (`examples/embedder/` mounts carshare in an axum router instead.)
 //!
 //! Run it with `cargo run --release -p carshare-host --example embed`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use carshare_core::Log;
-use carshare_host::{App, DEFAULT_CONTEXTS, Runtime, RuntimeOptions, WasmEngine};
+use carshare_host::{App, Carshare};
 use http_body_util::{BodyExt, Full};
 
 /// Sends one request to `app` and returns the status and the body.
@@ -22,9 +21,7 @@ async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, String) 
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("a well-formed request");
-    // No connection: the address only stands in for links when a request has no Host header.
-    let local = SocketAddr::from(([127, 0, 0, 1], 0));
-    let response = app.serve(request, local).await;
+    let response = app.serve(request).await;
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
@@ -38,17 +35,8 @@ async fn send(app: &App, method: &str, path: &str, body: &str) -> (u16, String) 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let log = Log::open(dir.path().join("carshare.redb"))?;
-    let engine = WasmEngine::new(Some(&dir.path().join("cache")))?;
-    let runtime = Runtime::new(log, engine, RuntimeOptions::default())?;
-    for (name, component) in DEFAULT_CONTEXTS {
-        runtime.load(name, component).await?;
-    }
-    let app = App {
-        runtime: runtime.clone(),
-        admin_token: None,
-        max_body: 1 << 20,
-    };
+    let carshare = Carshare::builder().data_dir(dir.path()).build().await?;
+    let app = carshare.app();
 
     let (status, body) = send(&app, "POST", "/products", r#"{"modelname":"embedded","qty":5}"#).await;
     println!("POST /products -> {status} {body}");
@@ -69,6 +57,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("GET /orders/1  -> status {status_now}");
-    runtime.shutdown().await;
+    carshare.shutdown().await;
     Ok(())
 }

@@ -28,6 +28,7 @@ mod builtin;
 mod cluster;
 mod components;
 mod config;
+mod embed;
 mod fds;
 mod http;
 mod metrics;
@@ -44,11 +45,12 @@ pub use crate::cluster::{
     SteppedDown, refound,
 };
 pub use crate::config::{Config, default_cache_dir};
-pub use crate::http::{ApiError, App, ConnectionLimits, serve};
+pub use crate::embed::{Builder, Carshare};
+pub use crate::http::{ApiError, App, BasePathError, ConnectionLimits, serve};
 pub use crate::routes::RouteError;
 pub use crate::runtime::{
-    BackupError, ClusterOverview, ContextInfo, LoadContextError, Readiness, RequestError, Runtime,
-    RuntimeOptions, Served, Swapped,
+    BackupError, ClusterOverview, ContextInfo, LoadContextError, NativeSubscriberInfo, Readiness,
+    RequestError, Runtime, RuntimeOptions, Served, Swapped,
 };
 pub use crate::start::{StartError, Started, open, start};
 pub use crate::types::{CallError, DomainError, Request, Response};

@@ -12,6 +12,7 @@ use carshare_core::{Log, Partitions};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::embed::{Component, ContextPlan};
 use crate::http::{App, ConnectionLimits, serve};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::wasm::WasmEngine;
@@ -35,6 +36,19 @@ pub struct Started {
 /// files or by earlier swaps): the whole runtime, serving nothing yet. [`start`] binds it to an
 /// address; an embedder or a tool may use it without HTTP.
 pub async fn open(config: &Config) -> Result<Runtime, StartError> {
+    let plan = ContextPlan {
+        builtin: None,
+        given: config
+            .contexts
+            .iter()
+            .map(|(name, path)| (name.clone(), Component::File(path.clone())))
+            .collect(),
+    };
+    open_with(config, &plan).await
+}
+
+/// [`open`], running the contexts of `plan`.
+pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Runtime, StartError> {
     let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
@@ -92,14 +106,15 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
         runtime.join_cluster(cluster);
     }
 
-    // What runs: a component named on the command line or in the config file; else the one
-    // last swapped in (swaps survive restarts); else the built-in one.
+    // What runs: a component named on the command line, in the config file or by the
+    // embedder; else the one last swapped in (swaps survive restarts); else the built-in one.
     let mut swapped = runtime
         .swapped_components()
         .map_err(|e| err("cannot read swapped components", &e))?;
     let mut sources: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     for (name, bytes) in crate::builtin::DEFAULT_CONTEXTS {
-        if config.contexts.contains_key(*name) {
+        let chosen = plan.builtin.as_ref().is_none_or(|names| names.contains(*name));
+        if !chosen || plan.given.iter().any(|(given, _)| given == name) {
             continue;
         }
         match swapped.remove(*name) {
@@ -107,8 +122,13 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
             None => sources.push((name.to_string(), bytes.to_vec(), None)),
         }
     }
-    for (name, path) in &config.contexts {
-        let bytes = std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?;
+    for (name, component) in &plan.given {
+        let bytes = match component {
+            Component::Bytes(bytes) => bytes.clone(),
+            Component::File(path) => {
+                std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?
+            }
+        };
         sources.push((name.clone(), bytes, None));
     }
     for (name, bytes, previous) in sources {
@@ -149,75 +169,83 @@ impl Started {
     /// when this process must not go on serving (another process took its host name): then
     /// it returns why.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-        let Started {
-            runtime,
-            addr,
-            listener,
-            config,
-        } = self;
-        // Every connection is a descriptor: take what the system allows, and hold no more
-        // connections than that leaves room for.
-        let mut max_connections = config.max_connections;
-        if let Some(files) = crate::fds::raise_nofile_limit()
-            && crate::fds::connections_for(files) < max_connections
-        {
-            max_connections = crate::fds::connections_for(files);
-            tracing::warn!("holding at most {max_connections} connections: the open-file limit is {files}");
-        }
-        let app = Arc::new(App {
-            runtime: runtime.clone(),
-            admin_token: config.admin_token.clone(),
-            max_body: config.max_body,
-        });
-        tracing::info!(
-            "carshare ready on http://{addr} (data in {}, admin API {})",
-            shown(&config.data_dir),
-            if config.admin_token.is_some() { "on" } else { "off" }
-        );
-        let watcher = config
-            .watch
-            .clone()
-            .map(|dir| tokio::spawn(crate::watch::watch(dir, runtime.clone())));
-        let draining = runtime.clone();
-        let fatal = Arc::new(std::sync::Mutex::new(None));
-        let noted = fatal.clone();
-        let shutdown = async move {
-            let lost = async {
-                match draining.cluster() {
-                    Some(cluster) => cluster.fatal().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = shutdown => {}
-                reason = lost => {
-                    tracing::error!("stopping: {reason}");
-                    *noted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-                }
+        let app = App::new(self.runtime.clone())
+            .with_admin_token(self.config.admin_token.clone())
+            .with_max_body(self.config.max_body);
+        serve_until(self.runtime, app, &self.config, self.listener, shutdown).await
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves (or the cluster says this process must
+/// stop), then shuts down in order: readiness, connections, the watcher, the runtime.
+pub(crate) async fn serve_until(
+    runtime: Runtime,
+    app: App,
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("no local address: {e}")))?;
+    // Every connection is a descriptor: take what the system allows, and hold no more
+    // connections than that leaves room for.
+    let mut max_connections = config.max_connections;
+    if let Some(files) = crate::fds::raise_nofile_limit()
+        && crate::fds::connections_for(files) < max_connections
+    {
+        max_connections = crate::fds::connections_for(files);
+        tracing::warn!("holding at most {max_connections} connections: the open-file limit is {files}");
+    }
+    tracing::info!(
+        "carshare ready on http://{addr}{} (data in {}, admin API {})",
+        app.base_path(),
+        shown(&config.data_dir),
+        if config.admin_token.is_some() { "on" } else { "off" }
+    );
+    let watcher = config
+        .watch
+        .clone()
+        .map(|dir| tokio::spawn(crate::watch::watch(dir, runtime.clone())));
+    let draining = runtime.clone();
+    let fatal = Arc::new(std::sync::Mutex::new(None));
+    let noted = fatal.clone();
+    let shutdown = async move {
+        let lost = async {
+            match draining.cluster() {
+                Some(cluster) => cluster.fatal().await,
+                None => std::future::pending().await,
             }
-            // Readiness fails first, so a balancer stops sending while requests finish.
-            draining.begin_shutdown();
         };
-        serve(
-            listener,
-            app,
-            ConnectionLimits {
-                max_total: max_connections,
-                max_per_client: config.max_connections_per_client,
-            },
-            Duration::from_secs(10),
-            shutdown,
-        )
-        .await;
-        if let Some(w) = watcher {
-            w.abort();
+        tokio::select! {
+            () = shutdown => {}
+            reason = lost => {
+                tracing::error!("stopping: {reason}");
+                *noted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            }
         }
-        runtime.shutdown().await;
-        tracing::info!("carshare stopped");
-        match fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(reason) => Err(StartError(reason)),
-            None => Ok(()),
-        }
+        // Readiness fails first, so a balancer stops sending while requests finish.
+        draining.begin_shutdown();
+    };
+    serve(
+        listener,
+        app,
+        ConnectionLimits {
+            max_total: max_connections,
+            max_per_client: config.max_connections_per_client,
+        },
+        Duration::from_secs(10),
+        shutdown,
+    )
+    .await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    runtime.shutdown().await;
+    tracing::info!("carshare stopped");
+    match fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(reason) => Err(StartError(reason)),
+        None => Ok(()),
     }
 }
 

@@ -16,7 +16,8 @@ mod server;
 mod system;
 mod ui;
 
-pub use app::App;
+pub(crate) use app::check_base_path;
+pub use app::{App, BasePathError};
 pub use conns::ConnectionLimits;
 pub use error::ApiError;
 pub use server::serve;

@@ -20,7 +20,7 @@ use super::conns::{ConnectionLimits, Conns};
 /// once rather than left waiting in the backlog.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    app: App,
     limits: ConnectionLimits,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
@@ -56,7 +56,7 @@ pub async fn serve(
             let app = app.clone();
             let busy = on_conn.request();
             async move {
-                let resp = app.serve(req, local).await;
+                let resp = app.serve_from(req, Some(local)).await;
                 drop(busy);
                 Ok::<_, std::convert::Infallible>(resp)
             }

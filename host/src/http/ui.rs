@@ -15,16 +15,18 @@ pub(super) fn serves(path: &str) -> bool {
     path == "/admin/ui" || path == "/admin/ui/"
 }
 
-/// The page (or a redirect to it from `/admin/ui`); `None` for another method.
-pub(super) fn handle(method: &Method, path: &str) -> Option<hyper::Response<Full<Bytes>>> {
+/// The page (or a redirect to it from `/admin/ui`, under `base_path`); `None` for another
+/// method.
+pub(super) fn handle(method: &Method, path: &str, base_path: &str) -> Option<hyper::Response<Full<Bytes>>> {
     if method != Method::GET && method != Method::HEAD {
         return None;
     }
     if path == "/admin/ui" {
         let mut resp = hyper::Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = hyper::StatusCode::MOVED_PERMANENTLY;
-        resp.headers_mut()
-            .insert(LOCATION, HeaderValue::from_static("/admin/ui/"));
+        // A base path is checked to be header-safe when it is set.
+        let to = HeaderValue::from_str(&format!("{base_path}/admin/ui/")).ok()?;
+        resp.headers_mut().insert(LOCATION, to);
         return Some(resp);
     }
     let mut resp = hyper::Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));

@@ -304,13 +304,17 @@ impl Metrics {
         }
         for c in contexts {
             let label = Metrics::context(&c.name);
-            self.instances.get_or_create(&label).set(c.instances as i64);
-            let state = match c.breaker {
-                BreakerState::Closed => 0,
-                BreakerState::HalfOpen => 1,
-                BreakerState::Open => 2,
-            };
-            self.breaker_state.get_or_create(&label).set(state);
+            if let Some(instances) = c.instances {
+                self.instances.get_or_create(&label).set(instances as i64);
+            }
+            if let Some(breaker) = c.breaker {
+                let state = match breaker {
+                    BreakerState::Closed => 0,
+                    BreakerState::HalfOpen => 1,
+                    BreakerState::Open => 2,
+                };
+                self.breaker_state.get_or_create(&label).set(state);
+            }
             for (partition, source, cursor, lag) in c.cursors {
                 let labels = CursorLabels {
                     subscriber: c.name.clone(),
@@ -329,10 +333,11 @@ impl Metrics {
 }
 
 /// A context's state as the gauges show it, read when they are scraped.
+/// A subscriber's gauges: a context's (with its instances and breaker) or a native one's.
 pub(crate) struct ContextGauges {
     pub name: String,
-    pub instances: usize,
-    pub breaker: BreakerState,
+    pub instances: Option<usize>,
+    pub breaker: Option<BreakerState>,
     /// Its subscriber's cursors, if it subscribes: (partition, source, cursor, lag).
     pub cursors: Vec<(u32, u32, u64, u64)>,
 }

@@ -13,6 +13,7 @@
 mod calls;
 mod cluster_ops;
 mod error;
+mod native;
 mod operator;
 mod placing;
 mod replicated;
@@ -29,6 +30,7 @@ use serde::Serialize;
 
 pub use cluster_ops::{BackupError, ClusterOverview};
 pub use error::{LoadContextError, RequestError};
+pub use native::NativeSubscriberInfo;
 pub use operator::ContextInfo;
 pub use request::Served;
 pub use swap::Swapped;
@@ -148,6 +150,8 @@ struct Inner {
     engine: Arc<WasmEngine>,
     options: RuntimeOptions,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// The embedder's own subscribers' names (see `native.rs`). Taken after `slots`.
+    natives: Mutex<std::collections::BTreeSet<String>>,
     routes: RwLock<RouteTable>,
     dispatcher: Dispatcher,
     executors: tokio::sync::Semaphore,
@@ -210,6 +214,7 @@ impl Runtime {
                 engine,
                 options,
                 slots: RwLock::new(BTreeMap::new()),
+                natives: Mutex::new(std::collections::BTreeSet::new()),
                 routes: RwLock::new(RouteTable::default()),
                 breakers: Mutex::new(HashMap::new()),
                 shares: Mutex::new(HashMap::new()),
@@ -242,8 +247,8 @@ impl Runtime {
 
     /// The runtime's metrics in Prometheus' text exposition format.
     pub fn prometheus(&self) -> Result<String, carshare_core::StorageError> {
-        let gauges = self.contexts()?.into_iter().map(|c| ContextGauges {
-            cursors: c.subscriber.map_or_else(Vec::new, |s| {
+        let cursors = |s: Option<carshare_core::SubscriberStatus>| {
+            s.map_or_else(Vec::new, |s| {
                 if s.cursors.is_empty() {
                     vec![(0, 0, s.cursor, s.lag)]
                 } else {
@@ -252,11 +257,22 @@ impl Runtime {
                         .map(|c| (c.partition, c.source, c.cursor, c.lag))
                         .collect()
                 }
-            }),
+            })
+        };
+        let contexts = self.contexts()?.into_iter().map(|c| ContextGauges {
+            cursors: cursors(c.subscriber),
             name: c.name,
-            instances: c.instances,
-            breaker: c.breaker.state,
+            instances: Some(c.instances),
+            breaker: Some(c.breaker.state),
         });
+        // A native subscriber has cursors, and neither instances nor a breaker.
+        let natives = self.native_subscribers()?.into_iter().map(|n| ContextGauges {
+            cursors: cursors(n.subscriber),
+            name: n.name,
+            instances: None,
+            breaker: None,
+        });
+        let gauges = contexts.chain(natives);
         Ok(self.inner.metrics.encode(gauges, self.cluster_status().as_ref()))
     }
 

@@ -121,7 +121,8 @@ impl Runtime {
     }
 
     /// Moves `name`'s cursor over partition `source`'s events, kept in `partition`, to `to`
-    /// (see [`Dispatcher::set_cursor`]). Returns false for an unknown context.
+    /// (see [`Dispatcher::set_cursor`]). `name` is a context's or a native subscriber's.
+    /// Returns false for an unknown name.
     pub async fn set_cursor(
         &self,
         name: &str,
@@ -129,7 +130,7 @@ impl Runtime {
         source: u32,
         to: u64,
     ) -> Result<bool, CommitError> {
-        if self.slot(name).is_none() {
+        if self.slot(name).is_none() && !self.is_native(name) {
             return Ok(false);
         }
         self.inner

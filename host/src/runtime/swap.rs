@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use carshare_core::SubscribeError;
 use serde::Serialize;
 
 use super::subscriber::{Subscriber, reach};
@@ -205,7 +206,7 @@ impl Runtime {
         // A version placing events by other ids reads other partitions' events: its workers
         // change (from the cursors the old ones left).
         if reach(new.manifest()) != reach(old.manifest()) {
-            self.subscribe(name, slot.running.load(std::sync::atomic::Ordering::Acquire));
+            self.subscribe_context(name, slot.running.load(std::sync::atomic::Ordering::Acquire));
         }
         // A breaker opened by the old version must not keep refusing calls to the new one
         // (after a rollback from a faulting version, above all).
@@ -262,6 +263,11 @@ impl Runtime {
             return Err(LoadContextError::AlreadyLoaded(m.name));
         }
         // The name is the context's cursors: an embedder's own subscriber must not hold it.
+        if self.is_native(&m.name) {
+            return Err(LoadContextError::SubscriberName(SubscribeError::NameTaken(
+                m.name,
+            )));
+        }
         self.inner
             .dispatcher
             .claim(&m.name)
@@ -285,7 +291,7 @@ impl Runtime {
             }),
         );
         drop(slots);
-        self.subscribe(&m.name, true);
+        self.subscribe_context(&m.name, true);
         tracing::info!(
             "loaded context {} {} (routes {:?}, subscribes {:?}, machine code {code})",
             m.name,
@@ -298,7 +304,7 @@ impl Runtime {
 
     /// Subscribes context `name` to the dispatcher, with the reach its current version's
     /// manifest gives it (a subscription before replaces it).
-    fn subscribe(&self, name: &str, running: bool) {
+    fn subscribe_context(&self, name: &str, running: bool) {
         let Some(slot) = self.slot(name) else { return };
         let subscriber = Subscriber {
             runtime: Arc::downgrade(&self.inner),

@@ -1,5 +1,6 @@
 //! The operator API under `/admin`, behind a bearer token (`auth.rs`): the event log, the
-//! contexts (stopping, starting, swapping, rolling back, moving a cursor), the dead letters,
+//! contexts (stopping, starting, swapping, rolling back, moving a cursor), the subscribers
+//! (contexts' and the embedder's own), the dead letters,
 //! the cluster (its hosts, moving the writer's lease) and backups. Requests arrive here parsed into an [`AdminRoute`].
 
 mod route;
@@ -36,6 +37,17 @@ pub(super) async fn handle(
         }
         AdminRoute::Swap { name } => json!(runtime.swap(&name, body).await?),
         AdminRoute::Rollback { name } => json!(runtime.rollback(&name).await?),
+        AdminRoute::Subscribers => {
+            let contexts = runtime.contexts()?.into_iter().filter_map(|c| {
+                c.subscriber
+                    .map(|s| json!({ "name": c.name, "kind": "context", "subscriber": s }))
+            });
+            let natives = runtime
+                .native_subscribers()?
+                .into_iter()
+                .map(|n| json!({ "name": n.name, "kind": "native", "subscriber": n.subscriber }));
+            json!({ "subscribers": contexts.chain(natives).collect::<Vec<Value>>() })
+        }
         AdminRoute::Cursor { name } => {
             let (partition, source, seq) = cursor_move(runtime, body)?;
             match runtime.set_cursor(&name, partition, source, seq).await {

@@ -18,7 +18,10 @@ pub(in crate::http) enum AdminRoute {
     Swap { name: String },
     /// `POST /admin/contexts/{name}/rollback`
     Rollback { name: String },
-    /// `POST /admin/contexts/{name}/cursor` with `{"seq": N}`
+    /// `GET /admin/subscribers`: the contexts' and the native subscribers' cursors
+    Subscribers,
+    /// `POST /admin/contexts/{name}/cursor` (or `/admin/subscribers/{name}/cursor`, which
+    /// also moves a native subscriber's) with `{"seq": N}`
     Cursor { name: String },
     /// `GET /admin/dead-letters`
     DeadLetters,
@@ -60,6 +63,10 @@ impl AdminRoute {
             (_, ["contexts", _, "rollback"]) => only("POST"),
             ("POST", ["contexts", n, "cursor"]) => Ok(AdminRoute::Cursor { name: name(n) }),
             (_, ["contexts", _, "cursor"]) => only("POST"),
+            ("GET", ["subscribers"]) => Ok(AdminRoute::Subscribers),
+            (_, ["subscribers"]) => only("GET"),
+            ("POST", ["subscribers", n, "cursor"]) => Ok(AdminRoute::Cursor { name: name(n) }),
+            (_, ["subscribers", _, "cursor"]) => only("POST"),
             ("GET", ["dead-letters"]) => Ok(AdminRoute::DeadLetters),
             (_, ["dead-letters"]) => only("GET"),
             ("POST", ["dead-letters", s, seq, "retry"]) => Ok(AdminRoute::RetryDeadLetter {
