@@ -117,29 +117,28 @@ impl Builder {
     /// Opens the log, loads the contexts and subscribes the native subscribers. Must be
     /// called inside a tokio runtime.
     pub async fn build(self) -> Result<Carshare, StartError> {
-        let base_path = check_base_path(&self.base_path).map_err(|e| StartError(e.to_string()))?;
+        let base_path = check_base_path(&self.base_path)?;
         if let Some(names) = &self.plan.builtin
             && let Some(unknown) = names
                 .iter()
                 .find(|n| !crate::DEFAULT_CONTEXTS.iter().any(|(b, _)| b == n))
         {
-            let known: Vec<&str> = crate::DEFAULT_CONTEXTS.iter().map(|(n, _)| *n).collect();
-            return Err(StartError(format!(
-                "no built-in context named {unknown:?}; the built-in ones are {known:?}"
-            )));
+            return Err(StartError::UnknownBuiltin {
+                name: unknown.clone(),
+                known: crate::DEFAULT_CONTEXTS.iter().map(|(n, _)| *n).collect(),
+            });
         }
         let runtime = crate::start::open_with(&self.config, &self.plan).await?;
         for (name, handler) in self.natives {
-            if let Err(e) = runtime.subscribe(&name, handler) {
+            if let Err(source) = runtime.subscribe(&name, handler) {
                 runtime.shutdown().await;
-                return Err(StartError(format!("cannot subscribe {name}: {e}")));
+                return Err(StartError::Subscribe { name, source });
             }
         }
         let app = App::new(runtime.clone())
             .with_admin_token(self.config.admin_token.clone())
             .with_max_body(self.config.max_body)
-            .with_base_path(&base_path)
-            .map_err(|e| StartError(e.to_string()))?;
+            .with_base_path(&base_path)?;
         Ok(Carshare {
             runtime,
             app,

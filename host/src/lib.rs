@@ -18,10 +18,46 @@
 //! - `start`: assembles all of it from a [`Config`]; the `carshare` binary (`src/bin/`) only
 //!   turns its command line, environment and config file into one.
 //!
-//! Embedding: [`start`] runs the whole server; or build a [`Runtime`] from a
-//! [`carshare_core::Log`] and a [`WasmEngine`], [`Runtime::load`] the contexts
-//! ([`DEFAULT_CONTEXTS`] are the built-in ones) and call [`Runtime::handle`], or put an [`App`]
-//! in front of it and call [`App::serve`] with any `hyper::Request` (see `examples/embed.rs`).
+//! Embedding: [`Carshare::builder`] is the way in. Choose the contexts (the built-in ones or a
+//! subset, components from bytes or files; earlier swaps are restored), subscribers of your
+//! own, the admin token and a base path; then mount [`Carshare::app`] (a tower and hyper
+//! `Service`) in a router, or [`Carshare::serve`] it on a socket:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use carshare_host::{Carshare, Event, EventHandler, Handled, Unit};
+//!
+//! /// A subscriber of one's own, in Rust.
+//! struct Audit;
+//!
+//! impl EventHandler for Audit {
+//!     fn wants(&self, event_type: &str) -> bool {
+//!         event_type == "Ordered"
+//!     }
+//!     fn handle<'a>(&'a self, unit: Unit, event: &'a Event) -> Handled<'a> {
+//!         println!("order placed: {}", event.payload);
+//!         Box::pin(std::future::ready((unit, Ok(()))))
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let carshare = Carshare::builder()
+//!     .data_dir("my-data")
+//!     .builtin_contexts(["order", "payment", "product", "delivery"])
+//!     .subscriber("audit", Arc::new(Audit))
+//!     .base_path("/carshare")
+//!     .build()
+//!     .await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! carshare.serve(listener, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Underneath, a [`Runtime`] over a [`Log`] and a [`WasmEngine`] loads contexts
+//! ([`Runtime::load`]) and handles requests without HTTP ([`Runtime::handle`]); [`start`] is
+//! what the `carshare` binary runs. `examples/embedder/` in the repository is a whole service
+//! built this way, mounted in an axum router.
 #![deny(missing_docs)]
 
 mod builtin;
@@ -38,6 +74,14 @@ mod start;
 mod types;
 mod wasm;
 mod watch;
+
+// The core, whole, and the types an embedder meets in this crate's signatures or needs for a
+// native subscriber, so that one dependency is enough.
+pub use carshare_core;
+pub use carshare_core::{
+    BreakerConfig, CommitError, Event, EventHandler, Handled, HandlerError, Log, Partitions, RetryPolicy,
+    StorageError, SubscribeError, SubscriberStatus, Unit,
+};
 
 pub use crate::builtin::DEFAULT_CONTEXTS;
 pub use crate::cluster::{

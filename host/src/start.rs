@@ -8,19 +8,88 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carshare_core::{Log, Partitions};
+use carshare_core::{Log, Partitions, StorageError, SubscribeError};
 use tokio::net::TcpListener;
 
+use crate::cluster::ClusterError;
 use crate::config::Config;
 use crate::embed::{Component, ContextPlan};
-use crate::http::{App, ConnectionLimits, serve};
-use crate::runtime::{Runtime, RuntimeOptions};
+use crate::http::{App, BasePathError, ConnectionLimits, serve};
+use crate::runtime::{LoadContextError, Runtime, RuntimeOptions};
 use crate::wasm::WasmEngine;
 
-/// Why the server could not start: what it was doing, and what went wrong.
+/// Why a system could not be opened or started, or why it stopped serving: what it was
+/// doing, and the error that stopped it (its `source`).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory could not be made.
+    #[error("cannot create {}: {source}", path.display())]
+    DataDir {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Joining the cluster failed, or the replica does not fit its log.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The log (a partition's database) could not be opened.
+    #[error("cannot open the log: {0}")]
+    Log(#[source] StorageError),
+    /// wasmtime could not be set up.
+    #[error("cannot start wasmtime: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store of swapped components could not be opened or read.
+    #[error("cannot read the swapped components: {0}")]
+    ComponentStore(#[source] std::io::Error),
+    /// A component file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadComponent {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A context would not load.
+    #[error("cannot load context {name}: {source}")]
+    LoadContext {
+        /// The context.
+        name: String,
+        /// Why.
+        source: LoadContextError,
+    },
+    /// A built-in context was asked for that does not exist.
+    #[error("no built-in context named {name:?}; the built-in ones are {known:?}")]
+    UnknownBuiltin {
+        /// The name asked for.
+        name: String,
+        /// The built-in contexts' names.
+        known: Vec<&'static str>,
+    },
+    /// A native subscriber could not be subscribed (its name is taken).
+    #[error("cannot subscribe {name}: {source}")]
+    Subscribe {
+        /// The subscriber's name.
+        name: String,
+        /// Why.
+        source: SubscribeError,
+    },
+    /// The base path is not usable.
+    #[error(transparent)]
+    BasePath(#[from] BasePathError),
+    /// The address could not be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// This process had to stop serving (in a cluster: another process took its host name).
+    #[error("{0}")]
+    Stopped(String),
+}
 
 /// A started server: its runtime and the address it listens on.
 pub struct Started {
@@ -49,15 +118,14 @@ pub async fn open(config: &Config) -> Result<Runtime, StartError> {
 
 /// [`open`], running the contexts of `plan`.
 pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Runtime, StartError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| err(&format!("cannot create {}", config.data_dir.display()), &e))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let mut builder = Log::builder().cache_bytes(config.db_cache_bytes);
     let cluster = match &config.cluster {
         Some(c) => {
-            let joined = crate::cluster::join(c, &config.data_dir)
-                .await
-                .map_err(|e| StartError(e.to_string()))?;
+            let joined = crate::cluster::join(c, &config.data_dir).await?;
             builder = builder
                 .log_id(joined.log_id)
                 .id_slot(joined.slot, crate::cluster::SLOTS)
@@ -76,7 +144,7 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
             if let Some(cluster) = &cluster {
                 cluster.leave().await;
             }
-            return Err(err("cannot open the log", &e));
+            return Err(StartError::Log(e));
         }
     };
     if let Some(cluster) = &cluster
@@ -84,14 +152,14 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
     {
         partitions.close();
         cluster.leave().await;
-        return Err(StartError(e.to_string()));
+        return Err(StartError::Cluster(e));
     }
     let cache = config
         .cache_dir
         .clone()
         .unwrap_or_else(|| crate::config::default_cache_dir(&config.data_dir));
     let engine = WasmEngine::with_allocator(Some(&cache), config.instance_allocator)
-        .map_err(|e| err("cannot start wasmtime", &e))?;
+        .map_err(|e| StartError::Engine(e.into()))?;
     let options = RuntimeOptions {
         limits: config.limits.clone(),
         retry: config.retry.clone(),
@@ -100,17 +168,15 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
         component_dir: Some(config.data_dir.join("contexts")),
         ..RuntimeOptions::default()
     };
-    let runtime = Runtime::with_partitions(partitions, engine, options)
-        .map_err(|e| err("cannot open the component store", &e))?;
+    let runtime =
+        Runtime::with_partitions(partitions, engine, options).map_err(StartError::ComponentStore)?;
     if let Some(cluster) = cluster {
         runtime.join_cluster(cluster);
     }
 
     // What runs: a component named on the command line, in the config file or by the
     // embedder; else the one last swapped in (swaps survive restarts); else the built-in one.
-    let mut swapped = runtime
-        .swapped_components()
-        .map_err(|e| err("cannot read swapped components", &e))?;
+    let mut swapped = runtime.swapped_components().map_err(StartError::ComponentStore)?;
     let mut sources: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     for (name, bytes) in crate::builtin::DEFAULT_CONTEXTS {
         let chosen = plan.builtin.as_ref().is_none_or(|names| names.contains(*name));
@@ -125,9 +191,10 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
     for (name, component) in &plan.given {
         let bytes = match component {
             Component::Bytes(bytes) => bytes.clone(),
-            Component::File(path) => {
-                std::fs::read(path).map_err(|e| err(&format!("cannot read {}", path.display()), &e))?
-            }
+            Component::File(path) => std::fs::read(path).map_err(|source| StartError::ReadComponent {
+                path: path.clone(),
+                source,
+            })?,
         };
         sources.push((name.clone(), bytes, None));
     }
@@ -135,7 +202,7 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
         if let Err(e) = runtime.load(&name, &bytes).await {
             // Contexts loaded so far have started their subscribers: stop them cleanly.
             runtime.shutdown().await;
-            return Err(err(&format!("cannot load context {name}"), &e));
+            return Err(StartError::LoadContext { name, source: e });
         }
         if let Some(previous) = previous {
             runtime.set_previous(&name, previous);
@@ -146,16 +213,21 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
 
 /// Opens everything and binds, but serves nothing yet.
 pub async fn start(config: Config) -> Result<Started, StartError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| StartError(format!("{what}: {e}"));
     let runtime = open(&config).await?;
     let listener = match TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
             runtime.shutdown().await;
-            return Err(err(&format!("cannot listen on {}", config.listen), &e));
+            return Err(StartError::Listen {
+                addr: config.listen,
+                source: e,
+            });
         }
     };
-    let addr = listener.local_addr().map_err(|e| err("no local address", &e))?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     Ok(Started {
         runtime,
         addr,
@@ -185,9 +257,10 @@ pub(crate) async fn serve_until(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError(format!("no local address: {e}")))?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     // Every connection is a descriptor: take what the system allows, and hold no more
     // connections than that leaves room for.
     let mut max_connections = config.max_connections;
@@ -244,7 +317,7 @@ pub(crate) async fn serve_until(
     runtime.shutdown().await;
     tracing::info!("carshare stopped");
     match fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        Some(reason) => Err(StartError(reason)),
+        Some(reason) => Err(StartError::Stopped(reason)),
         None => Ok(()),
     }
 }

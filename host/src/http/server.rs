@@ -15,7 +15,7 @@ use super::app::App;
 use super::conns::{ConnectionLimits, Conns};
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (up to `grace`), and returns. Connections are admitted by [`Conns`]: a
+/// requests finish (up to `grace`), and returns. Connections are admitted by `Conns`: a
 /// client over its share, or a server full of busy connections, gets its connection closed at
 /// once rather than left waiting in the backlog.
 pub async fn serve(

@@ -112,7 +112,7 @@ impl Runtime {
     }
 
     /// Has context `subscriber` handle its dead letter again: event `seq` of partition
-    /// `source` (see [`Dispatcher::retry_dead_letter`]).
+    /// `source` (see [`carshare_core::Dispatcher::retry_dead_letter`]).
     pub async fn retry_dead_letter(&self, subscriber: &str, source: u32, seq: u64) -> Result<(), RetryError> {
         self.inner
             .dispatcher
@@ -121,7 +121,7 @@ impl Runtime {
     }
 
     /// Moves `name`'s cursor over partition `source`'s events, kept in `partition`, to `to`
-    /// (see [`Dispatcher::set_cursor`]). `name` is a context's or a native subscriber's.
+    /// (see [`carshare_core::Dispatcher::set_cursor`]). `name` is a context's or a native subscriber's.
     /// Returns false for an unknown name.
     pub async fn set_cursor(
         &self,

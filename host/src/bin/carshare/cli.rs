@@ -78,7 +78,7 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub contexts: Vec<String>,
-    /// Swap a context in when DIR/<context>.wasm changes
+    /// Swap a context in when DIR/CONTEXT.wasm changes
     #[arg(long, env = "CARSHARE_WATCH", value_name = "DIR")]
     pub watch: Option<PathBuf>,
     /// Serve as one host of a cluster whose log is replicated by these NATS JetStream servers
