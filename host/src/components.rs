@@ -1,6 +1,9 @@
-//! Where swapped-in components are kept so that a swap survives a restart: in
-//! `<data-dir>/contexts/`, `<name>.wasm` is what runs and `<name>.previous.wasm` is what a
-//! rollback restores. Files are written to a temporary name, synced and renamed, so a crash
+//! The set of contexts a system runs, kept with its data so that a restart runs the same set:
+//! in `<data-dir>/contexts/`, `<name>.wasm` is what runs (a context swapped, added, or given
+//! with `--context`) and `<name>.previous.wasm` is what a rollback restores; `<name>.removed`
+//! says the context was removed (its data stays); `<name>.given` holds the SHA-256 of the file
+//! `--context` named at the last start, so that the same file named again does not undo a
+//! swap made since. Files are written to a temporary name, synced and renamed, so a crash
 //! leaves either the old file or the new one, never half of one.
 
 use std::fs::{self, File};
@@ -62,7 +65,41 @@ impl ComponentStore {
         Ok(Some((current, previous)))
     }
 
-    /// The names of every context that was swapped.
+    /// Marks `name` removed (`true`) or not: a removed context is not run at the next start.
+    pub fn set_removed(&self, name: &str, removed: bool) -> io::Result<()> {
+        let path = self.dir.join(format!("{name}.removed"));
+        if removed {
+            write_atomically(&path, b"")?;
+        } else {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Whether `name` was removed.
+    pub fn is_removed(&self, name: &str) -> bool {
+        self.dir.join(format!("{name}.removed")).exists()
+    }
+
+    /// The SHA-256 (hex) of the file `--context` named for `name` at the last start.
+    pub fn given(&self, name: &str) -> io::Result<Option<String>> {
+        match fs::read_to_string(self.dir.join(format!("{name}.given"))) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the SHA-256 (hex) of the file `--context` named for `name`.
+    pub fn set_given(&self, name: &str, digest: &str) -> io::Result<()> {
+        write_atomically(&self.dir.join(format!("{name}.given")), digest.as_bytes())?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// The names of every context that has a stored component (swapped, added or given).
     pub fn names(&self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
@@ -104,5 +141,22 @@ mod tests {
         store.save("order", b"v3", None).unwrap();
         assert_eq!(store.load("order").unwrap(), Some((b"v3".to_vec(), None)));
         assert_eq!(store.names().unwrap(), vec!["order".to_string()]);
+    }
+
+    #[test]
+    fn keeps_removals_and_given_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ComponentStore::open(dir.path()).unwrap();
+        assert!(!store.is_removed("rating"));
+        store.set_removed("rating", true).unwrap();
+        assert!(store.is_removed("rating"));
+        store.set_removed("rating", false).unwrap();
+        store.set_removed("rating", false).unwrap();
+        assert!(!store.is_removed("rating"));
+        assert_eq!(store.given("rating").unwrap(), None);
+        store.set_given("rating", "abc").unwrap();
+        assert_eq!(store.given("rating").unwrap().as_deref(), Some("abc"));
+        // Neither is a component.
+        assert!(store.names().unwrap().is_empty());
     }
 }

@@ -64,6 +64,7 @@ mod builtin;
 mod cluster;
 mod components;
 mod config;
+mod context_set;
 mod embed;
 mod fds;
 mod http;
@@ -93,7 +94,7 @@ pub use crate::embed::{Builder, Carshare};
 pub use crate::http::{ApiError, App, BasePathError, ConnectionLimits, serve};
 pub use crate::routes::RouteError;
 pub use crate::runtime::{
-    BackupError, ClusterOverview, ContextInfo, LoadContextError, NativeSubscriberInfo, Readiness,
+    BackupError, ClusterOverview, ContextInfo, LoadContextError, Membership, NativeSubscriberInfo, Readiness,
     RequestError, Runtime, RuntimeOptions, Served, Swapped,
 };
 pub use crate::start::{StartError, Started, open, start};

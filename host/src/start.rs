@@ -105,12 +105,22 @@ pub struct Started {
 /// files or by earlier swaps): the whole runtime, serving nothing yet. [`start`] binds it to an
 /// address; an embedder or a tool may use it without HTTP.
 pub async fn open(config: &Config) -> Result<Runtime, StartError> {
+    // `NAME=builtin` names the built-in component of that name (a file so named is `./builtin`).
+    let given = |name: &String, path: &std::path::PathBuf| {
+        let builtin = (path.as_os_str() == "builtin")
+            .then(|| crate::builtin::DEFAULT_CONTEXTS.iter().find(|(n, _)| n == name))
+            .flatten();
+        match builtin {
+            Some((_, bytes)) => Component::Bytes(bytes.to_vec()),
+            None => Component::File(path.clone()),
+        }
+    };
     let plan = ContextPlan {
         builtin: None,
         given: config
             .contexts
             .iter()
-            .map(|(name, path)| (name.clone(), Component::File(path.clone())))
+            .map(|(name, path)| (name.clone(), given(name, path)))
             .collect(),
     };
     open_with(config, &plan).await
@@ -174,30 +184,14 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
         runtime.join_cluster(cluster);
     }
 
-    // What runs: a component named on the command line, in the config file or by the
-    // embedder; else the one last swapped in (swaps survive restarts); else the built-in one.
-    let mut swapped = runtime.swapped_components().map_err(StartError::ComponentStore)?;
-    let mut sources: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    for (name, bytes) in crate::builtin::DEFAULT_CONTEXTS {
-        let chosen = plan.builtin.as_ref().is_none_or(|names| names.contains(*name));
-        if !chosen || plan.given.iter().any(|(given, _)| given == name) {
-            continue;
+    // What runs: see `context_set.rs`.
+    let sources = match crate::context_set::resolve(&runtime, plan, config.cluster.is_none()) {
+        Ok(s) => s,
+        Err(e) => {
+            runtime.shutdown().await;
+            return Err(e);
         }
-        match swapped.remove(*name) {
-            Some((current, previous)) => sources.push((name.to_string(), current, previous)),
-            None => sources.push((name.to_string(), bytes.to_vec(), None)),
-        }
-    }
-    for (name, component) in &plan.given {
-        let bytes = match component {
-            Component::Bytes(bytes) => bytes.clone(),
-            Component::File(path) => std::fs::read(path).map_err(|source| StartError::ReadComponent {
-                path: path.clone(),
-                source,
-            })?,
-        };
-        sources.push((name.clone(), bytes, None));
-    }
+    };
     for (name, bytes, previous) in sources {
         if let Err(e) = runtime.load(&name, &bytes).await {
             // Contexts loaded so far have started their subscribers: stop them cleanly.

@@ -1,5 +1,6 @@
-//! `carshare serve --watch DIR`: swaps context NAME in when `DIR/NAME.wasm` changes. The files
-//! present at start are taken as they are (nothing is swapped for them); a file is swapped once
+//! `carshare serve --watch DIR`: swaps context NAME in when `DIR/NAME.wasm` changes, or adds it
+//! when no context of that name runs. The files present at start are taken as they are
+//! (nothing is swapped for them); a file is swapped once
 //! it has stopped changing for one poll, so a half-copied file is never loaded. A component
 //! that fails its checks is refused, logged, and the running version goes on serving.
 
@@ -73,8 +74,13 @@ pub async fn watch(dir: PathBuf, runtime: Runtime) {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             let result = match read {
-                Ok(bytes) => runtime
+                Ok(bytes) if runtime.has_context(&name) => runtime
                     .swap(&name, &bytes)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{name}: {e}")),
+                Ok(bytes) => runtime
+                    .add(&name, &bytes)
                     .await
                     .map(|_| ())
                     .map_err(|e| format!("{name}: {e}")),

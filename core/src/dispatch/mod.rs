@@ -378,6 +378,23 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Stops `name` after the step it is in, waits for its workers, and gives the name back.
+    /// Its cursors stay where they are: subscribed again, it goes on from there. Returns false
+    /// if there is no such subscriber.
+    pub async fn unsubscribe(&self, name: &str) -> bool {
+        let Some(mut sub) = self.lock().remove(name) else {
+            return false;
+        };
+        sub.run.send_replace(Run::Stopping);
+        for handle in sub.tasks.iter_mut().filter_map(|t| t.handle.take()) {
+            if let Err(e) = handle.await {
+                tracing::error!("a worker of subscriber {name} ended badly: {e}");
+            }
+        }
+        self.partitions.log(0).release_subscriber(name, self.id);
+        true
+    }
+
     /// Stops every subscriber after the step it is in, and waits for them.
     pub async fn shutdown(&self) {
         let tasks: Vec<_> = self

@@ -257,7 +257,7 @@ impl App {
             .then(|| AdminRoute::parse(&parts.method, &path));
         // A component uploaded to swap a context may be far larger than any business request.
         let limit = match route {
-            Some(Ok(AdminRoute::Swap { .. })) => MAX_COMPONENT_BYTES,
+            Some(Ok(AdminRoute::Swap { .. } | AdminRoute::Add { .. })) => MAX_COMPONENT_BYTES,
             _ => self.inner.max_body,
         };
         let body = read_body(&parts, body, limit).await?;

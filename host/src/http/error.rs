@@ -285,10 +285,16 @@ impl From<DomainError> for ApiError {
     }
 }
 
-/// A refused swap or rollback: nothing changed, the running version goes on serving.
+/// A refused swap, rollback, addition or removal: nothing changed, and a version that was
+/// running goes on serving.
 impl From<LoadContextError> for ApiError {
     fn from(e: LoadContextError) -> Self {
-        let msg = format!("{e}; the running version goes on serving");
+        let msg = match e {
+            LoadContextError::NoSuchContext(_) | LoadContextError::NotInCluster(_) => {
+                format!("{e}; nothing changed")
+            }
+            _ => format!("{e}; nothing changed, and the running version (if any) goes on serving"),
+        };
         match e {
             LoadContextError::NoSuchContext(_) => ApiError::new(404, "not_found", msg),
             LoadContextError::Load(_) => ApiError::new(400, "invalid_component", msg),
@@ -297,6 +303,8 @@ impl From<LoadContextError> for ApiError {
             LoadContextError::Placement(_) => ApiError::new(409, "placement_change", msg),
             LoadContextError::NoPrevious(_) => ApiError::new(409, "no_previous_version", msg),
             LoadContextError::SubscriberName(_) => ApiError::new(409, "subscriber_name_taken", msg),
+            LoadContextError::AlreadyLoaded(_) => ApiError::new(409, "context_exists", msg),
+            LoadContextError::NotInCluster(_) => ApiError::new(501, "not_in_cluster", msg),
             _ => {
                 tracing::error!("{msg}");
                 ApiError::new(500, "internal", msg)

@@ -51,7 +51,7 @@ pub enum LoadContextError {
     #[error("a context named {0} is already loaded")]
     AlreadyLoaded(String),
     /// No context of that name is loaded.
-    #[error("no context named {0}")]
+    #[error("no context named {0} (a new context is added, not swapped: `carshare contexts add`)")]
     NoSuchContext(String),
     /// The component says it is another context.
     #[error("the component is the {found} context, not {expected}")]
@@ -71,6 +71,9 @@ pub enum LoadContextError {
     /// partition) than the running one.
     #[error("{0}")]
     Placement(String),
+    /// The change is not possible in a cluster (yet), and why.
+    #[error("{0}")]
+    NotInCluster(String),
     /// A subscriber of another dispatcher (an embedder's own) has the context's name.
     #[error(transparent)]
     SubscriberName(carshare_core::SubscribeError),

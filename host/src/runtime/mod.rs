@@ -13,6 +13,7 @@
 mod calls;
 mod cluster_ops;
 mod error;
+mod membership;
 mod native;
 mod operator;
 mod placing;
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 pub use cluster_ops::{BackupError, ClusterOverview};
 pub use error::{LoadContextError, RequestError};
+pub use membership::Membership;
 pub use native::NativeSubscriberInfo;
 pub use operator::ContextInfo;
 pub use request::Served;

@@ -170,12 +170,7 @@ fn bad_components_are_refused_and_the_running_version_goes_on() {
         let r = swap(&s, name, &bytes);
         assert_eq!(r.status, status, "{kind}: {}", r.body);
         assert_eq!(r.json()["error"], kind);
-        assert!(
-            r.json()["message"]
-                .as_str()
-                .unwrap()
-                .contains("the running version goes on serving")
-        );
+        assert!(r.json()["message"].as_str().unwrap().contains("nothing changed"));
         let o = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
         assert_eq!(o.status, 201, "still serving after {kind}: {}", o.body);
         assert_eq!(o.header("x-carshare-context"), Some("order/0.1.0"));
@@ -425,4 +420,173 @@ fn a_rollback_from_a_faulting_version_starts_its_breaker_afresh() {
     assert_eq!(s.context("payment")["breaker"]["state"], "open");
     assert_eq!(swap(&s, "payment", &v2("payment")).status, 200);
     assert_eq!(s.post("/orders", &body).status, 201);
+}
+
+#[test]
+fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
+    let s = TestServer::start(&[]);
+    let url = format!("http://{}", s.addr);
+    let auditor = std::fs::read(TestComponent::Auditor.path()).unwrap();
+    // Swapping a context nobody runs says how to add one, and does not pretend one runs.
+    let r = swap(&s, "auditor", &auditor);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("contexts add") && message.contains("nothing changed"),
+        "{message}"
+    );
+
+    // Added from the command line while the server runs: it serves and receives events.
+    let ok = cli(&[
+        "contexts",
+        "add",
+        "auditor",
+        TestComponent::Auditor.path(),
+        "--url",
+        &url,
+    ]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let added: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        (added["change"].as_str(), added["version"].as_str()),
+        (Some("added"), Some("0.9.0"))
+    );
+    let product = s.register_product("added-live", 10);
+    let order = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    assert_eq!(order.status, 201, "{}", order.body);
+    let audited = |s: &TestServer| s.get("/audits").json()["audited"].as_array().map_or(0, Vec::len);
+    assert!(
+        s.wait_for(20, |s| audited(s) == 1),
+        "the added context got the event"
+    );
+    // Added twice: refused, swapping is how to replace it. Junk: refused, nothing added.
+    let again = s.admin_with("POST", "/admin/contexts/auditor", &auditor);
+    assert_eq!(
+        (again.status, again.json()["error"].as_str()),
+        (409, Some("context_exists"))
+    );
+    let junk = s.admin_with("POST", "/admin/contexts/junk", b"not a component");
+    assert_eq!(
+        (junk.status, junk.json()["error"].as_str()),
+        (400, Some("invalid_component")),
+        "{}",
+        junk.body
+    );
+    let listed = s.admin("GET", "/admin/contexts").json();
+    assert!(
+        !listed["contexts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "junk"),
+        "{listed}"
+    );
+
+    // A v2 swapped in; a built-in context removed (its routes go with it).
+    let v2 = swap(
+        &s,
+        "auditor",
+        &std::fs::read(TestComponent::AuditorV2.path()).unwrap(),
+    );
+    assert_eq!(v2.status, 200, "{}", v2.body);
+    let ok = cli(&["contexts", "remove", "delivery", "--url", &url]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(s.get("/deliveries").status, 404);
+    assert_eq!(
+        s.admin("DELETE", "/admin/contexts/delivery").status,
+        404,
+        "removed once"
+    );
+    // An order placed now is paid, and waits for a delivery that is not there.
+    let waiting = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    let waiting = waiting.json()["id"].as_u64().unwrap();
+    let status = |s: &TestServer| s.get(&format!("/orders/{waiting}")).json()["status"].clone();
+    assert!(s.wait_for(20, |s| status(s) == "OrderApproved"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        status(&s),
+        "OrderApproved",
+        "the removed context's subscriber stopped"
+    );
+    let (clean, _, dir) = s.terminate();
+    assert!(clean);
+
+    // A restart with no flags runs the same set, at the same versions.
+    let s = dir.start(&[]);
+    assert_eq!(s.context("auditor")["version"], "2.0.0");
+    assert_eq!(s.context("auditor")["canRollBack"], true);
+    let listed = s.admin("GET", "/admin/contexts").json();
+    assert!(
+        !listed["contexts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "delivery"),
+        "removed stays removed: {listed}"
+    );
+    assert_eq!(s.get("/deliveries").status, 404);
+    assert!(
+        s.wait_for(20, |s| audited(s) == 2),
+        "the added context's data is there"
+    );
+    // Added again, the removed context resumes from its cursor: the waiting order ships.
+    let url = format!("http://{}", s.addr);
+    let ok = cli(&[
+        "contexts",
+        "add",
+        "delivery",
+        TestComponent::DeliveryV2.path(),
+        "--url",
+        &url,
+    ]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(s.wait_for(20, |s| status(s) == "Shipped"), "{}", status(&s));
+    assert_eq!(s.get("/deliveries").status, 200);
+    s.settle();
+    for (_, source, at) in s.cursors("delivery") {
+        assert_eq!(at, s.events_in(source as u32).len() as u64);
+    }
+}
+
+#[test]
+fn a_context_given_at_start_is_kept_and_the_same_flag_never_undoes_a_swap() {
+    let v2 = format!("payment={}", TestComponent::PaymentV2.path());
+    let s = TestServer::start(&["--context", &v2]);
+    assert_eq!(s.context("payment")["version"], "2.0.0");
+    let declining = std::fs::read(TestComponent::PaymentDeclining.path()).unwrap();
+    assert_eq!(swap(&s, "payment", &declining).status, 200);
+    let (_, _, dir) = s.terminate();
+
+    // The same command line again: the swap made since stands, and the log says why.
+    let s = dir.start(&["--context", &v2]);
+    assert_eq!(s.context("payment")["version"], "0.9.0-declining");
+    let log = s.startup.clone();
+    let (_, _, dir) = s.terminate();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("context payment") && l.contains("goes on running")),
+        "{log:#?}"
+    );
+    // No flag: the set is data, the swapped version runs.
+    let s = dir.start(&[]);
+    assert_eq!(s.context("payment")["version"], "0.9.0-declining");
+    let (_, _, dir) = s.terminate();
+    // Another component: it replaces the running one, which is kept for a rollback.
+    let trapping = format!("payment={}", TestComponent::PaymentTrapping.path());
+    let s = dir.start(&["--context", &trapping]);
+    assert_eq!(s.context("payment")["version"], "0.9.0-trapping");
+    let r = s.admin("POST", "/admin/contexts/payment/rollback");
+    assert_eq!(
+        (r.status, r.json()["version"].as_str()),
+        (200, Some("0.9.0-declining")),
+        "{}",
+        r.body
+    );
+    let log = s.startup.clone();
+    s.terminate();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("context payment") && l.contains("replaces the version that ran before")),
+        "{log:#?}"
+    );
 }

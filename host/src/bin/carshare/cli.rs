@@ -70,7 +70,9 @@ pub struct ServeArgs {
     /// else ~/.cache/carshare]
     #[arg(long, env = "CARSHARE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Run context NAME from FILE (a .wasm component) instead of the built-in one; repeatable
+    /// Run context NAME from FILE (a .wasm component; `builtin` for the built-in one), added to
+    /// the contexts kept with the data; the same FILE at a later start leaves a version
+    /// swapped in since running; repeatable
     #[arg(
         long = "context",
         env = "CARSHARE_CONTEXTS",
@@ -183,6 +185,20 @@ pub enum ContextsAction {
         name: String,
         /// The component (.wasm).
         file: PathBuf,
+    },
+    /// Add context NAME, from the component in FILE, to the running server (it runs after a
+    /// restart too).
+    Add {
+        /// The context.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Remove context NAME from the running server (and from later starts); its state,
+    /// events and cursors are kept, and adding it again resumes from them.
+    Remove {
+        /// The context.
+        name: String,
     },
     /// Roll context NAME back to the version before its last swap.
     Rollback {

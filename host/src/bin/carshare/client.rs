@@ -97,6 +97,11 @@ pub async fn contexts(cmd: &ContextsArgs, token: Option<String>) -> Result<Strin
             let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             ("PUT", format!("/admin/contexts/{name}"), bytes)
         }
+        ContextsAction::Add { name, file } => {
+            let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            ("POST", format!("/admin/contexts/{name}"), bytes)
+        }
+        ContextsAction::Remove { name } => ("DELETE", format!("/admin/contexts/{name}"), Vec::new()),
         ContextsAction::Rollback { name } => ("POST", format!("/admin/contexts/{name}/rollback"), Vec::new()),
         ContextsAction::Stop { name } => ("POST", format!("/admin/contexts/{name}/stop"), Vec::new()),
         ContextsAction::Start { name } => ("POST", format!("/admin/contexts/{name}/start"), Vec::new()),

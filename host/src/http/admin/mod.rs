@@ -36,6 +36,13 @@ pub(super) async fn handle(
             json!({ "name": name, "state": if running { "running" } else { "stopped" } })
         }
         AdminRoute::Swap { name } => json!(runtime.swap(&name, body).await?),
+        AdminRoute::Add { name } => {
+            let added = json!(runtime.add(&name, body).await?);
+            let mut resp = respond(&added);
+            *resp.status_mut() = hyper::StatusCode::CREATED;
+            return Ok(resp);
+        }
+        AdminRoute::Remove { name } => json!(runtime.remove(&name).await?),
         AdminRoute::Rollback { name } => json!(runtime.rollback(&name).await?),
         AdminRoute::Subscribers => {
             let contexts = runtime.contexts()?.into_iter().filter_map(|c| {
@@ -117,10 +124,15 @@ pub(super) async fn handle(
             })
         }
     };
+    Ok(respond(&body))
+}
+
+/// A 200 with `body` as JSON.
+fn respond(body: &Value) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(resp)
+    resp
 }
 
 /// Events a filtered `GET /admin/events` looks through at most per call; `next` says where the

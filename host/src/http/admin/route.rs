@@ -16,6 +16,10 @@ pub(in crate::http) enum AdminRoute {
     SetRunning { name: String, running: bool },
     /// `PUT /admin/contexts/{name}` with a component as the body
     Swap { name: String },
+    /// `POST /admin/contexts/{name}` with a component as the body: a new context
+    Add { name: String },
+    /// `DELETE /admin/contexts/{name}`
+    Remove { name: String },
     /// `POST /admin/contexts/{name}/rollback`
     Rollback { name: String },
     /// `GET /admin/subscribers`: the contexts' and the native subscribers' cursors
@@ -58,7 +62,9 @@ impl AdminRoute {
             }),
             (_, ["contexts", _, "stop" | "start"]) => only("POST"),
             ("PUT", ["contexts", n]) => Ok(AdminRoute::Swap { name: name(n) }),
-            (_, ["contexts", _]) => only("PUT"),
+            ("POST", ["contexts", n]) => Ok(AdminRoute::Add { name: name(n) }),
+            ("DELETE", ["contexts", n]) => Ok(AdminRoute::Remove { name: name(n) }),
+            (_, ["contexts", _]) => only("PUT, POST, DELETE"),
             ("POST", ["contexts", n, "rollback"]) => Ok(AdminRoute::Rollback { name: name(n) }),
             (_, ["contexts", _, "rollback"]) => only("POST"),
             ("POST", ["contexts", n, "cursor"]) => Ok(AdminRoute::Cursor { name: name(n) }),
