@@ -80,6 +80,7 @@ fn the_system_page_shows_the_system_live_and_drives_it() {
         .arg(TOKEN)
         .arg(&screenshot)
         .arg(s.partitions().to_string())
+        .arg(crate::common::TestComponent::Auditor.path())
         .current_dir(&dir)
         .output()
         .expect("run node");

@@ -1,12 +1,12 @@
 // Drives carshare's live system page in a real browser (Debian's Chromium through
 // playwright-core): log in with the admin token, see orders move the counters and appear in
 // the last events, stop and start a context from the page, retry a dead letter from the page,
-// and take the screenshot the README shows.
+// remove a context and add it back from its file, and take the screenshot the README shows.
 //
-//   node system-page.mjs BASE_URL TOKEN SCREENSHOT.png [PARTITIONS]
+//   node system-page.mjs BASE_URL TOKEN SCREENSHOT.png PARTITIONS AUDITOR.wasm
 import { chromium } from "playwright-core";
 
-const [base, token, screenshot, partitionsArg] = process.argv.slice(2);
+const [base, token, screenshot, partitionsArg, auditorFile] = process.argv.slice(2);
 if (!base || !token || !screenshot) {
   console.error("usage: node system-page.mjs BASE_URL TOKEN SCREENSHOT.png [PARTITIONS]");
   process.exit(2);
@@ -83,6 +83,19 @@ try {
   await deadRow.first().locator("button").click();
   await page.waitForFunction((p) => !document.querySelector(`#dead tr[data-subscriber="auditor"][data-position="${p}"]`), position);
   step("a dead letter retried from the page: auditor " + position);
+
+  // Remove the auditor from the page (confirming), then add it back from its file.
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.click('#contexts tr[data-context="auditor"] button[data-action="remove"]');
+  await page.waitForFunction(() => !document.querySelector('#contexts tr[data-context="auditor"]'));
+  step("auditor removed from the page");
+  await page.fill("#add-name", "auditor");
+  await page.setInputFiles("#add-file", auditorFile);
+  await page.click("#add");
+  await page.waitForFunction(() => document.querySelector('#contexts tr[data-context="auditor"]'));
+  const added = await page.textContent("#add-result");
+  if (!added.includes("auditor") || !added.includes("added")) throw new Error("add result: " + added);
+  step("auditor added back from the page: " + added);
 
   if (errors.length) throw new Error("the page reported errors: " + errors.join("; "));
   console.log("system page: all steps passed");
