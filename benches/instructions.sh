@@ -14,6 +14,10 @@
 #
 # With PARTITIONS=N both runs serve N partitions (the orders are spread over them).
 #
+# CONNECTIONS (default 8) is how many clients send the orders. With CONNECTIONS=1 every order
+# commits in a batch of its own, so the count does not depend on how requests happened to
+# share commits: the figure to compare code changes of the request path with.
+#
 # With CEILING=1 it also counts carshare-ceiling (benches/ceiling.sh) the same way, per request,
 # the yardstick the order's figure compares with.
 #
@@ -54,7 +58,7 @@ count() {
     "$bin"/carshare-load --url "http://$addr" --path /products/1 --method GET --connections 1 \
         --requests 1 --wait-caught-up >/dev/null
     if [ "$n" -gt 0 ]; then
-        "$bin"/carshare-load --url "http://$addr" --connections 8 --requests "$n" --seconds 3600 \
+        "$bin"/carshare-load --url "http://$addr" --connections "${CONNECTIONS:-8}" --requests "$n" --seconds 3600 \
             --body '{"productId":1,"qty":1}' --wait-caught-up | grep -E '^(requests|statuses|every)' >&2
     fi
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true

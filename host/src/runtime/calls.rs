@@ -66,7 +66,7 @@ impl Runtime {
                     Some(CallView::All) => unit.enter_all(),
                     None => {}
                 }
-                let (mut unit, result) = plugin.handle_request(self.calls(), request, unit, depth).await;
+                let (mut unit, result) = plugin.handle_request(self.calls(), &request, unit, depth).await;
                 if view.is_some() {
                     unit.leave();
                 }

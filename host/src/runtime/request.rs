@@ -84,7 +84,7 @@ impl Runtime {
             let mut outcome = Outcome::new(&breaker, ticket);
             // Wasm runs right here on the async worker, as a fiber that yields at every epoch
             // tick. A panic in it (or in the host code it calls) fails this request alone.
-            let ran = AssertUnwindSafe(self.run_request(&name, request.clone(), place))
+            let ran = AssertUnwindSafe(self.run_request(&name, &request, place))
                 .catch_unwind()
                 .await
                 .map_err(|_| {
@@ -157,7 +157,7 @@ impl Runtime {
     async fn run_request(
         &self,
         name: &str,
-        request: Request,
+        request: &Request,
         place: Place,
     ) -> Result<(Unit, Result<Response, CallError>, String), RequestError> {
         let plugin = self.resolve(name, 0).map_err(RequestError::Call)?;

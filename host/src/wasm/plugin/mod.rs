@@ -166,7 +166,7 @@ impl Plugin {
     pub async fn handle_request(
         &self,
         calls: Arc<dyn Calls>,
-        request: Request,
+        request: &Request,
         unit: Unit,
         depth: u32,
     ) -> (Unit, Result<Response, CallError>) {
