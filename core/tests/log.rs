@@ -474,3 +474,33 @@ fn a_unit_older_than_the_writers_memory_of_batches_still_conflicts() {
     quiet.set("other", "k/5", b"2".to_vec());
     log.commit_blocking(quiet).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribed_subscriber_stops_gives_its_name_back_and_resumes_from_its_cursor() {
+    let (_d, log) = open();
+    let handler = Arc::new(Counter {
+        attempts: AtomicU32::new(0),
+    });
+    let first = Dispatcher::new(log.clone(), RetryPolicy::default());
+    first.subscribe("counter", handler.clone(), true).expect("free");
+    publish(&log, json!({})).await;
+    settle(&log, &first, "counter").await;
+    assert_eq!(count(&log), 1);
+
+    assert!(first.unsubscribe("counter").await, "it was subscribed");
+    assert!(!first.unsubscribe("counter").await, "once");
+    assert!(first.status("counter").unwrap().is_none());
+    // Stopped: events published now are not applied.
+    publish(&log, json!({})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(count(&log), 1, "nothing applied while unsubscribed");
+
+    // The name is free for another dispatcher, which goes on from the cursor: each event
+    // applied once in all.
+    let second = Dispatcher::new(log.clone(), RetryPolicy::default());
+    second.subscribe("counter", handler, true).expect("given back");
+    settle(&log, &second, "counter").await;
+    assert_eq!(count(&log), 2, "the event published meanwhile, and only it");
+    second.shutdown().await;
+    first.shutdown().await;
+}

@@ -172,6 +172,22 @@ struct BatchDone {
     record: Option<(u64, u64)>,
 }
 
+/// What writing a batch's units into its transaction gave (`Writer::write_units`).
+struct UnitsWritten {
+    /// Each unit's outcome, in order.
+    outcomes: Vec<Result<Committed, CommitError>>,
+    /// Which units were written (and so go into the batch's record).
+    written: Vec<bool>,
+    /// The events they published, in order.
+    events: Vec<Arc<Event>>,
+    /// The next free sequence number.
+    next_seq: u64,
+    /// The keys they wrote (for validating later units against).
+    keys: foldhash::HashSet<u64>,
+    /// The index counts as written.
+    counts: crate::index::PerCount<u64>,
+}
+
 /// Why a batch failed as a whole.
 enum BatchError {
     /// Nothing of it was written anywhere.
@@ -479,58 +495,17 @@ impl Writer {
         encoded: &[Vec<u8>],
         millis: u64,
     ) -> Result<BatchDone, BatchError> {
-        let timestamp = crate::time::rfc3339_utc(millis);
         let txn = self.db.begin_write()?;
-        let mut next_seq = self.next_seq;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        // Which units this batch writes (and its record carries).
-        let mut written = Vec::with_capacity(batch.len());
-        let mut committed = Vec::new();
         // Fencing puts this batch's record right after the last one applied.
         let position = self.applied + 1;
-        let (keys_written, counts_written);
-        {
-            let mut t = self.tables(&txn)?;
-            self.forget_old_units(&mut t, &txn, millis)?;
-            for p in batch.iter_mut() {
-                if let Some(known) = self.known_outcome(&p.changes, &t)? {
-                    outcomes.push(known);
-                    written.push(false);
-                    continue;
-                }
-                if !p.changes.abandon && !still_valid(&p.changes, &t, &self.recent)? {
-                    outcomes.push(Err(CommitError::Conflict));
-                    written.push(false);
-                    continue;
-                }
-                let first = next_seq;
-                next_seq = self.write(
-                    &mut p.changes,
-                    &mut t,
-                    next_seq,
-                    (&timestamp, millis),
-                    &mut committed,
-                    position,
-                )?;
-                outcomes.push(match p.changes.abandon {
-                    true => Err(CommitError::Abandoned),
-                    false => Ok(Committed {
-                        seqs: first..next_seq,
-                        position: 0,
-                    }),
-                });
-                written.push(true);
-            }
-            let deltas = std::mem::take(&mut t.deltas);
-            counts_written = deltas.write(&mut t.index_counts, &self.known_counts)?;
-            let taken = std::mem::take(&mut t.ids);
-            for (sequence, id) in &taken {
-                ids::record(&mut t.counters, sequence, *id)?;
-            }
-            // Before the batch becomes visible: see `IdSequences::observe`.
-            self.ids.observe(&taken)?;
-            keys_written = std::mem::take(&mut t.written);
-        }
+        let UnitsWritten {
+            mut outcomes,
+            written,
+            events,
+            next_seq,
+            keys,
+            counts,
+        } = self.write_units(batch, &txn, millis, position)?;
         let record = match self.replicator.as_ref() {
             Some(replicator) => {
                 let units = encoded
@@ -565,15 +540,79 @@ impl Writer {
         let commit = started.elapsed();
         // Before any unit hears of the commit, so that a unit begun after it counts it.
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        self.recent.committed(generation, keys_written);
-        self.known_counts.learn(counts_written);
+        self.recent.committed(generation, keys);
+        self.known_counts.learn(counts);
         self.generation.store(generation, Ordering::Release);
         Ok(BatchDone {
             outcomes,
             next_seq,
-            events: committed,
+            events,
             commit,
             record,
+        })
+    }
+
+    /// Writes each unit of `batch` that is still valid into `txn` (a unit whose outcome is
+    /// known already gets it, a stale one a conflict), then the batch's index counts and ids.
+    fn write_units(
+        &mut self,
+        batch: &mut [Pending],
+        txn: &redb::WriteTransaction,
+        millis: u64,
+        position: u64,
+    ) -> Result<UnitsWritten, BatchError> {
+        let timestamp = crate::time::rfc3339_utc(millis);
+        let mut next_seq = self.next_seq;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut written = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        let mut t = self.tables(txn)?;
+        self.forget_old_units(&mut t, txn, millis)?;
+        for p in batch.iter_mut() {
+            if let Some(known) = self.known_outcome(&p.changes, &t)? {
+                outcomes.push(known);
+                written.push(false);
+                continue;
+            }
+            if !p.changes.abandon && !still_valid(&p.changes, &t, &self.recent)? {
+                outcomes.push(Err(CommitError::Conflict));
+                written.push(false);
+                continue;
+            }
+            let first = next_seq;
+            next_seq = self.write(
+                &mut p.changes,
+                &mut t,
+                next_seq,
+                (&timestamp, millis),
+                &mut events,
+                position,
+            )?;
+            outcomes.push(match p.changes.abandon {
+                true => Err(CommitError::Abandoned),
+                false => Ok(Committed {
+                    seqs: first..next_seq,
+                    position: 0,
+                }),
+            });
+            written.push(true);
+        }
+        let deltas = std::mem::take(&mut t.deltas);
+        let counts = deltas.write(&mut t.index_counts, &self.known_counts)?;
+        let taken = std::mem::take(&mut t.ids);
+        for (sequence, id) in &taken {
+            ids::record(&mut t.counters, sequence, *id)?;
+        }
+        // Before the batch becomes visible: see `IdSequences::observe`.
+        self.ids.observe(&taken)?;
+        debug_assert_eq!(outcomes.len(), batch.len(), "one outcome per unit");
+        Ok(UnitsWritten {
+            outcomes,
+            written,
+            events,
+            next_seq,
+            keys: std::mem::take(&mut t.written),
+            counts,
         })
     }
 
