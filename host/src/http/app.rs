@@ -281,6 +281,18 @@ impl App {
 type Served = hyper::Response<Full<Bytes>>;
 type ServedFuture = Pin<Box<dyn Future<Output = Result<Served, Infallible>> + Send>>;
 
+impl App {
+    /// [`App::serve`] as the boxed, `'static` future both `Service` impls hand out.
+    fn serve_boxed<B>(&self, req: hyper::Request<B>) -> ServedFuture
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let app = self.clone();
+        Box::pin(async move { Ok(app.serve(req).await) })
+    }
+}
+
 /// As a tower service, for axum (`Router::nest_service`, `route_service`, `fallback_service`)
 /// and tower stacks. Always ready; never fails: errors are JSON responses.
 impl<B> tower_service::Service<hyper::Request<B>> for App
@@ -297,8 +309,7 @@ where
     }
 
     fn call(&mut self, req: hyper::Request<B>) -> ServedFuture {
-        let app = self.clone();
-        Box::pin(async move { Ok(app.serve(req).await) })
+        self.serve_boxed(req)
     }
 }
 
@@ -313,8 +324,7 @@ where
     type Future = ServedFuture;
 
     fn call(&self, req: hyper::Request<B>) -> ServedFuture {
-        let app = self.clone();
-        Box::pin(async move { Ok(app.serve(req).await) })
+        self.serve_boxed(req)
     }
 }
 

@@ -312,13 +312,37 @@ fn cli(args: &[&str]) -> std::process::Output {
     crate::common::carshare(args, &[])
 }
 
+/// Places an order of `product` while delivery does not run: it is paid and stays
+/// `OrderApproved` (`why` says why it must). Returns its id.
+fn paid_and_waiting(s: &TestServer, product: u64, why: &str) -> u64 {
+    let order = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
+    assert_eq!(order.status, 201, "{}", order.body);
+    let id = order.json()["id"].as_u64().unwrap();
+    let status = |s: &TestServer| s.get(&format!("/orders/{id}")).json()["status"].clone();
+    assert!(s.wait_for(20, |s| status(s) == "OrderApproved"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(status(s), "OrderApproved", "{why}");
+    id
+}
+
+/// Runs `carshare ARGS`, which must succeed; returns its output.
+fn cli_ok(args: &[&str]) -> std::process::Output {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn the_command_line_and_a_watched_directory_swap_contexts() {
     let watched = temp_dir();
     let s = TestServer::start(&["--watch", watched.path().to_str().unwrap()]);
     let url = format!("http://{}", s.addr);
 
-    let ok = cli(&[
+    let ok = cli_ok(&[
         "contexts",
         "swap",
         "payment",
@@ -326,7 +350,6 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
         "--url",
         &url,
     ]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("2.0.0"));
     assert_eq!(s.context("payment")["version"], "2.0.0");
     assert!(
@@ -334,31 +357,19 @@ fn the_command_line_and_a_watched_directory_swap_contexts() {
             .status
             .success()
     );
-    let ok = cli(&["contexts", "rollback", "payment", "--url", &url]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    cli_ok(&["contexts", "rollback", "payment", "--url", &url]);
     assert_eq!(s.context("payment")["version"], "0.1.0");
 
     // Stopping a context from the command line refuses its requests and pauses its handlers;
     // starting it lets them catch up.
-    let ok = cli(&["contexts", "stop", "delivery", "--url", &url]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = cli_ok(&["contexts", "stop", "delivery", "--url", &url]);
     assert!(String::from_utf8_lossy(&ok.stdout).contains("stopped"));
     assert_eq!(s.context("delivery")["state"], "stopped");
     assert_eq!(s.get("/deliveries").status, 503);
     let product = s.register_product("cli-stop", 10);
-    let order = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
-    assert_eq!(order.status, 201, "{}", order.body);
-    let id = order.json()["id"].as_u64().unwrap();
+    let id = paid_and_waiting(&s, product, "no delivery while delivery is stopped");
     let status = |s: &TestServer| s.get(&format!("/orders/{id}")).json()["status"].clone();
-    assert!(s.wait_for(20, |s| status(s) == "OrderApproved"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        status(&s),
-        "OrderApproved",
-        "no delivery while delivery is stopped"
-    );
-    let ok = cli(&["contexts", "start", "delivery", "--url", &url]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    cli_ok(&["contexts", "start", "delivery", "--url", &url]);
     assert_eq!(s.context("delivery")["state"], "running");
     assert!(s.wait_for(20, |s| status(s) == "Shipped"));
     let unknown = cli(&["contexts", "stop", "nosuch", "--url", &url]);
@@ -437,7 +448,7 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
     );
 
     // Added from the command line while the server runs: it serves and receives events.
-    let ok = cli(&[
+    let ok = cli_ok(&[
         "contexts",
         "add",
         "auditor",
@@ -445,7 +456,6 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
         "--url",
         &url,
     ]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let added: Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(
         (added["change"].as_str(), added["version"].as_str()),
@@ -489,8 +499,7 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
         &std::fs::read(TestComponent::AuditorV2.path()).unwrap(),
     );
     assert_eq!(v2.status, 200, "{}", v2.body);
-    let ok = cli(&["contexts", "remove", "delivery", "--url", &url]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    cli_ok(&["contexts", "remove", "delivery", "--url", &url]);
     assert_eq!(s.get("/deliveries").status, 404);
     assert_eq!(
         s.admin("DELETE", "/admin/contexts/delivery").status,
@@ -498,16 +507,8 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
         "removed once"
     );
     // An order placed now is paid, and waits for a delivery that is not there.
-    let waiting = s.post("/orders", &format!(r#"{{"productId":{product},"qty":1}}"#));
-    let waiting = waiting.json()["id"].as_u64().unwrap();
+    let waiting = paid_and_waiting(&s, product, "the removed context's subscriber stopped");
     let status = |s: &TestServer| s.get(&format!("/orders/{waiting}")).json()["status"].clone();
-    assert!(s.wait_for(20, |s| status(s) == "OrderApproved"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        status(&s),
-        "OrderApproved",
-        "the removed context's subscriber stopped"
-    );
     let (clean, _, dir) = s.terminate();
     assert!(clean);
 
@@ -531,7 +532,7 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
     );
     // Added again, the removed context resumes from its cursor: the waiting order ships.
     let url = format!("http://{}", s.addr);
-    let ok = cli(&[
+    cli_ok(&[
         "contexts",
         "add",
         "delivery",
@@ -539,7 +540,6 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
         "--url",
         &url,
     ]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(s.wait_for(20, |s| status(s) == "Shipped"), "{}", status(&s));
     assert_eq!(s.get("/deliveries").status, 200);
     s.settle();
