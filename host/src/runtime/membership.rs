@@ -66,8 +66,13 @@ impl Runtime {
         }
         if let Err(e) = self.load(name, bytes).await {
             // Recorded but not running: the record must not bring it up at the next start.
-            if let Some(store) = &self.inner.components {
-                let _ = store.set_removed(name, true);
+            if let Some(store) = &self.inner.components
+                && let Err(mark) = store.set_removed(name, true)
+            {
+                tracing::error!(
+                    "context {name} did not load, and could not be marked removed ({mark}): \
+                     the next start will try to load it again"
+                );
             }
             return Err(e);
         }
