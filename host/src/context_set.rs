@@ -14,11 +14,10 @@
 //!
 //! In a cluster, given components are not recorded (the log names the code there).
 
-use sha2::{Digest, Sha256};
-
 use crate::embed::{Component, ContextPlan};
 use crate::runtime::Runtime;
 use crate::start::StartError;
+use crate::wasm::digest_of;
 
 /// A context to load: name, component, and what a rollback restores.
 pub(crate) type Source = (String, Vec<u8>, Option<Vec<u8>>);
@@ -67,12 +66,10 @@ pub(crate) fn resolve(
             sources.push((name.clone(), bytes, None));
             continue;
         };
-        let digest = hex(&Sha256::digest(&bytes));
+        let digest = digest_of(&bytes);
         let persist = |e: std::io::Error| StartError::ComponentStore(e);
         let source = match current {
-            Some((current, previous)) if hex(&Sha256::digest(&current)) == digest => {
-                (name.clone(), current, previous)
-            }
+            Some((current, previous)) if digest_of(&current) == digest => (name.clone(), current, previous),
             Some((current, previous)) if store.given(name).map_err(persist)?.as_deref() == Some(&digest) => {
                 tracing::info!(
                     "context {name}: {from} is what was given at the last start; the version swapped \
@@ -109,8 +106,4 @@ pub(crate) fn resolve(
         sources.push((name, current, previous));
     }
     Ok(sources)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -118,7 +118,7 @@ impl WasmEngine {
 
     /// Compiles `bytes`, or loads the cached machine code of the same bytes.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Compiled> {
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = digest_of(bytes);
         let compiled = |component, cached| Compiled {
             component,
             digest: digest.clone(),
@@ -156,6 +156,12 @@ impl WasmEngine {
         }
         Ok(compiled(component, false))
     }
+}
+
+/// The SHA-256 of a component, in hex: its digest everywhere (the compile cache, the admin
+/// API, the store of contexts).
+pub(crate) fn digest_of(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

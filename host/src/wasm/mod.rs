@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use carshare_core::Unit;
 
+pub(crate) use engine::digest_of;
 pub use engine::{InstanceAllocator, WasmEngine};
 pub use manifest::{Limits, LoadError, Manifest, Operation, Parameter, Placement};
 pub use plugin::{AppliedEvents, Plugin};

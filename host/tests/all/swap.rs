@@ -325,6 +325,16 @@ fn paid_and_waiting(s: &TestServer, product: u64, why: &str) -> u64 {
     id
 }
 
+/// Whether `GET /admin/contexts` lists context `name`.
+fn runs(s: &TestServer, name: &str) -> bool {
+    let listed = s.admin("GET", "/admin/contexts").json();
+    listed["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == name)
+}
+
 /// Runs `carshare ARGS`, which must succeed; returns its output.
 fn cli_ok(args: &[&str]) -> std::process::Output {
     let out = cli(args);
@@ -482,15 +492,7 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
         "{}",
         junk.body
     );
-    let listed = s.admin("GET", "/admin/contexts").json();
-    assert!(
-        !listed["contexts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == "junk"),
-        "{listed}"
-    );
+    assert!(!runs(&s, "junk"), "nothing added");
 
     // A v2 swapped in; a built-in context removed (its routes go with it).
     let v2 = swap(
@@ -516,15 +518,7 @@ fn a_context_is_added_and_removed_live_and_the_set_survives_restarts() {
     let s = dir.start(&[]);
     assert_eq!(s.context("auditor")["version"], "2.0.0");
     assert_eq!(s.context("auditor")["canRollBack"], true);
-    let listed = s.admin("GET", "/admin/contexts").json();
-    assert!(
-        !listed["contexts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == "delivery"),
-        "removed stays removed: {listed}"
-    );
+    assert!(!runs(&s, "delivery"), "removed stays removed");
     assert_eq!(s.get("/deliveries").status, 404);
     assert!(
         s.wait_for(20, |s| audited(s) == 2),
