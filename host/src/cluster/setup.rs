@@ -29,8 +29,13 @@ const SNAPSHOT_KEEP: Duration = Duration::from_secs(3600);
 /// How long a JetStream API request (stream info, consumer creation, a lease update) waits.
 const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long joining keeps trying while the NATS servers are still forming their cluster.
-const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+/// How long joining keeps trying while the NATS servers are still forming their cluster. Three
+/// servers that start together on a loaded machine have been seen to take over 30 s to elect
+/// the JetStream meta leader; a host that gives up earlier only makes its supervisor restart it.
+const JOIN_PATIENCE: Duration = Duration::from_secs(90);
+
+/// After how long waiting for JetStream is logged, so a host that waits says why.
+const JOIN_QUIET: Duration = Duration::from_secs(5);
 
 /// Where the cluster is and who this host is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,12 +226,24 @@ pub(super) async fn patiently<T, E: std::fmt::Display, F: Future<Output = Result
     what: &str,
     mut step: impl FnMut() -> F,
 ) -> Result<T, ClusterError> {
-    let deadline = Instant::now() + JOIN_PATIENCE;
+    let started = Instant::now();
+    let mut told = false;
     loop {
         match step().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(fail(&format!("cannot {what}"), e)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) if started.elapsed() >= JOIN_PATIENCE => {
+                return Err(fail(&format!("cannot {what}"), e));
+            }
+            Err(e) => {
+                if !told && started.elapsed() >= JOIN_QUIET {
+                    told = true;
+                    tracing::warn!(
+                        "cannot {what} yet ({e}); trying again for up to {}s",
+                        JOIN_PATIENCE.as_secs()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
         }
     }
 }
