@@ -29,6 +29,8 @@ pub const TEST_COMPONENTS: &[(&str, &str)] = &[
     ("Looping", "carshare_test_looping"),
     ("MemoryHog", "carshare_test_memory_hog"),
     ("BadManifest", "carshare_test_bad_manifest"),
+    ("Stray", "carshare_test_stray"),
+    ("StrayV2", "carshare_test_stray_v2"),
 ];
 
 /// The guests' target. rustup adds the targets `rust-toolchain.toml` names only when it installs

@@ -12,6 +12,10 @@
 //!   that is logged;
 //! - a context that was removed: it runs again, and that is logged.
 //!
+//! What a start changes in the stored set is recorded only once every context has loaded and
+//! their events fit together: a start refused for a bad component leaves the set as it was,
+//! so the next start without it runs what ran before.
+//!
 //! In a cluster, given components are not recorded (the log names the code there).
 
 use crate::embed::{Component, ContextPlan};
@@ -22,12 +26,48 @@ use crate::wasm::digest_of;
 /// A context to load: name, component, and what a rollback restores.
 pub(crate) type Source = (String, Vec<u8>, Option<Vec<u8>>);
 
-/// The contexts to load, in order: built-in ones, given ones, then those added before.
+/// A change to the stored set that a start makes once it has succeeded.
+pub(crate) enum Record {
+    /// Store `bytes` as what `name` runs, `previous` as what a rollback restores.
+    Save {
+        name: String,
+        bytes: Vec<u8>,
+        previous: Option<Vec<u8>>,
+    },
+    /// `name` was removed and runs again.
+    Unremove(String),
+    /// `digest` is the component given for `name` at this start.
+    Given { name: String, digest: String },
+}
+
+/// Makes the changes `records` to `runtime`'s stored set.
+pub(crate) fn record(runtime: &Runtime, records: Vec<Record>) -> Result<(), StartError> {
+    let Some(store) = runtime.component_store() else {
+        return Ok(());
+    };
+    for r in records {
+        match r {
+            Record::Save {
+                name,
+                bytes,
+                previous,
+            } => store.save(&name, &bytes, previous.as_deref()),
+            Record::Unremove(name) => store.set_removed(&name, false),
+            Record::Given { name, digest } => store.set_given(&name, &digest),
+        }
+        .map_err(StartError::ComponentStore)?;
+    }
+    Ok(())
+}
+
+/// The contexts to load, in order (built-in ones, given ones, then those added before), and
+/// what to record of them once they run.
 pub(crate) fn resolve(
     runtime: &Runtime,
     plan: &ContextPlan,
     record: bool,
-) -> Result<Vec<Source>, StartError> {
+) -> Result<(Vec<Source>, Vec<Record>), StartError> {
+    let mut records = Vec::new();
     let store = runtime.component_store().filter(|_| record);
     let removed = |name: &str| runtime.component_store().is_some_and(|s| s.is_removed(name));
     let mut stored = runtime.swapped_components().map_err(StartError::ComponentStore)?;
@@ -81,19 +121,30 @@ pub(crate) fn resolve(
                 tracing::warn!(
                     "context {name}: {from} replaces the version that ran before, which is kept for a rollback"
                 );
-                store.save(name, &bytes, Some(&current)).map_err(persist)?;
+                records.push(Record::Save {
+                    name: name.clone(),
+                    bytes: bytes.clone(),
+                    previous: Some(current.clone()),
+                });
                 (name.clone(), bytes, Some(current))
             }
             None => {
-                store.save(name, &bytes, None).map_err(persist)?;
+                records.push(Record::Save {
+                    name: name.clone(),
+                    bytes: bytes.clone(),
+                    previous: None,
+                });
                 (name.clone(), bytes, None)
             }
         };
         if store.is_removed(name) {
             tracing::info!("context {name} had been removed; given at start, it runs again");
-            store.set_removed(name, false).map_err(persist)?;
+            records.push(Record::Unremove(name.clone()));
         }
-        store.set_given(name, &digest).map_err(persist)?;
+        records.push(Record::Given {
+            name: name.clone(),
+            digest,
+        });
         sources.push(source);
     }
     // Added (or given) at an earlier start, and neither removed nor left out by the embedder.
@@ -105,5 +156,5 @@ pub(crate) fn resolve(
         tracing::info!("context {name}: added earlier, run from the data directory");
         sources.push((name, current, previous));
     }
-    Ok(sources)
+    Ok((sources, records))
 }

@@ -94,9 +94,13 @@ pub use crate::embed::{Builder, Carshare};
 pub use crate::http::{ApiError, App, BasePathError, ConnectionLimits, serve};
 pub use crate::routes::RouteError;
 pub use crate::runtime::{
-    BackupError, ClusterOverview, ContextInfo, LoadContextError, Membership, NativeSubscriberInfo, Readiness,
-    RequestError, Runtime, RuntimeOptions, Served, Swapped,
+    BackupError, Catalog, CatalogError, CatalogEvent, CatalogSubscriber, ClusterOverview, ContextInfo,
+    LoadContextError, Membership, NativeSubscriberInfo, Readiness, RequestError, Runtime, RuntimeOptions,
+    Served, Swapped, Waiting,
 };
 pub use crate::start::{StartError, Started, open, start};
 pub use crate::types::{CallError, DomainError, Request, Response};
-pub use crate::wasm::{InstanceAllocator, Limits, LoadError, Manifest, Operation, Parameter, WasmEngine};
+pub use crate::wasm::{
+    EventDeclaration, InstanceAllocator, Limits, LoadError, Manifest, Operation, Parameter, Subscription,
+    WasmEngine,
+};

@@ -59,6 +59,10 @@ pub enum StartError {
         /// Why.
         source: LoadContextError,
     },
+    /// The contexts' events do not fit together: a subscription could never fire, or an event
+    /// type has two publishers.
+    #[error("the contexts' events do not fit together: {0}")]
+    Catalog(#[source] crate::runtime::CatalogError),
     /// A built-in context was asked for that does not exist.
     #[error("no built-in context named {name:?}; the built-in ones are {known:?}")]
     UnknownBuiltin {
@@ -185,7 +189,7 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
     }
 
     // What runs: see `context_set.rs`.
-    let sources = match crate::context_set::resolve(&runtime, plan, config.cluster.is_none()) {
+    let (sources, records) = match crate::context_set::resolve(&runtime, plan, config.cluster.is_none()) {
         Ok(s) => s,
         Err(e) => {
             runtime.shutdown().await;
@@ -201,6 +205,23 @@ pub(crate) async fn open_with(config: &Config, plan: &ContextPlan) -> Result<Run
         if let Some(previous) = previous {
             runtime.set_previous(&name, previous);
         }
+    }
+    // Checked once all are loaded: a subscriber may load before its publisher.
+    match runtime.catalog() {
+        Ok(catalog) => {
+            for w in &catalog.waiting {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e) => {
+            runtime.shutdown().await;
+            return Err(StartError::Catalog(e));
+        }
+    }
+    // Only now that they run: a refused start changes nothing.
+    if let Err(e) = crate::context_set::record(&runtime, records) {
+        runtime.shutdown().await;
+        return Err(e);
     }
     Ok(runtime)
 }

@@ -305,6 +305,7 @@ impl From<LoadContextError> for ApiError {
             LoadContextError::SubscriberName(_) => ApiError::new(409, "subscriber_name_taken", msg),
             LoadContextError::AlreadyLoaded(_) => ApiError::new(409, "context_exists", msg),
             LoadContextError::NotInCluster(_) => ApiError::new(501, "not_in_cluster", msg),
+            LoadContextError::Catalog(_) => ApiError::new(409, "event_catalog", msg),
             _ => {
                 tracing::error!("{msg}");
                 ApiError::new(500, "internal", msg)

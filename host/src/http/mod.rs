@@ -7,6 +7,7 @@
 
 mod admin;
 mod app;
+mod asyncapi;
 mod auth;
 mod conns;
 mod error;

@@ -200,6 +200,15 @@ fn host_paths(paths: &mut Map<String, Value>) {
         "/openapi.json".into(),
         get("This document", "application/json", object.clone(), &[]),
     );
+    paths.insert(
+        "/asyncapi.json".into(),
+        get(
+            "The AsyncAPI 3.0 document of the events the loaded contexts publish and subscribe to",
+            "application/json",
+            object.clone(),
+            &[],
+        ),
+    );
     let admin = |method: &str, summary: &str, statuses: &[u16]| {
         let mut responses = Map::new();
         responses.insert(

@@ -1,6 +1,7 @@
 //! What the host answers itself, whatever contexts are loaded: the API root as Spring Data
 //! REST serves it (`GET /`, the reference's Kubernetes probes called it), its `profile` link,
-//! and the probes `GET /health/live` and `GET /health/ready`.
+//! the probes `GET /health/live` and `GET /health/ready`, the metrics, and the documents of the
+//! running system (`/openapi.json`, `/asyncapi.json`).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,6 +20,7 @@ const PATHS: &[&str] = &[
     "/health/ready",
     "/metrics",
     "/openapi.json",
+    "/asyncapi.json",
 ];
 
 /// Whether `path` is one of ours (so that the gateway does not route it to a context).
@@ -52,6 +54,11 @@ pub(super) fn handle(
             200,
             "application/json",
             &super::openapi::of(runtime, base_url),
+        )),
+        "/asyncapi.json" => Ok(json_response(
+            200,
+            "application/json",
+            &super::asyncapi::of(runtime, base_url),
         )),
         "/metrics" => {
             let text = runtime.prometheus()?;

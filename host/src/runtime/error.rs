@@ -77,4 +77,7 @@ pub enum LoadContextError {
     /// A subscriber of another dispatcher (an embedder's own) has the context's name.
     #[error(transparent)]
     SubscriberName(carshare_core::SubscribeError),
+    /// With it, a subscription could never fire, or an event type would have two publishers.
+    #[error(transparent)]
+    Catalog(Box<super::CatalogError>),
 }

@@ -125,6 +125,11 @@ impl Runtime {
             "removed context {name} {} (its data is kept; adding it again resumes from its cursors)",
             removed.version
         );
+        if let Ok(catalog) = self.catalog() {
+            for w in catalog.waiting.iter().filter(|w| w.publisher == name) {
+                tracing::warn!("{w}");
+            }
+        }
         Ok(removed)
     }
 

@@ -11,6 +11,7 @@
 //! the data as a whole (the hosts, the writer's lease, backups) in `cluster_ops.rs`.
 
 mod calls;
+mod catalog;
 mod cluster_ops;
 mod error;
 mod membership;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use carshare_core::{Breaker, BreakerConfig, Dispatcher, Log, Partitions, RetryPolicy};
 use serde::Serialize;
 
+pub use catalog::{Catalog, CatalogError, CatalogEvent, CatalogSubscriber, Waiting};
 pub use cluster_ops::{BackupError, ClusterOverview};
 pub use error::{LoadContextError, RequestError};
 pub use membership::Membership;

@@ -28,6 +28,8 @@ pub struct ContextInfo {
     pub routes: Vec<String>,
     /// Subscriptions.
     pub subscriptions: Vec<String>,
+    /// The event types it publishes (their schemas are in `/asyncapi.json`).
+    pub publishes: Vec<String>,
     /// With several partitions, the subscriptions handled where an id of the event lives:
     /// event type → the payload field naming it.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -95,6 +97,7 @@ impl Runtime {
                     },
                     routes: m.routes.clone(),
                     subscriptions: m.event_types().into_iter().map(str::to_string).collect(),
+                    publishes: m.published_types().into_iter().map(str::to_string).collect(),
                     placed_by: m
                         .subscriptions
                         .iter()

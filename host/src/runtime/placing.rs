@@ -118,6 +118,7 @@ mod tests {
             version: "1".into(),
             routes: vec!["/deliveries".into(), "/cancellations".into()],
             subscriptions: vec![],
+            publishes: vec![],
             placement: Placement::Partitioned,
             operations: vec![Operation {
                 method: "POST".into(),

@@ -140,7 +140,8 @@ impl Runtime {
         self.install(name, &slot, Arc::new(plugin), started).await
     }
 
-    /// `bytes` loaded with `name`'s limits, refused unless it is a version of `name`.
+    /// `bytes` loaded with `name`'s limits, refused unless it is a version of `name` that fits
+    /// the event catalog of the others.
     pub(super) async fn loaded(&self, name: &str, bytes: Arc<[u8]>) -> Result<Plugin, LoadContextError> {
         let plugin = Plugin::load(&self.inner.engine, bytes, self.limits_for(name))
             .await
@@ -151,6 +152,10 @@ impl Runtime {
                 found: plugin.manifest().name.clone(),
             });
         }
+        // Its subscriptions must be able to fire, and what others read from it must still be
+        // published.
+        self.catalog_with(plugin.manifest())
+            .map_err(|e| LoadContextError::Catalog(Box::new(e)))?;
         Ok(plugin)
     }
 

@@ -2,7 +2,7 @@
 //! [`DomainError`], [`CallError`]), so that nothing outside `wasm/` sees a generated name.
 
 use super::bindings::carshare::context::types as wit;
-use super::manifest::{LoadError, Manifest, Operation, Parameter, Placement, Subscription};
+use super::manifest::{EventDeclaration, LoadError, Manifest, Operation, Parameter, Placement, Subscription};
 use crate::types::{CallError, DomainError, Request, Response};
 
 pub(super) fn from_wit(e: wit::ContextError) -> DomainError {
@@ -104,6 +104,15 @@ pub(super) fn manifest_from_wit(m: wit::Manifest) -> Result<Manifest, LoadError>
             partition_by: op.partition_by,
         });
     }
+    let mut publishes = Vec::with_capacity(m.publishes.len());
+    for d in m.publishes {
+        publishes.push(EventDeclaration {
+            schema: schema(&format!("event type {}", d.event_type), &d.schema)?,
+            event_type: d.event_type,
+            summary: d.summary,
+            key: d.key,
+        });
+    }
     let mut schemas = Vec::with_capacity(m.schemas.len());
     for (name, text) in m.schemas {
         schemas.push((name.clone(), schema(&name, &text)?));
@@ -117,9 +126,11 @@ pub(super) fn manifest_from_wit(m: wit::Manifest) -> Result<Manifest, LoadError>
             .into_iter()
             .map(|s| Subscription {
                 event_type: s.event_type,
+                publisher: s.publisher,
                 placed_by: s.placed_by,
             })
             .collect(),
+        publishes,
         placement: match m.placement {
             wit::Placement::Partitioned => Placement::Partitioned,
             wit::Placement::Single => Placement::Single,

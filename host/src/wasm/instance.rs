@@ -17,6 +17,8 @@ pub struct InstanceState {
     pub context: Arc<str>,
     /// The version of its code, for its log lines.
     pub version: Arc<str>,
+    /// The event types its manifest declares: the only ones it may publish.
+    pub publishes: Arc<[String]>,
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory and instance limits, enforced by wasmtime through `Store::limiter`.
@@ -64,6 +66,7 @@ impl InstanceState {
         InstanceState {
             context,
             version: Arc::from(""),
+            publishes: Arc::from([]),
             wasi,
             table: ResourceTable::new(),
             limits: Limits {
@@ -85,6 +88,7 @@ impl InstanceState {
             .ok_or_else(|| wasmtime::format_err!("a host import was called outside of a call"))?;
         Ok(OwnState {
             context: &self.context,
+            publishes: &self.publishes,
             unit: &mut scope.unit,
         })
     }

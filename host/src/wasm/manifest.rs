@@ -35,6 +35,8 @@ pub struct Manifest {
     pub routes: Vec<String>,
     /// The event types it subscribes to.
     pub subscriptions: Vec<Subscription>,
+    /// The event types it publishes: publishing another is a fault of the call.
+    pub publishes: Vec<EventDeclaration>,
     /// Where its state lives when the system has several partitions.
     pub placement: Placement,
     /// The HTTP operations it serves, for the OpenAPI document.
@@ -61,6 +63,29 @@ impl Manifest {
     pub fn event_types(&self) -> Vec<&str> {
         self.subscriptions.iter().map(|s| s.event_type.as_str()).collect()
     }
+
+    /// Whether it declares that it publishes `event_type`.
+    pub fn publishes(&self, event_type: &str) -> bool {
+        self.publishes.iter().any(|d| d.event_type == event_type)
+    }
+
+    /// The event types it publishes.
+    pub fn published_types(&self) -> Vec<&str> {
+        self.publishes.iter().map(|d| d.event_type.as_str()).collect()
+    }
+}
+
+/// An event type a context publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDeclaration {
+    /// Its name, unique among the contexts of a system.
+    pub event_type: String,
+    /// What happened.
+    pub summary: String,
+    /// What its key names; empty: nothing.
+    pub key: String,
+    /// JSON Schema (draft 7) of its payload.
+    pub schema: serde_json::Value,
 }
 
 /// An event type a context subscribes to.
@@ -68,6 +93,8 @@ impl Manifest {
 pub struct Subscription {
     /// The event type.
     pub event_type: String,
+    /// The context that publishes it, when the subscriber names one.
+    pub publisher: Option<String>,
     /// With several partitions, the payload field naming the id whose partition handles it
     /// (none: the partition it was published in).
     pub placed_by: Option<String>,
@@ -146,11 +173,44 @@ pub(super) fn check_manifest(m: &Manifest) -> Result<(), LoadError> {
     if m.version.is_empty() || m.version.len() > 64 {
         return Err(LoadError::BadManifest("version must be 1-64 bytes".into()));
     }
-    if m.subscriptions
-        .iter()
-        .any(|s| s.event_type.is_empty() || s.event_type.len() > 128)
+    let type_ok = |t: &str| !t.is_empty() && t.len() <= 128 && !t.contains(char::is_whitespace);
+    if !m.subscriptions.iter().all(|s| type_ok(&s.event_type))
+        || !m.publishes.iter().all(|d| type_ok(&d.event_type))
     {
-        return Err(LoadError::BadManifest("event types must be 1-128 bytes".into()));
+        return Err(LoadError::BadManifest(
+            "event types must be 1-128 bytes without white space".into(),
+        ));
+    }
+    for (i, d) in m.publishes.iter().enumerate() {
+        if m.publishes[..i].iter().any(|e| e.event_type == d.event_type) {
+            return Err(LoadError::BadManifest(format!(
+                "event type {} is declared twice",
+                d.event_type
+            )));
+        }
+        if !d.schema.is_object() {
+            return Err(LoadError::BadManifest(format!(
+                "the schema of event type {} must be a JSON Schema object",
+                d.event_type
+            )));
+        }
+    }
+    for (i, sub) in m.subscriptions.iter().enumerate() {
+        if m.subscriptions[..i]
+            .iter()
+            .any(|e| e.event_type == sub.event_type)
+        {
+            return Err(LoadError::BadManifest(format!(
+                "event type {} is subscribed to twice",
+                sub.event_type
+            )));
+        }
+    }
+    let name_ok = |n: &Option<String>| n.as_ref().is_none_or(|n| !n.is_empty() && n.len() <= 64);
+    if !m.subscriptions.iter().all(|s| name_ok(&s.publisher)) {
+        return Err(LoadError::BadManifest(
+            "a subscription's publisher must be a context name of 1-64 bytes".into(),
+        ));
     }
     let field_ok = |f: &Option<String>| f.as_ref().is_none_or(|f| !f.is_empty() && f.len() <= 128);
     if !m.subscriptions.iter().all(|s| field_ok(&s.placed_by))

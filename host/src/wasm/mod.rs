@@ -22,7 +22,9 @@ use carshare_core::Unit;
 
 pub(crate) use engine::digest_of;
 pub use engine::{InstanceAllocator, WasmEngine};
-pub use manifest::{Limits, LoadError, Manifest, Operation, Parameter, Placement};
+pub use manifest::{
+    EventDeclaration, Limits, LoadError, Manifest, Operation, Parameter, Placement, Subscription,
+};
 pub use plugin::{AppliedEvents, Plugin};
 
 use crate::types::{CallError, Request, Response};

@@ -14,6 +14,8 @@ const MAX_ROWS: u32 = 10_000;
 /// The state of `context` inside `unit`.
 pub(super) struct OwnState<'a> {
     pub context: &'a str,
+    /// The event types the context declares.
+    pub publishes: &'a [String],
     pub unit: &'a mut Unit,
 }
 
@@ -140,8 +142,13 @@ impl OwnState<'_> {
         key: Option<String>,
         payload: String,
     ) -> wasmtime::Result<()> {
-        if event_type.is_empty() || event_type.len() > 128 {
-            wasmtime::bail!("event type must be 1 to 128 bytes");
+        if !self.publishes.iter().any(|t| t == event_type) {
+            wasmtime::bail!(
+                "{} published {event_type:?}, which its manifest does not declare (it declares {:?}); \
+                 declare it in the manifest's publishes",
+                self.context,
+                self.publishes
+            );
         }
         check_value("event payload", payload.len())?;
         // Checked, not parsed into a tree: the log keeps the text as the guest wrote it.

@@ -12,6 +12,8 @@
 //! - `observe`: metrics, request and correlation ids, log lines.
 //! - `openapi`: the OpenAPI document, and schemathesis against the real server.
 //! - `ui`: the live system page in Chromium, driven by Playwright.
+//! - `events`: the event catalog: declared events, misspelled subscriptions refused, an
+//!   undeclared event never published, `/asyncapi.json` checked by the AsyncAPI parser.
 //! - `steps`: a subscriber's step as one call, and an event failing in it undone alone.
 //! - `cluster`: several hosts on real NATS servers: what a cluster was built for, and faults.
 //! - `embedded`: in process, as an embedder uses the library: a native Rust subscriber beside
@@ -28,6 +30,7 @@ mod business;
 mod cli;
 mod cluster;
 mod embedded;
+mod events;
 mod foundation;
 mod newcomer;
 mod observe;

@@ -3,6 +3,11 @@
 
 pub mod domain;
 
+use carshare_events::delivery::{DELIVERY_CANCELED, SHIPPED};
+use carshare_events::order::{ORDER_CANCELLED, ORDERED};
+use carshare_events::payment::{PAID, PAY_CANCELLED};
+use carshare_events::product::OUT_OF_STOCK;
+use carshare_guest::events::Handlers;
 use carshare_guest::rest::{Collection, Target};
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response};
 
@@ -16,20 +21,11 @@ struct CustomerPageContext;
 impl Context for CustomerPageContext {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[("OutOfStock", "orderId")],
             placement: carshare_guest::Placement::Partitioned,
             name: "customerpage",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/customerpages"],
-            subscriptions: &[
-                "Ordered",
-                "Paid",
-                "Shipped",
-                "DeliveryCanceled",
-                "PayCancelled",
-                "OrderCancelled",
-                "OutOfStock",
-            ],
+            publishes: Vec::new(),
             operations: vec![
                 PAGES.list_operation(),
                 PAGES.get_operation(),
@@ -65,28 +61,44 @@ impl Context for CustomerPageContext {
         }
     }
 
-    fn handle_event(event: Event) -> Result<(), Error> {
-        if domain::status_of(&event.event_type).is_none() {
-            return Ok(());
-        }
-        let payload: domain::Facts = event.payload()?;
-        let Some(order_id) = domain::order_id_of(&event.event_type, &payload) else {
-            return Err(Error::Internal(format!(
-                "{} #{} names no order",
-                event.event_type, event.seq
-            )));
-        };
-        let mut row = PAGES.load::<Row>(order_id)?.unwrap_or_else(|| Row::new(order_id));
-        let seen = domain::Seen {
-            id: &event.id,
-            seq: event.seq,
-            at: &event.timestamp,
-        };
-        if domain::apply(&mut row, &event.event_type, &payload, seen) {
-            PAGES.save(&row)?;
-        }
-        Ok(())
+    /// Every event of an order's life moves its row; each is read raw, for the few fields the
+    /// view needs.
+    fn handlers() -> Handlers {
+        Handlers::new()
+            .on_raw(&ORDERED, view)
+            .on_raw(&PAID, view)
+            .on_raw(&SHIPPED, view)
+            .on_raw(&DELIVERY_CANCELED, view)
+            .on_raw(&PAY_CANCELLED, view)
+            .on_raw(&ORDER_CANCELLED, view)
+            .on_raw(&OUT_OF_STOCK, view)
+            // A shortage is published where the product lives; the row lives with its order.
+            .placed_by("orderId")
     }
+}
+
+/// Moves the row of the order `event` is about.
+fn view(event: &Event) -> Result<(), Error> {
+    if domain::status_of(&event.event_type).is_none() {
+        return Ok(());
+    }
+    let payload: domain::Facts = event.payload()?;
+    let Some(order_id) = domain::order_id_of(&event.event_type, &payload) else {
+        return Err(Error::Internal(format!(
+            "{} #{} names no order",
+            event.event_type, event.seq
+        )));
+    };
+    let mut row = PAGES.load::<Row>(order_id)?.unwrap_or_else(|| Row::new(order_id));
+    let seen = domain::Seen {
+        id: &event.id,
+        seq: event.seq,
+        at: &event.timestamp,
+    };
+    if domain::apply(&mut row, &event.event_type, &payload, seen) {
+        PAGES.save(&row)?;
+    }
+    Ok(())
 }
 
 fn id_param(req: &Request, name: &str) -> Result<u64, Error> {

@@ -47,12 +47,16 @@ pub fn delivery_schema() -> serde_json::Value {
     )
 }
 
-/// What delivery needs of a `Paid` event.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Paid {
-    pub id: u64,
-    pub order_id: u64,
+/// A delivery as its events carry it.
+impl From<&Delivery> for carshare_events::delivery::Delivery {
+    fn from(d: &Delivery) -> Self {
+        carshare_events::delivery::Delivery {
+            id: d.id,
+            order_id: d.order_id,
+            payment_id: d.payment_id,
+            status: d.status.clone(),
+        }
+    }
 }
 
 /// What delivery needs of payment's answer to a refund.

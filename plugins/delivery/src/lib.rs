@@ -4,14 +4,17 @@
 
 pub mod domain;
 
+use carshare_events::delivery::{DELIVERY_CANCELED, SHIPPED};
+use carshare_events::payment::{PAID, Paid};
 use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
 use carshare_guest::call::call;
+use carshare_guest::events::Handlers;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
+use carshare_guest::{Context, Error, Manifest, Request, Response, state};
 use serde_json::json;
 
-use domain::{Delivery, Paid, Refund};
+use domain::{Delivery, Refund};
 
 /// Deliveries and cancellations sort by id.
 const DELIVERIES: Collection = Collection::new("deliveries", "delivery", &[], "Delivery");
@@ -22,12 +25,11 @@ struct DeliveryContext;
 impl Context for DeliveryContext {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[],
             placement: carshare_guest::Placement::Partitioned,
             name: "delivery",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/deliveries", "/cancellations"],
-            subscriptions: &["Paid"],
+            publishes: vec![SHIPPED.declare(), DELIVERY_CANCELED.declare()],
             operations: vec![
                 DELIVERIES.list_operation(),
                 DELIVERIES.get_operation(),
@@ -78,11 +80,8 @@ impl Context for DeliveryContext {
         }
     }
 
-    fn handle_event(event: Event) -> Result<(), Error> {
-        match event.event_type.as_str() {
-            "Paid" => ship(event.payload()?),
-            _ => Ok(()),
-        }
+    fn handlers() -> Handlers {
+        Handlers::new().on(&PAID, ship)
     }
 }
 
@@ -109,7 +108,7 @@ fn ship(paid: Paid) -> Result<(), Error> {
     };
     DELIVERIES.insert(&d)?;
     state::put(&delivery_key(d.order_id), &d.id)?;
-    events::publish("Shipped", Some(d.order_id), &d)
+    SHIPPED.publish(Some(d.order_id), &(&d).into())
 }
 
 /// Cancels an order's delivery and refunds its payment. Idempotent per order: cancelling again
@@ -152,7 +151,7 @@ fn cancel(req: &Request) -> Result<Response, Error> {
     };
     CANCELLATIONS.insert(&c)?;
     state::put(&cancellation_key(order_id), &c.id)?;
-    events::publish("DeliveryCanceled", Some(order_id), &c)?;
+    DELIVERY_CANCELED.publish(Some(order_id), &(&c).into())?;
     Ok(CANCELLATIONS.created(req, &c))
 }
 

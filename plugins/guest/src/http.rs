@@ -248,13 +248,9 @@ pub struct Manifest {
     pub version: &'static str,
     /// HTTP collections served, e.g. `/orders`.
     pub routes: &'static [&'static str],
-    /// Event types subscribed to.
-    pub subscriptions: &'static [&'static str],
-    /// With several partitions, the subscriptions handled where the id a payload field names
-    /// lives, as (event type, field): `("Ordered", "productId")` changes a product's stock in
-    /// the product's partition, whichever partition the order was placed in. Every other
-    /// subscription is handled in the partition its event was published in.
-    pub placed_by: &'static [(&'static str, &'static str)],
+    /// The event types it publishes ([`crate::events::EventType::declare`]); the host refuses
+    /// any other. What it subscribes to comes from [`crate::Context::handlers`].
+    pub publishes: Vec<crate::events::Declaration>,
     /// Where the context's state lives when the system has several partitions.
     pub placement: Placement,
     /// The HTTP operations served, for the host's OpenAPI document.
@@ -267,7 +263,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
     /// Spread over the partitions: each entity where its id says, each event handled where it
-    /// was published (or where [`Manifest::placed_by`] says). Ids from `state::next_id` are
+    /// was published (or where [`crate::events::Handlers::placed_by`] says). Ids from `state::next_id` are
     /// handed out per partition, so an entity created in a unit lives in that unit's partition.
     #[default]
     Partitioned,

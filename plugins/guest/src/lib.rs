@@ -2,7 +2,7 @@
 //! its domain.
 //!
 //! A context implements [`Context`] and exports itself with [`context!`]. Inside, it reads and
-//! writes its own state with [`state`], publishes with [`events`], calls other contexts with
+//! writes its own state with [`state`], publishes and subscribes with typed [`events`], calls other contexts with
 //! [`call`], and serves its REST collections with [`rest`], which does routing, paging, sorting
 //! and the HAL shape that Spring Data REST clients expect. The WIT bindings stay in the private
 //! `bindings` module: no context sees a generated name.
@@ -35,14 +35,19 @@ pub mod bindings {
 #[doc(hidden)]
 pub use glue::Adapter;
 
-/// A bounded context: its manifest and its two entry points.
+/// A bounded context: its manifest, its requests and its events.
 pub trait Context {
-    /// Name, version, routes and subscriptions.
+    /// Name, version, routes, the events it publishes, its HTTP operations.
     fn manifest() -> Manifest;
     /// Serves an HTTP request or a synchronous call. An `Err` aborts the unit of work.
     fn handle_request(request: Request) -> Result<Response, Error>;
-    /// Applies one event; must be idempotent. An `Err` aborts the step, which is retried.
-    fn handle_event(event: Event) -> Result<(), Error>;
+    /// The events it subscribes to, each with its handler: the manifest's subscriptions and
+    /// the dispatch both come from this table, built once per instance. A handler must be
+    /// idempotent; an `Err` undoes that event's effects and the step is retried. None by
+    /// default.
+    fn handlers() -> events::Handlers {
+        events::Handlers::new()
+    }
 }
 
 /// Exports `$t` (a type implementing [`Context`]) as this component's `bounded-context`.

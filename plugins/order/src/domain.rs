@@ -109,16 +109,8 @@ impl NewOrder {
     }
 }
 
-/// The `Ordered` event's payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ordered {
-    pub id: u64,
-    pub product_id: u64,
-    pub qty: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<u64>,
-}
+/// The payload of `Ordered` and `OrderCancelled`.
+pub use carshare_events::order::Ordered;
 
 impl From<&Order> for Ordered {
     fn from(o: &Order) -> Self {
@@ -150,14 +142,6 @@ impl From<&Order> for PaymentRequest {
             status: "OrderApproved",
         }
     }
-}
-
-/// What order needs of a `Paid` event.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Paid {
-    pub id: u64,
-    pub order_id: u64,
 }
 
 /// Applies a payment: `Ordered` becomes `OrderApproved`. Returns whether anything changed, so
@@ -220,13 +204,6 @@ pub fn check_stock(new: &NewOrder, product: Option<&ProductReplica>) -> Result<(
         ))),
         Some(_) => Ok(()),
     }
-}
-
-/// What order needs of the events that concern one order.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderRef {
-    pub order_id: u64,
 }
 
 #[cfg(test)]

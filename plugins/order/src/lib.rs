@@ -4,14 +4,19 @@
 
 pub mod domain;
 
+use carshare_events::delivery::{Delivery, SHIPPED};
+use carshare_events::order::{ORDER_CANCELLED, ORDERED};
+use carshare_events::payment::{PAID, PAY_CANCELLED, Paid, PayCancelled};
+use carshare_events::product::{OUT_OF_STOCK, OutOfStock, PRODUCT_CHANGED, PRODUCT_REGISTERED, Product};
 use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
 use carshare_guest::call::call;
+use carshare_guest::events::Handlers;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, log, state};
+use carshare_guest::{Context, Error, Event, Manifest, Request, Response, log, state};
 use serde_json::json;
 
-use domain::{NewOrder, Order, OrderRef, Ordered, Paid, PaymentRequest, ProductReplica};
+use domain::{NewOrder, Order, Ordered, PaymentRequest, ProductReplica};
 
 /// Orders sort by id or by quantity; every other field would cost each order an index entry
 /// and is refused as a sort, with the list of those supported.
@@ -22,19 +27,11 @@ struct OrderContext;
 impl Context for OrderContext {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[("OutOfStock", "orderId")],
             placement: carshare_guest::Placement::Partitioned,
             name: "order",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/orders"],
-            subscriptions: &[
-                "Paid",
-                "Shipped",
-                "PayCancelled",
-                "OutOfStock",
-                "ProductRegistered",
-                "ProductChanged",
-            ],
+            publishes: vec![ORDERED.declare(), ORDER_CANCELLED.declare()],
             operations: vec![
                 ORDERS.list_operation(),
                 ORDERS.get_operation(),
@@ -83,46 +80,58 @@ impl Context for OrderContext {
         }
     }
 
-    fn handle_event(event: Event) -> Result<(), Error> {
-        match event.event_type.as_str() {
-            "Paid" => update(event.payload::<Paid>()?.order_id, domain::on_paid),
-            "Shipped" => update(event.payload::<OrderRef>()?.order_id, domain::on_shipped),
-            "PayCancelled" => {
-                let id = event.payload::<OrderRef>()?.order_id;
-                let mut order: Order = ORDERS.require(id)?;
-                if domain::on_refunded(&mut order) {
-                    ORDERS.save(&order)?;
-                    events::publish("OrderCancelled", Some(order.id), &Ordered::from(&order))?;
-                }
-                Ok(())
-            }
-            "OutOfStock" => {
-                let id = event.payload::<OrderRef>()?.order_id;
-                let mut order: Order = ORDERS.require(id)?;
-                if domain::on_out_of_stock(&mut order) {
-                    ORDERS.save(&order)?;
-                    // The compensation: delivery cancels (or never makes) the delivery and
-                    // refunds the payment, in this same unit.
-                    cancel_delivery(&event_base(), id)?;
-                    log::warn(&format!(
-                        "order {id} rejected: product is out of stock; payment refunded"
-                    ));
-                }
-                Ok(())
-            }
-            "ProductRegistered" | "ProductChanged" => {
-                let mut p: ProductReplica = event.payload()?;
-                p.seq = event.seq;
-                // A redelivered older event (a retried dead letter, a rewound cursor) must not
-                // set the replica back.
-                if state::get::<ProductReplica>(&replica_key(p.id))?.is_some_and(|known| known.seq > p.seq) {
-                    return Ok(());
-                }
-                state::put(&replica_key(p.id), &p)
-            }
-            _ => Ok(()),
-        }
+    fn handlers() -> Handlers {
+        Handlers::new()
+            .on(&PAID, |p: Paid| update(p.order_id, domain::on_paid))
+            .on(&SHIPPED, |d: Delivery| update(d.order_id, domain::on_shipped))
+            .on(&PAY_CANCELLED, refunded)
+            .on(&OUT_OF_STOCK, out_of_stock)
+            // A shortage is handled where the order lives.
+            .placed_by("orderId")
+            .on_event(&PRODUCT_REGISTERED, replicate)
+            .on_event(&PRODUCT_CHANGED, replicate)
     }
+}
+
+/// On `PayCancelled`: the order is cancelled, unless it is over already.
+fn refunded(c: PayCancelled) -> Result<(), Error> {
+    let mut order: Order = ORDERS.require(c.order_id)?;
+    if domain::on_refunded(&mut order) {
+        ORDERS.save(&order)?;
+        ORDER_CANCELLED.publish(Some(order.id), &Ordered::from(&order))?;
+    }
+    Ok(())
+}
+
+/// On `OutOfStock`: the order is rejected and its payment refunded.
+fn out_of_stock(e: OutOfStock) -> Result<(), Error> {
+    let id = e.order_id;
+    let mut order: Order = ORDERS.require(id)?;
+    if domain::on_out_of_stock(&mut order) {
+        ORDERS.save(&order)?;
+        // The compensation: delivery cancels (or never makes) the delivery and refunds the
+        // payment, in this same unit.
+        cancel_delivery(&event_base(), id)?;
+        log::warn(&format!(
+            "order {id} rejected: product is out of stock; payment refunded"
+        ));
+    }
+    Ok(())
+}
+
+/// On `ProductRegistered` and `ProductChanged`: the product's replica follows.
+fn replicate(p: Product, event: &Event) -> Result<(), Error> {
+    let p = ProductReplica {
+        id: p.id,
+        qty: p.qty,
+        seq: event.seq,
+    };
+    // A redelivered older event (a retried dead letter, a rewound cursor) must not set the
+    // replica back.
+    if state::get::<ProductReplica>(&replica_key(p.id))?.is_some_and(|known| known.seq > p.seq) {
+        return Ok(());
+    }
+    state::put(&replica_key(p.id), &p)
 }
 
 fn replica_key(product: u64) -> String {
@@ -155,7 +164,7 @@ fn place(req: &Request) -> Result<Response, Error> {
     check_stock(&new, &req.base_url)?;
     let order = new.into_order(state::next_id("order"));
     ORDERS.insert(&order)?;
-    events::publish("Ordered", Some(order.id), &Ordered::from(&order))?;
+    ORDERED.publish(Some(order.id), &Ordered::from(&order))?;
     // Only the status matters here: payment is asked not to write out the payment it took.
     let payment = Request::new("POST", "/payments", &req.base_url)
         .with_json(&PaymentRequest::from(&order))

@@ -96,16 +96,8 @@ impl NewPayment {
     }
 }
 
-/// The `Paid` event's payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Paid {
-    pub id: u64,
-    pub order_id: u64,
-    pub product_id: u64,
-    pub qty: i64,
-    pub status: String,
-}
+/// The events' payloads.
+pub use carshare_events::payment::{Paid, PayCancelled};
 
 impl From<&Payment> for Paid {
     fn from(p: &Payment) -> Self {
@@ -156,17 +148,6 @@ impl Cancellation {
             payment_id: p.id,
         }
     }
-}
-
-/// The `PayCancelled` event's payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PayCancelled {
-    pub id: u64,
-    pub order_id: u64,
-    pub product_id: u64,
-    pub qty: i64,
-    pub payment_id: u64,
 }
 
 impl From<&Cancellation> for PayCancelled {

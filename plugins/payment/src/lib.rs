@@ -4,10 +4,11 @@
 
 pub mod domain;
 
+use carshare_events::payment::{PAID, PAY_CANCELLED};
 use carshare_guest::api::Operation;
 use carshare_guest::body::Body;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
+use carshare_guest::{Context, Error, Manifest, Request, Response, state};
 
 use domain::{Cancellation, NewPayment, Paid, PayCancelled, Payment};
 use serde_json::json;
@@ -26,12 +27,11 @@ struct PaymentContext;
 impl Context for PaymentContext {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[],
             placement: carshare_guest::Placement::Partitioned,
             name: "payment",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/payments", "/paymentCancellations"],
-            subscriptions: &[],
+            publishes: vec![PAID.declare(), PAY_CANCELLED.declare()],
             operations: vec![
                 PAYMENTS.list_operation(),
                 PAYMENTS.get_operation(),
@@ -85,10 +85,6 @@ impl Context for PaymentContext {
             (Target::Search(q), _) => Err(Error::NotFound(format!("no search {q:?} on payments"))),
         }
     }
-
-    fn handle_event(_event: Event) -> Result<(), Error> {
-        Ok(())
-    }
 }
 
 /// Takes the payment for an order. Idempotent per order: asking again for the same order
@@ -107,7 +103,7 @@ fn take(req: &Request) -> Result<Response, Error> {
     let payment = new.into_payment(state::next_id("payment"));
     PAYMENTS.insert(&payment)?;
     state::put(&index, &payment.id)?;
-    events::publish("Paid", Some(payment.order_id), &Paid::from(&payment))?;
+    PAID.publish(Some(payment.order_id), &Paid::from(&payment))?;
     Ok(PAYMENTS.created(req, &payment))
 }
 
@@ -132,7 +128,7 @@ fn refund(req: &Request) -> Result<Response, Error> {
     let c = Cancellation::of(&payment, state::next_id("paymentCancellation"));
     CANCELLATIONS.insert(&c)?;
     state::put(&index, &c.id)?;
-    events::publish("PayCancelled", Some(order_id), &PayCancelled::from(&c))?;
+    PAY_CANCELLED.publish(Some(order_id), &PayCancelled::from(&c))?;
     Ok(CANCELLATIONS.created(req, &c))
 }
 

@@ -116,23 +116,18 @@ pub fn decide(product: Option<&Product>, qty: i64) -> Decision {
     }
 }
 
-/// The `Ordered` and `OrderCancelled` payloads, as far as product needs them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderFact {
-    pub id: u64,
-    pub product_id: u64,
-    pub qty: i64,
-}
+/// The payload of `OutOfStock`.
+pub use carshare_events::product::OutOfStock;
 
-/// The `OutOfStock` event: product could not serve an order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutOfStock {
-    pub order_id: u64,
-    pub product_id: u64,
-    pub qty: i64,
-    pub available: i64,
+/// A product as its events carry it.
+impl From<&Product> for carshare_events::product::Product {
+    fn from(p: &Product) -> Self {
+        carshare_events::product::Product {
+            id: p.id,
+            modelname: p.modelname.clone(),
+            qty: p.qty,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 
 pub mod domain;
 
+use carshare_events::order::{ORDER_CANCELLED, ORDERED, Ordered};
+use carshare_events::product::{OUT_OF_STOCK, PRODUCT_CHANGED, PRODUCT_REGISTERED};
 use carshare_guest::api::{Operation, schema_ref};
 use carshare_guest::body::Body;
+use carshare_guest::events::Handlers;
 use carshare_guest::rest::{Collection, Target, method_not_allowed};
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response, events, state};
+use carshare_guest::{Context, Error, Manifest, Request, Response, state};
 
-use domain::{Decision, Hold, OrderFact, OutOfStock, Product};
+use domain::{Decision, Hold, OutOfStock, Product};
 
 /// Products sort by id or model name. Stock changes with every order, so an index by quantity
 /// would cost every order two index writes; sorting by qty is refused with the fields that can.
@@ -20,12 +23,15 @@ struct ProductContext;
 impl Context for ProductContext {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[("Ordered", "productId"), ("OrderCancelled", "productId")],
             placement: carshare_guest::Placement::Partitioned,
             name: "product",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/products"],
-            subscriptions: &["Ordered", "OrderCancelled"],
+            publishes: vec![
+                PRODUCT_REGISTERED.declare(),
+                PRODUCT_CHANGED.declare(),
+                OUT_OF_STOCK.declare(),
+            ],
             operations: vec![
                 PRODUCTS.list_operation(),
                 PRODUCTS.get_operation(),
@@ -72,12 +78,14 @@ impl Context for ProductContext {
         }
     }
 
-    fn handle_event(event: Event) -> Result<(), Error> {
-        match event.event_type.as_str() {
-            "Ordered" => take(event.payload()?),
-            "OrderCancelled" => give_back(event.payload()?),
-            _ => Ok(()),
-        }
+    /// A product's stock changes where the product lives, whichever partition the order was
+    /// placed in.
+    fn handlers() -> Handlers {
+        Handlers::new()
+            .on(&ORDERED, take)
+            .placed_by("productId")
+            .on(&ORDER_CANCELLED, give_back)
+            .placed_by("productId")
     }
 }
 
@@ -89,7 +97,7 @@ fn register(req: &Request) -> Result<Response, Error> {
         qty,
     };
     PRODUCTS.insert(&p)?;
-    events::publish("ProductRegistered", None, &p)?;
+    PRODUCT_REGISTERED.publish(None, &(&p).into())?;
     Ok(PRODUCTS.created(req, &p))
 }
 
@@ -97,7 +105,7 @@ fn change(req: &Request, id: u64, replace: bool) -> Result<Response, Error> {
     let mut p: Product = PRODUCTS.require(id)?;
     if domain::apply_change(&mut p, &Body(req.json_object()?), replace)? {
         PRODUCTS.save(&p)?;
-        events::publish("ProductChanged", None, &p)?;
+        PRODUCT_CHANGED.publish(None, &(&p).into())?;
     }
     Ok(PRODUCTS.ok(req, &p))
 }
@@ -116,7 +124,7 @@ fn rejected_key(order: u64) -> String {
 
 /// On `Ordered`: take the stock or reject the order. Idempotent: an order already decided on
 /// is not decided again.
-fn take(o: OrderFact) -> Result<(), Error> {
+fn take(o: Ordered) -> Result<(), Error> {
     if state::get::<Hold>(&hold_key(o.id))?.is_some()
         || state::get::<bool>(&rejected_key(o.id))?.is_some()
         || state::get::<bool>(&cancelled_key(o.id))?.is_some()
@@ -137,7 +145,7 @@ fn take(o: OrderFact) -> Result<(), Error> {
                     released: false,
                 },
             )?;
-            events::publish("ProductChanged", Some(o.id), &p)
+            PRODUCT_CHANGED.publish(Some(o.id), &(&p).into())
         }
         Decision::Reject { available } => {
             state::put(&rejected_key(o.id), &true)?;
@@ -147,13 +155,13 @@ fn take(o: OrderFact) -> Result<(), Error> {
                 qty: o.qty,
                 available,
             };
-            events::publish("OutOfStock", Some(o.id), &e)
+            OUT_OF_STOCK.publish(Some(o.id), &e)
         }
     }
 }
 
 /// On `OrderCancelled`: give back what the order held, once.
-fn give_back(o: OrderFact) -> Result<(), Error> {
+fn give_back(o: Ordered) -> Result<(), Error> {
     let Some(mut hold) = state::get::<Hold>(&hold_key(o.id))? else {
         // Cancelled before its Ordered was applied (that one was parked and may be retried):
         // remember, so a late Ordered takes nothing for an order that is over.
@@ -167,7 +175,7 @@ fn give_back(o: OrderFact) -> Result<(), Error> {
     PRODUCTS.save(&p)?;
     hold.released = true;
     state::put(&hold_key(o.id), &hold)?;
-    events::publish("ProductChanged", Some(o.id), &p)
+    PRODUCT_CHANGED.publish(Some(o.id), &(&p).into())
 }
 
 carshare_guest::context!(ProductContext);

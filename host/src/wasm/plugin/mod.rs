@@ -59,6 +59,8 @@ pub struct Plugin {
     loaded_at: String,
     name: Arc<str>,
     version: Arc<str>,
+    /// The event types it declares, handed to each instance, which refuses any other.
+    publishes: Arc<[String]>,
     engine: Arc<WasmEngine>,
     pre: BoundedContextPre<InstanceState>,
     limits: Limits,
@@ -92,6 +94,7 @@ impl Plugin {
                 version: String::new(),
                 routes: vec![],
                 subscriptions: vec![],
+                publishes: vec![],
                 placement: crate::wasm::Placement::Partitioned,
                 operations: vec![],
                 schemas: vec![],
@@ -101,6 +104,7 @@ impl Plugin {
             loaded_at: carshare_core::rfc3339_utc(carshare_core::now_millis()),
             name: Arc::from("(loading)"),
             version: Arc::from(""),
+            publishes: Arc::from([]),
             engine: engine.clone(),
             pre,
             limits,
@@ -123,6 +127,8 @@ impl Plugin {
         plugin.version = Arc::from(manifest.version.as_str());
         first.store.data_mut().context = plugin.name.clone();
         first.store.data_mut().version = plugin.version.clone();
+        plugin.publishes = manifest.publishes.iter().map(|d| d.event_type.clone()).collect();
+        first.store.data_mut().publishes = plugin.publishes.clone();
         plugin.manifest = manifest;
         plugin
             .idle
@@ -310,6 +316,7 @@ impl Plugin {
             .build();
         let mut state = InstanceState::new(self.name.clone(), limits);
         state.version = self.version.clone();
+        state.publishes = self.publishes.clone();
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut store| {

@@ -7,8 +7,10 @@
 //! in the same unit, through a synchronous call: one unit that writes where the auditor lives
 //! (partition 0) and where the product does, for tests of the partition rule.
 
+use carshare_events::order::ORDERED;
 use carshare_guest::body::Body;
 use carshare_guest::call::call;
+use carshare_guest::events::Handlers;
 use carshare_guest::{Context, Error, Event, Manifest, Request, Response, state};
 
 struct Auditor;
@@ -16,12 +18,11 @@ struct Auditor;
 impl Context for Auditor {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[],
             placement: carshare_guest::Placement::Single,
             name: "auditor",
             version: env!("CARGO_PKG_VERSION"),
             routes: &["/audits"],
-            subscriptions: &["Ordered"],
+            publishes: Vec::new(),
             operations: Vec::new(),
             schemas: Vec::new(),
         }
@@ -65,25 +66,30 @@ impl Context for Auditor {
         }
     }
 
-    fn handle_event(event: Event) -> Result<(), Error> {
-        let mode = state::get::<serde_json::Value>("mode")?.unwrap_or_default();
-        if mode["failing"] == true {
-            return Err(Error::Internal("the auditor is failing on purpose".into()));
-        }
-        let order = event.payload::<serde_json::Value>()?;
-        let id = order["id"].as_u64().unwrap_or(0);
-        let audit = serde_json::json!({ "id": id, "version": env!("CARGO_PKG_VERSION") });
-        state::put(&format!("audit/{id:020}"), &audit)?;
-        if order["qty"].is_u64() && order["qty"] == mode["failOnQty"] {
-            return Err(Error::Internal(format!(
-                "the auditor fails on order {id} on purpose"
-            )));
-        }
-        if order["qty"].is_u64() && order["qty"] == mode["trapOnQty"] {
-            panic!("the auditor traps on order {id} on purpose");
-        }
-        Ok(())
+    fn handlers() -> Handlers {
+        Handlers::new().on_raw(&ORDERED, audit)
     }
+}
+
+/// Records an order, or fails as the mode says.
+fn audit(event: &Event) -> Result<(), Error> {
+    let mode = state::get::<serde_json::Value>("mode")?.unwrap_or_default();
+    if mode["failing"] == true {
+        return Err(Error::Internal("the auditor is failing on purpose".into()));
+    }
+    let order = event.payload::<serde_json::Value>()?;
+    let id = order["id"].as_u64().unwrap_or(0);
+    let audit = serde_json::json!({ "id": id, "version": env!("CARGO_PKG_VERSION") });
+    state::put(&format!("audit/{id:020}"), &audit)?;
+    if order["qty"].is_u64() && order["qty"] == mode["failOnQty"] {
+        return Err(Error::Internal(format!(
+            "the auditor fails on order {id} on purpose"
+        )));
+    }
+    if order["qty"].is_u64() && order["qty"] == mode["trapOnQty"] {
+        panic!("the auditor traps on order {id} on purpose");
+    }
+    Ok(())
 }
 
 carshare_guest::context!(Auditor);

@@ -1,7 +1,9 @@
 //! A context that never returns: `GET /loops/spin` and every `Ordered` event loop forever, so
 //! tests can see the CPU deadline interrupt it. `GET /loops/ok` answers normally.
 
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response};
+use carshare_events::order::ORDERED;
+use carshare_guest::events::Handlers;
+use carshare_guest::{Context, Error, Manifest, Request, Response};
 
 struct Looping;
 
@@ -15,12 +17,11 @@ fn spin() -> ! {
 impl Context for Looping {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[],
             placement: carshare_guest::Placement::Partitioned,
             name: "looper",
             version: "1.0.0",
             routes: &["/loops"],
-            subscriptions: &["Ordered"],
+            publishes: Vec::new(),
             operations: Vec::new(),
             schemas: Vec::new(),
         }
@@ -33,8 +34,8 @@ impl Context for Looping {
         }
     }
 
-    fn handle_event(_event: Event) -> Result<(), Error> {
-        spin()
+    fn handlers() -> Handlers {
+        Handlers::new().on_raw(&ORDERED, |_| spin())
     }
 }
 

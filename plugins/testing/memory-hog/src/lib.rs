@@ -2,19 +2,18 @@
 //! and keeps it, so tests can see the memory limit end the call. `GET /hogs/ok` answers
 //! normally.
 
-use carshare_guest::{Context, Error, Event, Manifest, Request, Response};
+use carshare_guest::{Context, Error, Manifest, Request, Response};
 
 struct Hog;
 
 impl Context for Hog {
     fn manifest() -> Manifest {
         Manifest {
-            placed_by: &[],
             placement: carshare_guest::Placement::Partitioned,
             name: "hog",
             version: "1.0.0",
             routes: &["/hogs"],
-            subscriptions: &[],
+            publishes: Vec::new(),
             operations: Vec::new(),
             schemas: Vec::new(),
         }
@@ -28,10 +27,6 @@ impl Context for Hog {
             }
         }
         Ok(Response::json(200, &serde_json::json!({ "ok": true })))
-    }
-
-    fn handle_event(_event: Event) -> Result<(), Error> {
-        Ok(())
     }
 }
 
