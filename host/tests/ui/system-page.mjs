@@ -1,7 +1,8 @@
 // Drives carshare's live system page in a real browser (Debian's Chromium through
 // playwright-core): log in with the admin token, see orders move the counters and appear in
-// the last events, stop and start a context from the page, retry a dead letter from the page,
-// remove a context and add it back from its file, and take the screenshot the README shows.
+// the last events, read the event catalog, stop and start a context from the page, retry a dead
+// letter from the page, remove a context and add it back from its file (the catalog follows),
+// and take the screenshot the README shows.
 //
 //   node system-page.mjs BASE_URL TOKEN SCREENSHOT.png PARTITIONS AUDITOR.wasm
 import { chromium } from "playwright-core";
@@ -59,6 +60,18 @@ try {
   step("orders moved the order context's request rate");
   await page.waitForFunction(() => [...document.querySelectorAll("#events td")].some((td) => td.textContent === "Ordered"));
   step("the orders are in the last events");
+  // The event catalog: Ordered, from order, handled by product, the customer page and the auditor.
+  const orderedSubscribers = () => page.evaluate(() => {
+    const td = document.querySelector('#catalog tr[data-event="Ordered"] td[data-field="subscribers"]');
+    return td ? td.textContent : "";
+  });
+  await page.waitForFunction(() => document.querySelector('#catalog tr[data-event="Ordered"]'));
+  const ordered = await page.textContent('#catalog tr[data-event="Ordered"]');
+  if (!ordered.includes("order 0.1.0") || !ordered.includes("productId: integer")) throw new Error("catalog row: " + ordered);
+  for (const c of ["auditor", "customerpage", "product"]) {
+    if (!(await orderedSubscribers()).split(", ").includes(c)) throw new Error("Ordered subscribers: " + await orderedSubscribers());
+  }
+  step("the event catalog shows Ordered with its payload and its subscribers");
   // The README's picture: taken while orders flow, so the rates show.
   await page.waitForTimeout(1500);
   await page.screenshot({ path: screenshot, fullPage: true });
@@ -88,13 +101,15 @@ try {
   page.once("dialog", (dialog) => dialog.accept());
   await page.click('#contexts tr[data-context="auditor"] button[data-action="remove"]');
   await page.waitForFunction(() => !document.querySelector('#contexts tr[data-context="auditor"]'));
-  step("auditor removed from the page");
+  await page.waitForFunction(() => !document.querySelector('#catalog tr[data-event="Ordered"] td[data-field="subscribers"]').textContent.includes("auditor"));
+  step("auditor removed from the page, and from the event catalog");
   await page.fill("#add-name", "auditor");
   await page.setInputFiles("#add-file", auditorFile);
   await page.click("#add");
   await page.waitForFunction(() => document.querySelector('#contexts tr[data-context="auditor"]'));
   const added = await page.textContent("#add-result");
   if (!added.includes("auditor") || !added.includes("added")) throw new Error("add result: " + added);
+  await page.waitForFunction(() => document.querySelector('#catalog tr[data-event="Ordered"] td[data-field="subscribers"]').textContent.includes("auditor"));
   step("auditor added back from the page: " + added);
 
   if (errors.length) throw new Error("the page reported errors: " + errors.join("; "));
