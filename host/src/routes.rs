@@ -4,7 +4,14 @@
 //! ([`RESERVED`]); no context may serve them.
 
 /// Paths the host serves itself: the operator API, the probes and the root's `profile` link.
-pub const RESERVED: &[&str] = &["/admin", "/health", "/profile", "/metrics", "/openapi.json", "/asyncapi.json"];
+pub const RESERVED: &[&str] = &[
+    "/admin",
+    "/health",
+    "/profile",
+    "/metrics",
+    "/openapi.json",
+    "/asyncapi.json",
+];
 
 /// The route table.
 #[derive(Debug, Default, Clone)]

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::{
     APP, CARSHARE, Load, Nats, Targets, WATCHER, assert_consistent, cluster_status, copy_dir, host,
-    host_args, host_with, order_load, report, settle_all, writer,
+    host_args, host_with, order_load, order_once_caught_up, report, settle_all, writer,
 };
 use crate::common::{DataDir, TestServer, carshare, temp_dir, try_request};
 
@@ -345,7 +345,7 @@ fn nats_lost_entirely_is_made_anew_from_a_replica_and_nothing_acknowledged_is_lo
         .collect();
     let all: Vec<&TestServer> = hosts.iter().collect();
     writer(&all);
-    hosts[2].order(product, 1);
+    order_once_caught_up(&hosts[2], product, 1);
     settle_all(&all);
     let audit = assert_consistent(&all, &load.acknowledged, &BTreeMap::from([(product, 10_000_000)]));
     report(
