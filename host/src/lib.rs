@@ -64,6 +64,7 @@ mod builtin;
 mod cluster;
 mod components;
 mod config;
+mod context_build;
 mod context_set;
 mod embed;
 mod fds;
@@ -90,6 +91,7 @@ pub use crate::cluster::{
     SteppedDown, refound,
 };
 pub use crate::config::{Config, default_cache_dir};
+pub use crate::context_build::{BuildError, build_context};
 pub use crate::embed::{Builder, Carshare};
 pub use crate::http::{ApiError, App, BasePathError, ConnectionLimits, serve};
 pub use crate::routes::RouteError;

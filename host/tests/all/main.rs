@@ -4,6 +4,8 @@
 //!
 //! - `foundation`: atomic units, durability across kills and restarts, 4xx errors, the admin
 //!   token, configuration.
+//! - `author`: a new context author's path: `carshare new context`, the harness test, build,
+//!   add, walk, swap a v2, restart.
 //! - `backup`: `carshare backup` while orders commit, `carshare restore`, and what they refuse.
 //! - `business`: the rent and cancel flows, stock, sagas, dead letters, the breaker.
 //! - `cli`: help, version, completions, config errors, `carshare events tail`.
@@ -25,6 +27,7 @@
 mod common;
 
 mod abuse;
+mod author;
 mod backup;
 mod business;
 mod cli;

@@ -40,6 +40,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Put a backup in place as a data directory's database (its server stopped).
     Restore(RestoreArgs),
+    /// Start something new: `carshare new context NAME` makes a context crate to build on.
+    #[command(subcommand)]
+    New(NewCommand),
     /// Tools for developing and measuring carshare.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -326,6 +329,50 @@ impl From<Allocator> for carshare_host::InstanceAllocator {
 pub enum DevCommand {
     /// Fill a data directory with real orders, placed in-process through the contexts.
     Fill(FillArgs),
+    /// Build the context crate in DIR, serve it with the built-in contexts, and rebuild and
+    /// swap it in on every save.
+    Run(DevRunArgs),
+}
+
+/// `carshare dev run`.
+#[derive(Debug, Args)]
+pub struct DevRunArgs {
+    /// The context crate [default: .]
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The context's name [default: the crate's package name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Address to serve HTTP on
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Where the database lives [default: DIR/target/carshare-dev/data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the crate is built [default: DIR/target/carshare-dev]
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+}
+
+/// `carshare new ...`.
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// Make a context crate: a collection over HTTP, an event declared and published, a harness
+    /// test; it builds with `cargo build --release --target wasm32-wasip2`.
+    Context(NewContextArgs),
+}
+
+/// `carshare new context`.
+#[derive(Debug, Args)]
+pub struct NewContextArgs {
+    /// The context's name (a-z, 0-9, -): its crate, its route (/NAMEs) and its events
+    pub name: String,
+    /// Where to make it [default: ./NAME]; must not exist, or be empty
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The carshare checkout to depend on [default: the one this binary was built from]
+    #[arg(long, value_name = "DIR")]
+    pub carshare: Option<PathBuf>,
 }
 
 /// `carshare dev fill`.

@@ -1,11 +1,14 @@
 //! The `carshare` binary: the command line (`cli`), where the server's settings come from
-//! (`settings`), the admin client (`client`), and the allocator (`alloc`). Everything else is
+//! (`settings`), the admin client (`client`), `carshare new` (`new`), `carshare dev run`
+//! (`dev_run`), and the allocator (`alloc`). Everything else is
 //! the `carshare_host` library; this file only dispatches.
 
 mod alloc;
 mod cli;
 mod client;
+mod dev_run;
 mod fill;
+mod new;
 mod ops;
 mod settings;
 
@@ -13,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Command, DevCommand, EventsCommand};
+use cli::{Cli, Command, DevCommand, EventsCommand, NewCommand};
 
 fn main() -> ExitCode {
     forget_empty_variables();
@@ -51,6 +54,33 @@ fn main() -> ExitCode {
         },
         Command::Events(EventsCommand::Tail(args)) => {
             admin_command(|token| async move { client::tail(&args, token).await.map(|()| String::new()) })
+        }
+        Command::New(NewCommand::Context(args)) => match new::context(&args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("carshare new context: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Dev(DevCommand::Run(args)) => {
+            init_logging(cli::LogFormat::Text);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("carshare: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(dev_run::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("carshare dev run: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Dev(DevCommand::Fill(args)) => {
             init_logging(cli::LogFormat::Text);
@@ -123,7 +153,7 @@ fn serve(config: carshare_host::Config) -> ExitCode {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
