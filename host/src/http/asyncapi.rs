@@ -39,6 +39,7 @@ pub(super) fn document(catalog: &Catalog, base_url: &str) -> Value {
             "contentType": "application/json",
             "payload": e.schema,
             "x-publisher": { "context": e.publisher, "version": e.version },
+            "x-key": e.key,
         });
         if !e.key.is_empty() {
             message["description"] = json!(format!(

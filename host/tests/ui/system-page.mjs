@@ -67,7 +67,9 @@ try {
   });
   await page.waitForFunction(() => document.querySelector('#catalog tr[data-event="Ordered"]'));
   const ordered = await page.textContent('#catalog tr[data-event="Ordered"]');
-  if (!ordered.includes("order 0.1.0") || !ordered.includes("productId: integer")) throw new Error("catalog row: " + ordered);
+  if (!ordered.includes("order 0.1.0") || !ordered.includes("productId: integer") || !ordered.includes("the order id")) {
+    throw new Error("catalog row: " + ordered);
+  }
   for (const c of ["auditor", "customerpage", "product"]) {
     if (!(await orderedSubscribers()).split(", ").includes(c)) throw new Error("Ordered subscribers: " + await orderedSubscribers());
   }
